@@ -1,0 +1,110 @@
+"""`qconform build | run | report`: the commands a release pipeline calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.artifacts import ArtifactError
+from harness.models.base import all_models, get_model
+from harness.pathways.base import Device, all_pathways, get_pathway
+from harness.report import table_rows
+from harness.store import ArtifactStore
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _selection(names: str | None, everything, lookup):
+    return everything() if not names else [lookup(n.strip()) for n in names.split(",") if n.strip()]
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build (or validate the cached) artifacts of every available pathway for the chosen models."""
+    device = Device.detect()
+    store = ArtifactStore(args.cache)
+    failed = 0
+    for model in _selection(args.models, all_models, get_model):
+        for pathway in _selection(args.pathways, all_pathways, get_pathway):
+            kind = device.kind if device.kind in pathway.devices else pathway.devices[0]
+            reason = model.unavailable() or pathway.unavailable(device if kind == device.kind else Device(kind, "absent"))
+            if reason:
+                print(f"skip  {pathway.name:22} {model.id:12} {reason}")
+                continue
+            try:
+                artifact = store.get(pathway, model)
+            except (ArtifactError, RuntimeError) as exc:
+                failed += 1
+                print(f"FAIL  {pathway.name:22} {model.id:12} {exc}")
+                continue
+            print(f"ok    {pathway.name:22} {model.id:12} {artifact.path}")
+    return 1 if failed else 0
+
+
+def find_suites(explicit: Path | None) -> Path:
+    for candidate in (explicit, Path.cwd() / "suites", REPO_ROOT / "suites"):
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    raise SystemExit("qconform: cannot find the suites/ directory; run from a qconform checkout or pass --suites")
+
+
+def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    """Run the conformance suites and write the HTML report, JUnit XML and summary.json."""
+    import pytest
+
+    suites = find_suites(args.suites)
+    report_dir = Path(args.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(suites),
+        f"--rootdir={suites.parent}",
+        f"--html={report_dir / 'conformance.html'}",
+        "--self-contained-html",
+        f"--junitxml={report_dir / 'junit.xml'}",
+        f"--report-dir={report_dir}",
+        *pytest_args,
+    ]
+    print("qconform: pytest " + " ".join(argv), flush=True)
+    code = pytest.main(argv, plugins=[])
+    print(f"qconform: report at {report_dir / 'conformance.html'}")
+    return int(code)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the verdict of a summary.json: one line per failed or skipped gate."""
+    summary = json.loads(Path(args.summary).read_text())
+    print(f"verdict: {summary['verdict']}  {summary['counts']}")
+    for record in table_rows(summary["records"]):
+        if record["outcome"] != "passed":
+            measured = f" {record.get('metric')}={record.get('measured')} threshold {record.get('threshold')}" if "metric" in record else ""
+            print(f"  {record['outcome']:7} {record['pathway']}/{record['device']} {record['model']} {record['check']}{measured} {record.get('reason', '')}")
+    return 0 if summary["verdict"] == "PASS" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qconform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build the embedded default artifacts into the cache")
+    build.add_argument("--models", help="comma-separated model ids (default: all)")
+    build.add_argument("--pathways", help="comma-separated pathway names (default: all)")
+    build.add_argument("--cache", type=Path, help="cache directory (default: $QCONFORM_CACHE or ~/.cache/qconform)")
+
+    run = sub.add_parser("run", help="run the conformance suites; extra arguments go to pytest")
+    run.add_argument("--suites", type=Path, help="suites directory (default: ./suites)")
+    run.add_argument("--report-dir", default="reports", help="where the HTML report, junit.xml and summary.json go")
+
+    report = sub.add_parser("report", help="print the verdict of a summary.json")
+    report.add_argument("summary", nargs="?", default="reports/summary.json")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "run":
+        return cmd_run(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"build": cmd_build, "report": cmd_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Numerical agreement between a reference and a candidate output. All in float64, NaN-safe:
+a non-finite candidate scores as badly as possible instead of raising or passing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape:
+        raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}")
+    return ref, cand
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref - cand|^2)."""
+    ref, cand = _pair(reference, candidate)
+    if not np.isfinite(cand).all():
+        return float("-inf")
+    noise = np.sum((ref - cand) ** 2)
+    signal = np.sum(ref**2)
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return float(10 * np.log10(signal / noise))
+
+
+def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Cosine similarity of the flattened tensors."""
+    ref, cand = _pair(reference, candidate)
+    if not np.isfinite(cand).all():
+        return float("-inf")
+    denom = np.linalg.norm(ref) * np.linalg.norm(cand)
+    return float(np.sum(ref * cand) / denom) if denom > 0 else 0.0
+
+
+def rowwise_cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity along the last axis, one value per row (e.g. per sentence embedding)."""
+    ref, cand = _pair(reference, candidate)
+    ref = ref.reshape(-1, ref.shape[-1])
+    cand = np.where(np.isfinite(cand), cand, 0.0).reshape(-1, ref.shape[-1])
+    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    sims = np.divide(np.sum(ref * cand, axis=1), denom, out=np.zeros(len(ref)), where=denom > 0)
+    bad = ~np.isfinite(np.asarray(candidate, dtype=np.float64)).reshape(len(ref), -1).all(axis=1)
+    sims[bad] = -1.0
+    return sims
+
+
+def error_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    ref, cand = _pair(reference, candidate)
+    err = np.abs(ref - cand)
+    scale = float(np.max(np.abs(ref))) or 1.0
+    return {
+        "max_abs_err": float(np.max(err)),
+        "mean_abs_err": float(np.mean(err)),
+        "p99_abs_err": float(np.quantile(err, 0.99)) if np.isfinite(err).all() else float("inf"),
+        "max_rel_err": float(np.max(err)) / scale,
+        "nonfinite": int(np.size(cand) - np.count_nonzero(np.isfinite(cand))),
+    }
+
+
+def argmax_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
+    """Fraction of positions whose top-1 (greedy) token is the same in both."""
+    ref, cand = _pair(reference_logits, candidate_logits)
+    cand = np.where(np.isfinite(cand), cand, -np.inf)
+    return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    # Average ranks for ties, as Spearman's rho requires.
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    for value in np.unique(values):
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two 1-D score vectors."""
+    a, b = _pair(np.ravel(a), np.ravel(b))
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("-inf")
+    ra, rb = _ranks(a), _ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = np.sqrt(np.sum(ra**2) * np.sum(rb**2))
+    return float(np.sum(ra * rb) / denom) if denom > 0 else 0.0
+
+
+def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """The numeric-agreement metrics every output is gated on."""
+    return {"sqnr_db": sqnr_db(reference, candidate), "cosine": cosine(reference, candidate), **error_stats(reference, candidate)}

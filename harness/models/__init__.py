@@ -1,0 +1,3 @@
+"""Embedded default models; importing this package registers them."""
+
+from harness.models import minilm, tiny_llama  # noqa: F401

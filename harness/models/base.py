@@ -1,0 +1,122 @@
+"""ModelSpec: how qconform gets a reference model, its data and its task metric.
+
+Users add their own models by subclassing ModelSpec and registering it; pathways and suites see
+nothing else of a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+Tensors = dict[str, np.ndarray]
+
+
+class ModelSpec:
+    id: str = ""
+    description: str = ""
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    primary_output: str = ""
+    # Which task metrics this model reports, higher is better; the accuracy suite gates each
+    # against the profile's thresholds.
+    task_metric_names: tuple[str, ...] = ()
+    # Axes of each input/output that may vary (ONNX dynamic axes).
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    # Weight layers INT8 recipes keep in float, as regexes over ONNX node names, each for a
+    # measured reason given where it is set.
+    int8_keep_float: tuple[str, ...] = ()
+    # Python modules the model needs (its weights' package), with the install hint.
+    requires: dict[str, str] = {}
+
+    def unavailable(self) -> str | None:
+        for module, hint in self.requires.items():
+            if importlib.util.find_spec(module) is None:
+                return f"model {self.id}: Python package {module!r} is not installed ({hint})"
+        return None
+
+    def build_reference(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def calibration_inputs(self) -> list[Tensors]:
+        """Small batches used to calibrate static activation ranges."""
+        raise NotImplementedError
+
+    def eval_inputs(self) -> Tensors:
+        """One batch the accuracy and golden suites run; fixed and seeded."""
+        raise NotImplementedError
+
+    def task_metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
+        """Task-level quality of `candidate` outputs, measured against the reference outputs."""
+        raise NotImplementedError
+
+    # -- shared machinery -------------------------------------------------------------------
+    @functools.cached_property
+    def reference(self) -> torch.nn.Module:
+        return self.build_reference().eval()
+
+    def run_reference(self, inputs: Tensors) -> Tensors:
+        with torch.inference_mode():
+            outputs = self.reference(*(torch.from_numpy(inputs[name]) for name in self.input_names))
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        return {name: out.float().numpy() for name, out in zip(self.output_names, outputs)}
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.reference.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+    def linear_layer_names(self) -> list[str]:
+        return [name for name, mod in self.reference.named_modules() if isinstance(mod, torch.nn.Linear)]
+
+    def export_onnx(self, path: Path, opset: int = 17) -> Path:
+        """Export the fp32 reference with the TorchScript-based exporter (no onnxscript needed)."""
+        example = self.eval_inputs()
+        args = tuple(torch.from_numpy(example[name]) for name in self.input_names)
+        with torch.inference_mode():
+            torch.onnx.export(
+                self.reference,
+                args,
+                str(path),
+                input_names=list(self.input_names),
+                output_names=list(self.output_names),
+                dynamic_axes=self.dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        return path
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.id in MODELS:
+        raise ValueError(f"model {spec.id!r} registered twice")
+    MODELS[spec.id] = spec
+    return spec
+
+
+def get_model(model_id: str) -> ModelSpec:
+    import harness.models  # noqa: F401  (registers the embedded defaults)
+
+    try:
+        return MODELS[model_id]
+    except KeyError:
+        raise KeyError(f"unknown model {model_id!r}; known: {', '.join(sorted(MODELS))}") from None
+
+
+def all_models() -> list[ModelSpec]:
+    import harness.models  # noqa: F401
+
+    return list(MODELS.values())

@@ -1,0 +1,139 @@
+"""inc-int8-qdq: Intel Neural Compressor static post-training quantization to an ONNX QDQ graph,
+executed with ONNX Runtime.
+
+INC's ONNX line is the `onnx-neural-compressor` package (INC 3.x moved ONNX out of
+`neural-compressor`; the 2.x `PostTrainingQuantConfig(backend="onnxrt_qdq")` API pins numpy<2 and
+pulls pycocotools/opencv for nothing we use). Its `StaticQuantConfig` + `quantize` is the
+supported static PTQ entry point (onnx_neural_compressor/quantization/quantize.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from harness.artifacts import Artifact, ArtifactError
+from harness.models.base import ModelSpec
+from harness.pathways.base import Device, Pathway, QuantLayout, Runner, Tensors, register
+from harness.qdq import load_model, read_layout
+
+PAYLOAD = "model.qdq.onnx"
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OrtQdqRunner(Runner):
+    """Runs a QDQ graph on one ONNX Runtime execution provider, and refuses to fall back."""
+
+    def __init__(self, path: Path, provider: str):
+        import onnxruntime as ort
+
+        self.model = load_model(path)
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise RuntimeError(f"ONNX Runtime {ort.__version__} has no {provider} (available: {', '.join(available)})")
+        self.session = ort.InferenceSession(self.model.SerializeToString(), providers=[provider])
+        used = self.session.get_providers()
+        if not used or used[0] != provider:
+            raise RuntimeError(f"ONNX Runtime fell back from {provider} to {used}")
+        self.provider = provider
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._layout: QuantLayout | None = None
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        missing = set(self.input_names) - set(inputs)
+        if missing:
+            raise ValueError(f"inputs missing for the ONNX graph: {sorted(missing)}")
+        outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
+        return dict(zip(self.output_names, outputs))
+
+    def layout(self) -> QuantLayout:
+        if self._layout is None:
+            self._layout = read_layout(self.model)
+        return self._layout
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.provider}"
+
+
+def _calibration_reader(batches: list[Tensors]):
+    from onnx_neural_compressor import data_reader
+
+    class Reader(data_reader.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rewind()
+
+        def get_next(self):
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = iter(batches)
+
+    return Reader()
+
+
+@register
+class IncInt8Qdq(Pathway):
+    name = "inc-int8-qdq"
+    description = "Intel Neural Compressor static PTQ to ONNX QDQ (per-channel int8 weights), run with ONNX Runtime"
+    devices = ("cpu",)
+    requires = {
+        "onnx_neural_compressor": "pip install 'qconform[cpu]'",
+        "onnxruntime": "pip install onnxruntime",
+    }
+    tool_packages = ("onnx-neural-compressor", "onnxruntime", "onnx", "torch")
+
+    def recipe(self, model: ModelSpec) -> dict[str, Any]:
+        return {
+            "format": "QDQ",
+            "opset": 17,
+            "op_types": ["MatMul", "Gemm"],  # the weight-bearing ops; W8A8 for Linear layers
+            "weight_dtype": "int8",
+            "weight_granularity": "per-channel",
+            "weight_symmetric": True,
+            "activation_dtype": "uint8",
+            "activation_granularity": "per-tensor",
+            "calibration": "minmax",
+            "calibration_batches": len(model.calibration_inputs()),
+            "keep_float": list(model.int8_keep_float),  # regexes over ONNX node names
+        }
+
+    def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
+        from onnx_neural_compressor.quantization import config, quantize
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+        recipe = self.recipe(model)
+        with tempfile.TemporaryDirectory(prefix="qconform-export-") as tmp:
+            fp32 = model.export_onnx(Path(tmp) / "model.fp32.onnx", opset=recipe["opset"])
+            names = [node.name for node in onnx.load(str(fp32)).graph.node]
+            keep_float = [n for n in names if any(re.search(p, n) for p in recipe["keep_float"])]
+            quant_config = config.StaticQuantConfig(
+                calibration_data_reader=_calibration_reader(calib),
+                calibrate_method=CalibrationMethod.MinMax,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=recipe["op_types"],
+                nodes_to_exclude=keep_float,
+                per_channel=recipe["weight_granularity"] == "per-channel",
+                execution_provider="CPUExecutionProvider",
+                extra_options={"WeightSymmetric": recipe["weight_symmetric"]},
+            )
+            inc_logger = logging.getLogger("onnx_neural_compressor")
+            level = inc_logger.level
+            inc_logger.setLevel(logging.WARNING)  # its per-op statistics table is noise in a test log
+            try:
+                quantize(str(fp32), str(out_dir / PAYLOAD), quant_config)
+            finally:
+                inc_logger.setLevel(level)
+        if not (out_dir / PAYLOAD).is_file():
+            raise ArtifactError(f"{out_dir / PAYLOAD}: Neural Compressor produced no model")
+        return self.finish(out_dir, model, Device.detect())
+
+    def load(self, artifact: Artifact, device: Device) -> Runner:
+        return OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind])

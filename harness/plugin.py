@@ -1,0 +1,266 @@
+"""pytest plugin: options, markers, the (model, pathway, device) cases, gates, and the report hooks."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness import report
+from harness.artifacts import Artifact, ArtifactError
+from harness.models.base import ModelSpec, all_models, get_model
+from harness.pathways.base import Device, Pathway, Runner, all_pathways, get_pathway
+from harness.store import ArtifactStore
+from harness.thresholds import Profile, ProfileError, detect_profile_name, load_profile
+
+BASE_MARKERS = {
+    "gpu": "needs a CUDA GPU",
+    "perf": "measures speed (paired timing); never run two at once on one GPU",
+    "slow": "takes minutes",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qconform")
+    group.addoption("--profile", help="threshold profile: a built-in name (cpu, h100, rtx5090, generic-gpu) or a .toml path; default: detected from the GPU")
+    group.addoption("--artifacts", type=Path, help="directory of your own artifacts: DIR/<model>/<pathway>/manifest.json")
+    group.addoption("--regen-golden", action="store_true", help="record the current outputs as the golden outputs")
+    group.addoption("--golden-dir", type=Path, help="golden store (default: <rootdir>/golden)")
+    group.addoption("--baseline", type=Path, help="a previous summary.json to compare against")
+    group.addoption("--report-dir", type=Path, default=Path("reports"), help="where summary.json goes (default: reports)")
+    group.addoption("--qc-cache", type=Path, help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
+    group.addoption("--models", help="comma-separated model ids to run (default: all)")
+    group.addoption("--pathways", help="comma-separated pathway names to run (default: all)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in BASE_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    for pathway in all_pathways():
+        config.addinivalue_line("markers", f"{pathway.marker}: cases of the {pathway.name} pathway")
+    harness = Harness(config)
+    config.stash[HARNESS] = harness
+    config.pluginmanager.register(Reporter(harness), "qconform-reporter")
+
+
+# -- the session's harness ------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One (model, pathway, device) combination with its loaded artifact."""
+
+    harness: "Harness"
+    model: ModelSpec
+    pathway: Pathway
+    device: Device
+    artifact: Artifact
+    runner: Runner
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model.id, self.pathway.name, self.device.kind)
+
+    @functools.cached_property
+    def outputs(self) -> dict[str, np.ndarray]:
+        return self.runner(self.model.eval_inputs())
+
+    @property
+    def reference(self) -> dict[str, np.ndarray]:
+        return self.harness.reference_outputs(self.model)
+
+    def threshold(self, key: str):
+        return self.harness.profile.threshold(key, self.pathway.name, self.model.id)
+
+
+HARNESS = pytest.StashKey["Harness"]()
+
+
+class Harness:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.device = Device.detect()
+        self.records: list[dict[str, Any]] = []
+        self._profile: Profile | None = None
+        self._cases: dict[tuple[str, str, str], Case] = {}
+        self._references: dict[str, dict[str, np.ndarray]] = {}
+        self.store = ArtifactStore(config.getoption("qc_cache"), config.getoption("artifacts"), log=self._log)
+
+    def _log(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(message)
+        else:
+            print(message, flush=True)
+
+    @property
+    def profile(self) -> Profile:
+        if self._profile is None:
+            self._profile = load_profile(self.config.getoption("profile") or detect_profile_name(self.device))
+        return self._profile
+
+    @property
+    def golden_root(self) -> Path:
+        return self.config.getoption("golden_dir") or Path(self.config.rootpath) / "golden"
+
+    def selected(self) -> list[tuple[ModelSpec, Pathway, str]]:
+        models = _pick(self.config.getoption("models"), all_models(), get_model)
+        pathways = _pick(self.config.getoption("pathways"), all_pathways(), get_pathway)
+        return [(m, p, kind) for m in models for p in pathways for kind in p.devices]
+
+    def target_device(self, kind: str) -> Device:
+        if kind == self.device.kind:
+            return self.device
+        return Device(kind, "absent")
+
+    def reference_outputs(self, model: ModelSpec) -> dict[str, np.ndarray]:
+        if model.id not in self._references:
+            self._references[model.id] = model.run_reference(model.eval_inputs())
+        return self._references[model.id]
+
+    def case(self, model_id: str, pathway_name: str, kind: str) -> Case:
+        key = (model_id, pathway_name, kind)
+        if key not in self._cases:
+            model, pathway, device = get_model(model_id), get_pathway(pathway_name), self.target_device(kind)
+            artifact = self.store.get(pathway, model)
+            self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device))
+        return self._cases[key]
+
+
+def _pick(option: str | None, everything: list, lookup) -> list:
+    if not option:
+        return everything
+    return [lookup(name.strip()) for name in option.split(",") if name.strip()]
+
+
+# -- parametrization: suites ask for `case` -------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case_key" not in metafunc.fixturenames:
+        return
+    harness = metafunc.config.stash[HARNESS]
+    params = []
+    for model, pathway, kind in harness.selected():
+        marks = [getattr(pytest.mark, pathway.marker)]
+        if kind == "cuda":
+            marks.append(pytest.mark.gpu)
+        reason = model.unavailable() or pathway.unavailable(harness.target_device(kind))
+        if reason:
+            marks.append(pytest.mark.skip(reason=reason))
+        params.append(pytest.param((model.id, pathway.name, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
+    metafunc.parametrize("case_key", params)
+
+
+@pytest.fixture(scope="session")
+def qc(pytestconfig: pytest.Config) -> Harness:
+    return pytestconfig.stash[HARNESS]
+
+
+@pytest.fixture
+def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
+    try:
+        return qc.case(*case_key)
+    except (ArtifactError, ProfileError) as exc:
+        pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+
+
+class Gates:
+    """Records every measured value beside its threshold, then fails once, naming each miss."""
+
+    def __init__(self, item: pytest.Item, harness: Harness):
+        self.item, self.harness = item, harness
+
+    def check(self, case: Case, measured: dict[str, float], detail: str = "") -> None:
+        misses = []
+        for key, value in measured.items():
+            try:
+                threshold = case.threshold(key)
+            except ProfileError as exc:
+                pytest.fail(f"ProfileError: {exc}", pytrace=False)
+            passed = threshold.passes(value)
+            self.item.user_properties.append(
+                (
+                    "qconform",
+                    {
+                        "model": case.model.id,
+                        "pathway": case.pathway.name,
+                        "device": case.device.kind,
+                        "metric": key,
+                        "measured": float(value),
+                        "threshold": threshold.value,
+                        "direction": threshold.direction,
+                        "source": threshold.source,
+                        "explanation": threshold.explanation,
+                        "passed": passed,
+                    },
+                )
+            )
+            if not passed:
+                misses.append(f"{case.model.id} on {case.pathway.name}/{case.device.kind}: {key} measured {value:.4g}, needs {threshold.describe()}")
+        if misses:
+            check = getattr(self.item, "originalname", self.item.name).removeprefix("test_")
+            pytest.fail(f"{check} gate failed{': ' + detail if detail else ''}\n" + "\n".join(misses), pytrace=False)
+
+
+@pytest.fixture
+def gate(request: pytest.FixtureRequest, qc: Harness) -> Gates:
+    return Gates(request.node, qc)
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tag each case's test with what it checks, so skips and errors reach the verdict table too.
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "case_key" in params:
+            model, pathway, device = params["case_key"]
+            check = getattr(item, "originalname", item.name).removeprefix("test_")
+            item.user_properties.append(("qconform_case", {"model": model, "pathway": pathway, "device": device, "check": check}))
+
+
+class Reporter:
+    """Collects verdict records from test reports (also those sent back by xdist workers)."""
+
+    def __init__(self, harness: Harness):
+        self.harness = harness
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.harness.records.extend(records_of(report))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.harness.records and not hasattr(session.config, "workerinput"):
+            report.write_summary(self.harness, Path(session.config.getoption("report_dir")))
+
+    def pytest_html_results_summary(self, prefix: list, summary: list, postfix: list) -> None:
+        if self.harness.records:
+            prefix.extend(report.verdict_html(self.harness))
+
+
+def records_of(test_report: pytest.TestReport) -> list[dict[str, Any]]:
+    props = dict((name, value) for name, value in test_report.user_properties if name == "qconform_case")
+    case_info = props.get("qconform_case")
+    if case_info is None:
+        return []
+    if test_report.when == "setup" and test_report.passed:
+        return []
+    if test_report.when == "teardown" and not test_report.failed:
+        return []
+    base = {**case_info, "nodeid": test_report.nodeid}
+    gates = [{**base, **value, "outcome": "passed" if value["passed"] else "failed"} for name, value in test_report.user_properties if name == "qconform"]
+    if gates:
+        return gates
+    if test_report.skipped:
+        reason = test_report.longrepr[2] if isinstance(test_report.longrepr, tuple) else str(test_report.longrepr)
+        return [{**base, "outcome": "skipped", "reason": reason.removeprefix("Skipped: ")}]
+    if test_report.failed:
+        crash = getattr(test_report.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else test_report.longreprtext.strip()
+        return [{**base, "outcome": "failed", "reason": reason[:500]}]
+    return [{**base, "outcome": "passed"}]

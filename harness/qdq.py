@@ -1,0 +1,97 @@
+"""Reading a QDQ ONNX graph with `onnx`: which weight-bearing ops are quantized, with what
+granularity, scales and zero points. Shared by every pathway that executes a QDQ graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from harness.artifacts import ArtifactError
+from harness.pathways.base import QuantLayer, QuantLayout
+
+WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1}  # op -> index of its weight input
+
+DTYPE_NAMES = {
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.FLOAT8E4M3FN: "float8_e4m3fn",
+    onnx.TensorProto.FLOAT8E5M2: "float8_e5m2",
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+}
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """Load and check an ONNX file; a truncated or corrupt file is an ArtifactError, not a crash."""
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for a bad file
+        raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
+    return model
+
+
+class Graph:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.producer = {out: node for node in model.graph.node for out in node.output}
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.inits[name])
+
+    def dequantize_of(self, tensor: str) -> onnx.NodeProto | None:
+        node = self.producer.get(tensor)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
+    @staticmethod
+    def axis(node: onnx.NodeProto) -> int:
+        for attr in node.attribute:
+            if attr.name == "axis":
+                return attr.i
+        return 1  # ONNX's default for Quantize/DequantizeLinear
+
+
+def read_layout(model: onnx.ModelProto) -> QuantLayout:
+    graph = Graph(model)
+    layout = QuantLayout()
+    for node in model.graph.node:
+        if node.op_type not in WEIGHT_OPS or len(node.input) <= WEIGHT_OPS[node.op_type]:
+            continue
+        weight_name = node.input[WEIGHT_OPS[node.op_type]]
+        name = node.name or node.output[0]
+        if weight_name in graph.inits:
+            layout.unquantized.append(name)  # a float weight feeding the op directly
+            continue
+        dq = graph.dequantize_of(weight_name)
+        if dq is None or dq.input[0] not in graph.inits:
+            continue  # an activation x activation op (attention scores), not a weight
+        weight = graph.inits[dq.input[0]]
+        scales = graph.array(dq.input[1]).astype(np.float64)
+        zero_points = graph.array(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+        axis = graph.axis(dq)
+        dims = list(weight.dims)
+        per_channel = scales.size > 1
+        act_dq = graph.dequantize_of(node.input[0])
+        act_scale = act_zp = act_dtype = None
+        if act_dq is not None and act_dq.input[1] in graph.inits:
+            act_scale = graph.array(act_dq.input[1])
+            act_zp = graph.array(act_dq.input[2]) if len(act_dq.input) > 2 and act_dq.input[2] else None
+            act_dtype = DTYPE_NAMES.get(graph.inits[act_dq.input[2]].data_type) if act_zp is not None else None
+        layout.layers[name] = QuantLayer(
+            name=name,
+            dtype=DTYPE_NAMES.get(weight.data_type, str(weight.data_type)),
+            weight_granularity="per-channel" if per_channel else "per-tensor",
+            weight_axis=axis if per_channel else None,
+            weight_scales=scales,
+            weight_zero_points=zero_points,
+            activation_dtype=act_dtype,
+            activation_granularity=None if act_dq is None else ("per-tensor" if act_scale is None or act_scale.size == 1 else "per-channel"),
+            activation_scale=act_scale,
+            activation_zero_point=act_zp,
+            output_channels=dims[axis] if per_channel else None,
+        )
+    return layout

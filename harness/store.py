@@ -1,0 +1,77 @@
+"""Where artifacts come from: the user's directory (`--artifacts DIR`), or the build cache, which
+builds the embedded defaults on first use and keys them by weights, recipe and tool versions."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from harness.artifacts import Artifact, ArtifactError, cache_key, default_cache_dir, load_artifact, publish
+from harness.models.base import ModelSpec
+from harness.pathways.base import Pathway
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ArtifactStore:
+    def __init__(self, cache_dir: Path | None = None, user_dir: Path | None = None, log: Callable[[str], None] = _stderr):
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.user_dir = Path(user_dir) if user_dir else None
+        self.log = log
+
+    def path_for(self, pathway: Pathway, model: ModelSpec) -> Path:
+        if self.user_dir:
+            return self.user_dir / model.id / pathway.name
+        key = cache_key(
+            pathway=pathway.name,
+            model_id=model.id,
+            source_weights_sha256=model.weights_sha256,
+            recipe=pathway.recipe(model),
+            tool_versions=pathway.tool_versions(),
+        )
+        return self.cache_dir / "artifacts" / model.id / pathway.name / key[:16]
+
+    def get(self, pathway: Pathway, model: ModelSpec) -> Artifact:
+        path = self.path_for(pathway, model)
+        if self.user_dir:
+            if not path.exists():
+                raise ArtifactError(f"{path}: no {pathway.name} artifact for model {model.id} under --artifacts")
+            return self._check_source(load_artifact(path, pathway=pathway.name, model_id=model.id), model)
+        if path.exists():
+            try:
+                return self._check_source(load_artifact(path, pathway=pathway.name, model_id=model.id), model)
+            except ArtifactError as exc:
+                # A damaged cache entry is rebuilt, loudly; a user's artifact never is.
+                self.log(f"qconform: cached artifact is invalid, rebuilding: {exc}")
+                shutil.rmtree(path, ignore_errors=True)
+        return self.build(pathway, model, path)
+
+    def build(self, pathway: Pathway, model: ModelSpec, path: Path) -> Artifact:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".build-"))
+        self.log(f"qconform: building {pathway.name} artifact for {model.id} -> {path}")
+        start = time.perf_counter()
+        try:
+            pathway.build(model, model.calibration_inputs(), staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        publish(staging, path)
+        self.log(f"qconform: built {pathway.name} for {model.id} in {time.perf_counter() - start:.1f}s")
+        return self._check_source(load_artifact(path, pathway=pathway.name, model_id=model.id), model)
+
+    @staticmethod
+    def _check_source(artifact: Artifact, model: ModelSpec) -> Artifact:
+        recorded = artifact.manifest["source_weights_sha256"]
+        if recorded != model.weights_sha256:
+            raise ArtifactError(
+                f"{artifact.path}: built from other weights than model {model.id} "
+                f"(manifest {recorded[:12]}…, model {model.weights_sha256[:12]}…)"
+            )
+        return artifact

@@ -1,0 +1,139 @@
+"""Threshold profiles: one TOML per device class, one table per (pathway, model).
+
+Every gate reads its number from here, and every number carries an explanation that the report
+prints beside the measured value.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.pathways.base import Device
+
+# key -> (direction, what it measures). "min": measured must be >= value; "max": <= value.
+EXPLAIN: dict[str, tuple[str, str]] = {
+    "min_sqnr_db": ("min", "SQNR of the primary output against the fp32 reference, dB (higher is closer)"),
+    "min_cosine": ("min", "cosine similarity of the primary output to the fp32 reference"),
+    "min_row_cosine": ("min", "worst per-row (per sentence / per token) cosine to the fp32 reference"),
+    "min_token_agreement": ("min", "fraction of positions whose greedy next token equals the reference's"),
+    "min_ranking_agreement": ("min", "Spearman correlation of pair similarities, candidate vs reference"),
+    "max_rel_task_drop": ("max", "relative loss of the task score vs the reference (MLPerf-style 1% = keep 99%)"),
+    "min_speedup": ("min", "median speedup over the full-precision baseline, same run, interleaved"),
+    "min_golden_sqnr_db": ("min", "SQNR of the output against the stored golden output of this pathway, dB"),
+}
+
+
+def threshold_key(metric: str) -> str:
+    """The threshold that gates a metric: `token_agreement` -> `min_token_agreement`."""
+    for key in (f"min_{metric}", f"max_{metric}"):
+        if key in EXPLAIN:
+            return key
+    raise KeyError(f"no threshold key gates metric {metric!r}; known: {', '.join(EXPLAIN)}")
+
+
+class ProfileError(Exception):
+    """A profile is missing, unreadable, or lacks a threshold a gate needs."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    key: str
+    value: float
+    source: str  # "cpu.toml [inc-int8-qdq.tiny-llama]"
+
+    @property
+    def direction(self) -> str:
+        return EXPLAIN[self.key][0]
+
+    @property
+    def explanation(self) -> str:
+        return EXPLAIN[self.key][1]
+
+    def passes(self, measured: float) -> bool:
+        if math.isnan(measured):
+            return False
+        return measured >= self.value if self.direction == "min" else measured <= self.value
+
+    def describe(self) -> str:
+        op = ">=" if self.direction == "min" else "<="
+        return f"{self.key} {op} {self.value:g} ({self.source})"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: str
+    data: dict[str, Any]
+
+    def table(self, *keys: str) -> dict[str, Any]:
+        node: Any = self.data
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                raise ProfileError(f"{self.path}: no table [{'.'.join(keys)}]")
+            node = node[key]
+        return node
+
+    def threshold(self, key: str, *table: str) -> Threshold:
+        values = self.table(*table)
+        if key not in values:
+            raise ProfileError(f"{self.path}: table [{'.'.join(table)}] has no {key!r}")
+        return Threshold(key, float(values[key]), f"{Path(self.path).name} [{'.'.join(table)}]")
+
+    def has(self, key: str, *table: str) -> bool:
+        try:
+            return key in self.table(*table)
+        except ProfileError:
+            return False
+
+
+def detect_profile_name(device: Device) -> str:
+    if device.kind != "cuda":
+        return "cpu"
+    name = device.name.lower()
+    if "h100" in name:
+        return "h100"
+    if "5090" in name:
+        return "rtx5090"
+    return "generic-gpu"
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load a built-in profile by name ("cpu", "h100", ...) or any TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        text_source, label = path, str(path)
+        if not path.is_file():
+            raise ProfileError(f"{path}: profile file does not exist")
+    else:
+        text_source = resources.files("harness.profiles") / f"{name_or_path}.toml"
+        label = f"harness/profiles/{name_or_path}.toml"
+        if not text_source.is_file():
+            known = sorted(p.name.removesuffix(".toml") for p in resources.files("harness.profiles").iterdir() if p.name.endswith(".toml"))
+            raise ProfileError(f"no built-in profile {name_or_path!r}; known: {', '.join(known)} (or pass a .toml path)")
+    try:
+        data = tomllib.loads(text_source.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{label}: not valid TOML ({exc})") from exc
+    _validate(label, data)
+    return Profile(data.get("profile", {}).get("name", path.stem), label, data)
+
+
+def _validate(label: str, data: dict[str, Any]) -> None:
+    """Reject unknown threshold keys and non-numbers, so a typo can't silently disable a gate."""
+
+    def walk(node: dict[str, Any], where: list[str]) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, where + [key])
+            elif where and where[0] != "profile" and key != "note":
+                if key not in EXPLAIN:
+                    raise ProfileError(f"{label}: [{'.'.join(where)}] unknown threshold {key!r}; known: {', '.join(EXPLAIN)}")
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ProfileError(f"{label}: [{'.'.join(where)}] {key} must be a number, got {value!r}")
+
+    walk(data, [])

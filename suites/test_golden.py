@@ -1,0 +1,36 @@
+"""Golden: each pathway's outputs against the outputs it produced when last approved on this device class."""
+
+import datetime
+
+import pytest
+
+from harness.golden import GoldenError, describe_drift, golden_dir, read_golden, write_golden
+from harness.metrics import sqnr_db
+
+
+def test_golden(case, qc, gate):
+    inputs = case.model.eval_inputs()
+    directory = golden_dir(qc.golden_root, case.model.id, case.pathway.name, qc.profile.name)
+    tools = case.pathway.tool_versions()
+    if qc.config.getoption("regen_golden"):
+        meta = {
+            "created": datetime.date.today().isoformat(),
+            "device": case.device.describe(),
+            "runner": case.runner.describe(),
+            "artifact_digest": case.artifact.digest,
+            "tool_versions": tools,
+        }
+        write_golden(directory, case.outputs, inputs, meta)
+        pytest.skip(f"recorded a new golden in {directory}; review and commit it")
+    try:
+        golden = read_golden(directory, inputs)
+    except GoldenError as exc:
+        if "no golden record" in str(exc):
+            pytest.skip(str(exc))
+        pytest.fail(f"GoldenError: {exc}", pytrace=False)
+    measured = {name: sqnr_db(golden.outputs[name], case.outputs[name]) for name in golden.outputs}
+    gate.check(
+        case,
+        {"min_golden_sqnr_db": min(measured.values())},
+        f"per output {measured}; tool versions since the golden: {describe_drift(golden.meta, tools)}",
+    )
