@@ -65,8 +65,8 @@ def error_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float
 def argmax_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
     """Fraction of positions whose top-1 (greedy) token is the same in both."""
     ref, cand = _pair(reference_logits, candidate_logits)
-    cand = np.where(np.isfinite(cand), cand, -np.inf)
-    return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+    valid = np.isfinite(cand).all(axis=-1)  # a position with NaN/Inf logits never agrees
+    return float(np.mean((ref.argmax(axis=-1) == np.nan_to_num(cand).argmax(axis=-1)) & valid))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
