@@ -62,8 +62,8 @@ class Case:
     runner: Runner
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.model.id, self.pathway.name, self.device.kind)
+    def labels(self) -> dict[str, str]:
+        return {"model": self.model.id, "pathway": self.pathway.name, "device": self.device.kind}
 
     @functools.cached_property
     def outputs(self) -> dict[str, np.ndarray]:
@@ -73,8 +73,30 @@ class Case:
     def reference(self) -> dict[str, np.ndarray]:
         return self.harness.reference_outputs(self.model)
 
+    @property
+    def profile(self) -> Profile:
+        return self.harness.profile_for(self.device.kind)
+
     def threshold(self, key: str):
-        return self.harness.profile.threshold(key, self.pathway.name, self.model.id)
+        return self.profile.threshold(key, self.pathway.name, self.model.id)
+
+
+@dataclass
+class PerfCase:
+    """One perf workload (a layer shape, speed only) under one pathway on the GPU."""
+
+    harness: "Harness"
+    workload: Any
+    pathway: Pathway
+    device: Device
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"model": self.workload.id, "pathway": self.pathway.name, "device": self.device.kind}
+
+    def threshold(self, key: str):
+        # Most specific table first: [pathway.family.mM], then [pathway.family].
+        return self.harness.profile_for("cuda").threshold(key, self.pathway.name, self.workload.family, f"m{self.workload.m}")
 
 
 HARNESS = pytest.StashKey["Harness"]()
@@ -85,7 +107,7 @@ class Harness:
         self.config = config
         self.device = Device.detect()
         self.records: list[dict[str, Any]] = []
-        self._profile: Profile | None = None
+        self._profiles: dict[str, Profile] = {}
         self._cases: dict[tuple[str, str, str], Case] = {}
         self._references: dict[str, dict[str, np.ndarray]] = {}
         self.store = ArtifactStore(config.getoption("qc_cache"), config.getoption("artifacts"), log=self._log)
@@ -97,11 +119,20 @@ class Harness:
         else:
             print(message, flush=True)
 
+    def profile_for(self, kind: str) -> Profile:
+        """The profile gating cases that run on `kind`: --profile if given, else cpu.toml for CPU
+        cases and the detected GPU's profile for CUDA cases (one run can hold both)."""
+        name = self.config.getoption("profile") or ("cpu" if kind == "cpu" else detect_profile_name(self.device))
+        if name not in self._profiles:
+            self._profiles[name] = load_profile(name)
+        return self._profiles[name]
+
     @property
     def profile(self) -> Profile:
-        if self._profile is None:
-            self._profile = load_profile(self.config.getoption("profile") or detect_profile_name(self.device))
-        return self._profile
+        return self.profile_for(self.device.kind)
+
+    def profiles_used(self) -> list[str]:
+        return sorted(p.path for p in self._profiles.values()) or [self.profile.path]
 
     @property
     def golden_root(self) -> Path:
@@ -141,9 +172,14 @@ def _pick(option: str | None, everything: list, lookup) -> list:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "case_key" not in metafunc.fixturenames:
-        return
     harness = metafunc.config.stash[HARNESS]
+    if "case_key" in metafunc.fixturenames:
+        metafunc.parametrize("case_key", _case_params(harness))
+    if "perf_key" in metafunc.fixturenames:
+        metafunc.parametrize("perf_key", _perf_params(harness))
+
+
+def _case_params(harness: Harness) -> list:
     params = []
     for model, pathway, kind in harness.selected():
         marks = [getattr(pytest.mark, pathway.marker)]
@@ -153,7 +189,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if reason:
             marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param((model.id, pathway.name, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
-    metafunc.parametrize("case_key", params)
+    return params
+
+
+def _perf_params(harness: Harness) -> list:
+    from harness.models.llama8b_perf import WORKLOADS
+
+    device = harness.target_device("cuda")
+    params = []
+    for pathway in _pick(harness.config.getoption("pathways"), all_pathways(), get_pathway):
+        if not pathway.measures_speed:
+            continue
+        reason = pathway.unavailable(device)
+        for workload in WORKLOADS:
+            marks = [getattr(pytest.mark, pathway.marker), pytest.mark.gpu, pytest.mark.perf]
+            if reason:
+                marks.append(pytest.mark.skip(reason=reason))
+            params.append(pytest.param((workload.id, pathway.name, "cuda"), id=f"{pathway.name}-{workload.id}", marks=marks))
+    return params
 
 
 @pytest.fixture(scope="session")
@@ -169,27 +222,43 @@ def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
         pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
 
 
+@pytest.fixture
+def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> PerfCase:
+    from harness.models.llama8b_perf import get_workload
+
+    workload_id, pathway_name, kind = perf_key
+    return PerfCase(qc, get_workload(workload_id), get_pathway(pathway_name), qc.target_device(kind))
+
+
 class Gates:
     """Records every measured value beside its threshold, then fails once, naming each miss."""
 
     def __init__(self, item: pytest.Item, harness: Harness):
         self.item, self.harness = item, harness
 
-    def check(self, case: Case, measured: dict[str, float], detail: str = "") -> None:
+    def check(
+        self,
+        case: Case | PerfCase,
+        measured: dict[str, float],
+        detail: str = "",
+        extra: dict[str, Any] | None = None,
+        judge: dict[str, float] | None = None,
+    ) -> None:
+        """Gate each measured value on its threshold. `judge` replaces the value the verdict uses
+        (a speedup is judged on its interval's upper end: it fails only when clearly below)."""
         misses = []
         for key, value in measured.items():
             try:
                 threshold = case.threshold(key)
             except ProfileError as exc:
                 pytest.fail(f"ProfileError: {exc}", pytrace=False)
-            passed = threshold.passes(value)
+            passed = threshold.passes((judge or {}).get(key, value))
             self.item.user_properties.append(
                 (
                     "qconform",
                     {
-                        "model": case.model.id,
-                        "pathway": case.pathway.name,
-                        "device": case.device.kind,
+                        **case.labels,
+                        **(extra or {}),
                         "metric": key,
                         "measured": float(value),
                         "threshold": threshold.value,
@@ -201,7 +270,8 @@ class Gates:
                 )
             )
             if not passed:
-                misses.append(f"{case.model.id} on {case.pathway.name}/{case.device.kind}: {key} measured {value:.4g}, needs {threshold.describe()}")
+                labels = case.labels
+                misses.append(f"{labels['model']} on {labels['pathway']}/{labels['device']}: {key} measured {value:.4g}, needs {threshold.describe()}")
         if misses:
             check = getattr(self.item, "originalname", self.item.name).removeprefix("test_")
             pytest.fail(f"{check} gate failed{': ' + detail if detail else ''}\n" + "\n".join(misses), pytrace=False)
@@ -219,8 +289,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tag each case's test with what it checks, so skips and errors reach the verdict table too.
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if "case_key" in params:
-            model, pathway, device = params["case_key"]
+        key = params.get("case_key") or params.get("perf_key")
+        if key:
+            model, pathway, device = key
             check = getattr(item, "originalname", item.name).removeprefix("test_")
             item.user_properties.append(("qconform_case", {"model": model, "pathway": pathway, "device": device, "check": check}))
 

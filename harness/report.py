@@ -30,7 +30,7 @@ def environment(harness: "Harness") -> dict[str, Any]:
             pass
     return {
         "device": harness.device.describe(),
-        "profile": harness.profile.path,
+        "profile": ", ".join(harness.profiles_used()),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,

@@ -79,10 +79,16 @@ class Profile:
         return node
 
     def threshold(self, key: str, *table: str) -> Threshold:
-        values = self.table(*table)
-        if key not in values:
-            raise ProfileError(f"{self.path}: table [{'.'.join(table)}] has no {key!r}")
-        return Threshold(key, float(values[key]), f"{Path(self.path).name} [{'.'.join(table)}]")
+        """`key` from the most specific table that has it: [a.b.c], then [a.b] (never [a] alone)."""
+        for depth in range(len(table), min(2, len(table)) - 1, -1):
+            try:
+                values = self.table(*table[:depth])
+            except ProfileError:
+                continue
+            if key in values:
+                return Threshold(key, float(values[key]), f"{Path(self.path).name} [{'.'.join(table[:depth])}]")
+        self.table(*table[: min(2, len(table))])  # names the missing table, if that is the problem
+        raise ProfileError(f"{self.path}: table [{'.'.join(table)}] has no {key!r}")
 
     def has(self, key: str, *table: str) -> bool:
         try:

@@ -10,7 +10,7 @@ from harness.metrics import sqnr_db
 
 def test_golden(case, qc, gate):
     inputs = case.model.eval_inputs()
-    directory = golden_dir(qc.golden_root, case.model.id, case.pathway.name, qc.profile.name)
+    directory = golden_dir(qc.golden_root, case.model.id, case.pathway.name, case.profile.name)
     tools = case.pathway.tool_versions()
     if qc.config.getoption("regen_golden"):
         meta = {

@@ -93,6 +93,12 @@ class Pathway:
     requires: dict[str, str] = {}
     # Distributions whose versions are recorded in the manifest and key the build cache.
     tool_packages: tuple[str, ...] = ()
+    # Whether the perf suite can time it: then quantize_module() turns a bf16 CUDA module into
+    # this pathway's candidate in memory.
+    measures_speed: bool = False
+
+    def quantize_module(self, module: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has no in-memory candidate for the perf suite")
 
     @property
     def marker(self) -> str:

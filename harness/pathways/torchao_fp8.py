@@ -1,12 +1,152 @@
-"""torchao-fp8-rowwise: TorchAO Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
-on GPUs with compute capability >= 8.9."""
+"""torchao-fp8-rowwise: TorchAO `quantize_(model, Float8DynamicActivationFloat8WeightConfig(
+granularity=PerRow()))` on bf16 models, on GPUs with compute capability >= 8.9.
 
-from harness.pathways.base import Planned, register
+Weights are stored as float8_e4m3fn with one scale per output row; activations are quantized
+dynamically per row at run time. The artifact is the quantized state dict (torchao's Float8Tensor
+is a torch.load safe global) plus the recipe; loading re-applies the config to a fresh reference
+and checks that the stored tensors have exactly the layout the config produces.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.artifacts import Artifact, ArtifactError
+from harness.models.base import ModelSpec
+from harness.pathways.base import Device, Pathway, QuantLayer, QuantLayout, Runner, Tensors, register
+
+PAYLOAD = "model.pt"
+MIN_CAPABILITY = (8, 9)
+
+
+def fp8_config():
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+
+
+def quantize_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Quantize a bf16 CUDA module in place with the rowwise FP8 config (used by the perf suite too)."""
+    from torchao.quantization import quantize_
+
+    quantize_(module, fp8_config())
+    return module
+
+
+def is_fp8_weight(weight: torch.Tensor) -> bool:
+    from torchao.quantization import Float8Tensor
+
+    return isinstance(weight, Float8Tensor)
+
+
+def read_layout(module: torch.nn.Module) -> QuantLayout:
+    layout = QuantLayout()
+    for name, child in module.named_modules():
+        if not isinstance(child, torch.nn.Linear):
+            continue
+        weight = child.weight
+        if not is_fp8_weight(weight):
+            layout.unquantized.append(name)
+            continue
+        scale = weight.scale.detach().float().cpu().numpy()
+        rows = weight.shape[0]
+        per_row = scale.size == rows and list(weight.block_size) == [1, weight.shape[1]]
+        act = weight.act_quant_kwargs
+        act_granularity = type(act.granularity).__name__ if act is not None else None
+        layout.layers[name] = QuantLayer(
+            name=name,
+            dtype=str(weight.qdata.dtype).removeprefix("torch."),
+            weight_granularity="per-channel" if per_row else ("per-tensor" if scale.size == 1 else f"block {weight.block_size}"),
+            weight_axis=0 if per_row else None,
+            weight_scales=scale.reshape(-1).astype(np.float64),
+            activation_dtype=str(act.float8_dtype).removeprefix("torch.") if act is not None else None,
+            activation_granularity=f"dynamic {act_granularity}" if act is not None else "none (weight-only)",
+            output_channels=rows,
+        )
+    return layout
+
+
+class TorchRunner(Runner):
+    def __init__(self, module: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...], device: str):
+        self.module, self.input_names, self.output_names, self.device = module, input_names, output_names, device
+        self._layout: QuantLayout | None = None
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        args = [torch.from_numpy(inputs[name]).to(self.device) for name in self.input_names]
+        with torch.inference_mode():
+            outputs = self.module(*args)
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs)}
+
+    def layout(self) -> QuantLayout:
+        if self._layout is None:
+            self._layout = read_layout(self.module)
+        return self._layout
+
+    def describe(self) -> str:
+        return f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}"
 
 
 @register
-class TorchaoFp8Rowwise(Planned):
+class TorchaoFp8Rowwise(Pathway):
     name = "torchao-fp8-rowwise"
     description = "TorchAO FP8 rowwise dynamic activation + weight quantization (CUDA, sm_89+)"
     devices = ("cuda",)
-    issue = 4
+    requires = {"torchao": "pip install 'qconform[gpu]' (torchao >= 0.18 needs torch >= 2.11)"}
+    tool_packages = ("torchao", "torch")
+    measures_speed = True
+
+    def quantize_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return quantize_module(module)
+
+    def unavailable(self, device: Device) -> str | None:
+        reason = super().unavailable(device)
+        if reason:
+            return reason
+        if device.capability is not None and device.capability < MIN_CAPABILITY:
+            cap = f"sm_{device.capability[0]}{device.capability[1]}"
+            return f"{self.name}: needs CUDA compute capability >= 8.9 for FP8, {device.name} is {cap}"
+        return None
+
+    def recipe(self, model: ModelSpec) -> dict[str, Any]:
+        return {
+            "config": "Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())",
+            "model_dtype": "bfloat16",
+            "weight_dtype": "float8_e4m3fn",
+            "weight_granularity": "per-channel",  # one scale per output row
+            "activation_dtype": "float8_e4m3fn",
+            "activation_granularity": "dynamic PerRow",
+        }
+
+    def _fresh(self, model: ModelSpec) -> torch.nn.Module:
+        return copy.deepcopy(model.reference).to(device="cuda", dtype=torch.bfloat16).eval()
+
+    def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
+        module = quantize_module(self._fresh(model))
+        torch.save(module.state_dict(), out_dir / PAYLOAD)
+        return self.finish(out_dir, model, Device.detect())
+
+    def load(self, artifact: Artifact, device: Device) -> Runner:
+        from harness.models.base import get_model
+
+        model = get_model(artifact.model_id)
+        module = quantize_module(self._fresh(model))  # re-apply the config, then take the stored tensors
+        path = artifact.file(PAYLOAD)
+        try:
+            state = torch.load(path, map_location="cuda", weights_only=True)
+        except Exception as exc:
+            raise ArtifactError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from exc
+        expected = module.state_dict()
+        if set(state) != set(expected):
+            raise ArtifactError(f"{path}: tensors differ from the config's layout: missing {sorted(set(expected) - set(state))[:5]}, extra {sorted(set(state) - set(expected))[:5]}")
+        for key, tensor in expected.items():
+            if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
+                raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
+        module.load_state_dict(state, assign=True)
+        return TorchRunner(module, model.input_names, model.output_names, "cuda")

@@ -1,0 +1,26 @@
+"""The speedup gate fails a planted slow candidate (dequantize-to-bf16 then matmul)."""
+
+import pytest
+
+from harness.pathways.base import Device
+
+pytestmark = pytest.mark.gpu
+
+
+def test_slow_candidate_fails_the_speedup_gate(tmp_path, run_suites):
+    device = Device.detect()
+    if device.kind != "cuda":
+        pytest.skip("needs a CUDA GPU: the speedup gate times real kernels")
+    profile = tmp_path / "slow.toml"
+    profile.write_text("[planted-slow-dequant.llama8b-linear]\nmin_sqnr_db = 26.0\nmin_speedup = 1.3\n")
+
+    run = run_suites(
+        "-p", "tests.slow_pathway", "--pathways=planted-slow-dequant", f"--profile={profile}",
+        "-k", "gate_up-m4096 or gate_up-m1-", suites=("test_speedup.py",),
+    )
+
+    assert run.returncode == 1, run.output
+    speed = run.records(metric="min_speedup")
+    assert len(speed) == 2 and all(r["outcome"] == "failed" for r in speed), run.output
+    assert all(r["measured"] < 1.05 for r in speed)
+    assert all(r["outcome"] == "passed" for r in run.records(metric="min_sqnr_db"))  # slow, not wrong
