@@ -95,6 +95,9 @@ def paired_speedup(
     min_replay_ms: float = 2.0,
 ) -> SpeedResult:
     """Time baseline vs candidate (each a list of k weight copies fed the k `inputs`)."""
+    # Every workload compiles fresh: Rotating.forward is one code object, and past Dynamo's
+    # recompile limit it would silently run eager, timing something else than was asked.
+    torch._dynamo.reset()
     sides = []
     for modules in (baseline, candidate):
         fn = Rotating(modules)

@@ -139,7 +139,8 @@ class TorchaoFp8Rowwise(Pathway):
         module = quantize_module(self._fresh(model))  # re-apply the config, then take the stored tensors
         path = artifact.file(PAYLOAD)
         try:
-            state = torch.load(path, map_location="cuda", weights_only=True)
+            # An explicit index: Float8Tensor refuses to mix "cuda" and "cuda:0" storages on assign.
+            state = torch.load(path, map_location=torch.device("cuda", torch.cuda.current_device()), weights_only=True)
         except Exception as exc:
             raise ArtifactError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from exc
         expected = module.state_dict()
