@@ -82,6 +82,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if summary["verdict"] == "PASS" else 1
 
 
+def _table_of(record: dict) -> tuple[str, ...]:
+    from harness.models.llama8b_perf import get_workload
+
+    try:
+        return get_workload(record["model"]).table(record["pathway"])
+    except KeyError:
+        return (record["pathway"], record["model"])
+
+
+def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    """Measure this device `--runs` times (or take given summaries) and write a profile with margins."""
+    from harness.thresholds import calibrated_profile
+
+    summaries = [Path(p) for p in args.summaries]
+    if not summaries:
+        for run in range(args.runs):
+            report_dir = Path(args.report_dir) / f"calibrate-{run + 1}"
+            print(f"qconform: calibration run {run + 1}/{args.runs} -> {report_dir}", flush=True)
+            run_args = argparse.Namespace(suites=args.suites, report_dir=str(report_dir))
+            cmd_run(run_args, pytest_args)  # gates may fail here: the thresholds are what we are making
+            summaries.append(report_dir / "summary.json")
+    records, devices = [], set()
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        records += summary["records"]
+        devices.add(summary["environment"]["device"])
+    provenance = f"{len(summaries)} run(s) on {', '.join(sorted(devices))}"
+    text = calibrated_profile(args.name, args.description or f"calibrated on {', '.join(sorted(devices))}", records, _table_of, provenance)
+    Path(args.out).write_text(text)
+    print(f"qconform: wrote {args.out} from {len(records)} records of {len(summaries)} run(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qconform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,12 +128,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--suites", type=Path, help="suites directory (default: ./suites)")
     run.add_argument("--report-dir", default="reports", help="where the HTML report, junit.xml and summary.json go")
 
+    calibrate = sub.add_parser("calibrate", help="measure this device and write a threshold profile with margins; extra arguments go to pytest")
+    calibrate.add_argument("--runs", type=int, default=3, help="repeated runs; the worst value of each metric counts")
+    calibrate.add_argument("--from", dest="summaries", action="append", default=[], help="use existing summary.json files instead of running")
+    calibrate.add_argument("--name", required=True, help="profile name, e.g. rtx5090")
+    calibrate.add_argument("--description", default="")
+    calibrate.add_argument("--out", required=True, help="where to write the profile TOML")
+    calibrate.add_argument("--suites", type=Path)
+    calibrate.add_argument("--report-dir", default="reports")
+
     report = sub.add_parser("report", help="print the verdict of a summary.json")
     report.add_argument("summary", nargs="?", default="reports/summary.json")
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args, rest)
+    if args.command == "calibrate":
+        return cmd_calibrate(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return {"build": cmd_build, "report": cmd_report}[args.command](args)

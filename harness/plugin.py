@@ -95,8 +95,8 @@ class PerfCase:
         return {"model": self.workload.id, "pathway": self.pathway.name, "device": self.device.kind}
 
     def threshold(self, key: str):
-        # Most specific table first: [pathway.family.mM], then [pathway.family].
-        return self.harness.profile_for("cuda").threshold(key, self.pathway.name, self.workload.family, f"m{self.workload.m}")
+        # Most specific table first: [pathway.family.name.mM], then [pathway.family.name], [pathway.family].
+        return self.harness.profile_for("cuda").threshold(key, *self.workload.table(self.pathway.name))
 
 
 HARNESS = pytest.StashKey["Harness"]()

@@ -94,6 +94,35 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value)) if value is not None else ""
 
 
+def speedup_html(records: list[dict[str, Any]]) -> str:
+    """Speedup by shape (rows) and token count M (columns), each cell beside its threshold."""
+    cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in records:
+        if r.get("metric") == "min_speedup" and "shape" in r:
+            row = (r["pathway"], r["model"].rsplit("-m", 1)[0])
+            cells.setdefault(row, {})[r["shape"]["m"]] = r
+    if not cells:
+        return ""
+    tokens = sorted({m for row in cells.values() for m in row})
+    head = "".join(f"<th>M={m}</th>" for m in tokens)
+    body = []
+    for (pathway, shape), row in sorted(cells.items()):
+        tds = []
+        for m in tokens:
+            r = row.get(m)
+            if r is None:
+                tds.append("<td></td>")
+                continue
+            t = r.get("timing", {})
+            interval = f"<br><small>CI {t['ci_low']:.2f}-{t['ci_high']:.2f}</small>" if "ci_low" in t else ""
+            tds.append(f"<td class='qc-{r['outcome']}'><b>{r['measured']:.2f}x</b> (>= {r['threshold']:g}){interval}</td>")
+        body.append(f"<tr><td>{_fmt(pathway)}</td><td>{_fmt(shape)}</td>{''.join(tds)}</tr>")
+    return (
+        "<h3>Speedup over bf16 (median of paired repeats; threshold; 95% interval)</h3>"
+        f"<table class='qc-table'><tr><th>Pathway</th><th>Workload</th>{head}</tr>{''.join(body)}</table>"
+    )
+
+
 def verdict_html(harness: "Harness") -> list[str]:
     word, counts = verdict(harness.records)
     colour = {"PASS": "#1a7f37", "FAIL": "#cf222e"}.get(word, "#9a6700")
@@ -119,4 +148,5 @@ def verdict_html(harness: "Harness") -> list[str]:
         f"Device: {_fmt(env['device'])}. Profile: {_fmt(env['profile'])}.<br><small>{_fmt(packages)}</small></p>",
         "<table class='qc-table'><tr><th>Verdict</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
         "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
+        speedup_html(harness.records),
     ]

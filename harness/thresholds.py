@@ -143,3 +143,52 @@ def _validate(label: str, data: dict[str, Any]) -> None:
                     raise ProfileError(f"{label}: [{'.'.join(where)}] {key} must be a number, got {value!r}")
 
     walk(data, [])
+
+
+# -- calibration: thresholds from measurements ---------------------------------------------
+
+# Policy thresholds are not measured: they state what the release demands.
+POLICY = {"max_rel_task_drop": 0.01, "min_golden_sqnr_db": 35.0}
+
+
+def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
+    """A threshold a clean run clears with room, from the worst measured value of repeated runs."""
+    if key in POLICY:
+        return POLICY[key]
+    if key == "min_speedup":
+        return math.floor(worst * (1 - speed_margin) * 100) / 100
+    if key == "min_sqnr_db":
+        return math.floor(worst - 2.0)
+    if key == "min_token_agreement":
+        return math.floor((worst - 0.03) * 100) / 100
+    if key in ("min_cosine", "min_row_cosine", "min_ranking_agreement"):
+        return math.floor((1 - 2 * (1 - worst)) * 1000) / 1000  # twice the measured distance from 1
+    raise KeyError(f"no calibration rule for {key!r}")
+
+
+def calibrated_profile(name: str, description: str, records: list[dict[str, Any]], table_of, provenance: str) -> str:
+    """TOML text of a profile whose thresholds sit a margin under the worst of `records`."""
+    worst: dict[tuple[str, ...], dict[str, float]] = {}
+    for record in records:
+        if "metric" not in record:
+            continue
+        key, value = record["metric"], float(record["measured"])  # summary.json spells inf as "inf"
+        table = worst.setdefault(table_of(record), {})
+        better_is_higher = EXPLAIN[key][0] == "min"
+        if key not in table or (value < table[key] if better_is_higher else value > table[key]):
+            table[key] = value
+    lines = [
+        f"# Calibrated by `qconform calibrate` from {provenance}.",
+        "# Each threshold sits a margin under the worst measured value (rules: harness/thresholds.py margin_for);",
+        "# max_rel_task_drop and min_golden_sqnr_db are policy, not measurements.",
+        "",
+        "[profile]",
+        f'name = "{name}"',
+        f'description = "{description}"',
+    ]
+    natural = lambda table: [(0, int(part[1:]), "") if part[:1] == "m" and part[1:].isdigit() else (1, 0, part) for part in table]  # noqa: E731
+    for table in sorted(worst, key=natural):
+        measured = ", ".join(f"{k} {v:.4g}" for k, v in sorted(worst[table].items()))
+        lines += ["", f"[{'.'.join(table)}]", f'note = "worst measured: {measured}"']
+        lines += [f"{k} = {margin_for(k, v)}" for k, v in sorted(worst[table].items())]
+    return "\n".join(lines) + "\n"

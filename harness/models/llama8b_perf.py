@@ -42,6 +42,10 @@ class PerfWorkload:
     def id(self) -> str:
         return f"{self.family}-{self.name}-m{self.m}"
 
+    def table(self, pathway: str) -> tuple[str, ...]:
+        """Where this workload's thresholds live in a profile."""
+        return (pathway, self.family, self.name, f"m{self.m}")
+
     @property
     def weight_count(self) -> int:
         return self.k * self.n * (3 if self.family == "llama8b-mlp" else 1)
