@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from harness import report
 from harness.artifacts import Artifact, ArtifactError
@@ -16,6 +17,10 @@ from harness.models.base import ModelSpec, all_models, get_model
 from harness.pathways.base import Device, Pathway, Runner, all_pathways, get_pathway
 from harness.store import ArtifactStore
 from harness.thresholds import Profile, ProfileError, detect_profile_name, load_profile
+
+# Hypothesis: a bounded profile keeps CI fast; `--hypothesis-profile=thorough` digs deeper.
+settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True)
 
 BASE_MARKERS = {
     "gpu": "needs a CUDA GPU",
@@ -42,6 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     for pathway in all_pathways():
         config.addinivalue_line("markers", f"{pathway.marker}: cases of the {pathway.name} pathway")
+    if not config.getoption("hypothesis_profile", None):
+        settings.load_profile("ci")
     harness = Harness(config)
     config.stash[HARNESS] = harness
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
