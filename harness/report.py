@@ -149,4 +149,15 @@ def verdict_html(harness: "Harness") -> list[str]:
         "<table class='qc-table'><tr><th>Verdict</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
         "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
         speedup_html(harness.records),
+        proven_html(),
     ]
+
+
+def proven_html() -> str:
+    """Per gate, the planted defects qconform's own tests prove it catches."""
+    from harness.catalog import by_gate
+
+    items = "".join(
+        f"<li><b>{_fmt(gate)}</b>: {_fmt('; '.join(entry.defect for entry in entries))}</li>" for gate, entries in sorted(by_gate().items())
+    )
+    return f"<details><summary>What each gate is proven to catch (planted defects in tests/)</summary><ul>{items}</ul></details>"

@@ -59,3 +59,63 @@ def rewrite_artifact(artifact: Artifact, target: Path, onnx_name: str, model: on
         tool_versions=m["tool_versions"],
         built_on=m["built_on"],
     )
+
+
+def _weights(model: onnx.ModelProto):
+    graph = Graph(model)
+    return graph, weight_dequantizers(model)
+
+
+def _replace(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> None:
+    for init in model.graph.initializer:
+        if init.name in arrays:
+            init.CopyFrom(numpy_helper.from_array(arrays[init.name], init.name))
+
+
+def scales_times_two(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph, dqs = _weights(model)
+    _replace(model, {dq.input[1]: (graph.array(dq.input[1]) * 2).astype(np.float32) for dq in dqs})
+    return model
+
+
+def zero_point_off_by_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph, dqs = _weights(model)
+    _replace(model, {dq.input[2]: (graph.array(dq.input[2]).astype(np.int16) + 1).astype(np.int8) for dq in dqs})
+    return model
+
+
+def scales_on_wrong_axis(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Per-channel scales applied along the input axis of every square weight (shapes still fit)."""
+    graph, dqs = _weights(model)
+    for dq in dqs:
+        dims = list(graph.inits[dq.input[0]].dims)
+        if len(dims) == 2 and dims[0] == dims[1]:
+            for attr in dq.attribute:
+                if attr.name == "axis":
+                    attr.i = 1 - attr.i
+    return model
+
+
+def one_layer_left_float(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Feed the first quantized MatMul its dequantized float weight directly, dropping its QDQ."""
+    graph, dqs = _weights(model)
+    dq = dqs[0]
+    q, scale = graph.array(dq.input[0]), graph.array(dq.input[1])
+    shape = [1] * q.ndim
+    shape[Graph.axis(dq)] = -1
+    model.graph.initializer.append(numpy_helper.from_array(q.astype(np.float32) * scale.reshape(shape), "planted_float_weight"))
+    for node in model.graph.node:
+        node.input[:] = ["planted_float_weight" if name == dq.output[0] else name for name in node.input]
+    model.graph.node.remove(dq)
+    return model
+
+
+# catalog id -> (planting function, recipe changes, suites that hold the gate)
+ONNX_DEFECTS = {
+    "per-tensor-scales": (per_tensor_weights, {"weight_granularity": "per-tensor"}, ("test_accuracy.py",)),
+    "per-tensor-undeclared": (per_tensor_weights, {}, ("test_artifacts.py",)),
+    "scales-2x": (scales_times_two, {}, ("test_accuracy.py",)),
+    "zero-point-off-by-one": (zero_point_off_by_one, {}, ("test_artifacts.py",)),
+    "scales-wrong-axis": (scales_on_wrong_axis, {}, ("test_accuracy.py",)),
+    "layer-left-float": (one_layer_left_float, {}, ("test_artifacts.py",)),
+}

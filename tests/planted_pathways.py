@@ -1,0 +1,59 @@
+"""Planted pathways, loaded into a child pytest with `-p tests.planted_pathways`:
+- planted-slow-dequant: FP8 weights dequantized to bf16 on every call, then a bf16 matmul.
+  Numerically fine, never faster: the speedup gate must fail it.
+- planted-nondeterministic: the real INT8 QDQ artifact whose runner adds fresh noise each call:
+  the determinism property must fail it."""
+
+import numpy as np
+import torch
+
+from harness.pathways.base import Pathway, register
+from harness.pathways.inc_int8_qdq import IncInt8Qdq
+
+
+class DequantizeThenMatmul(torch.nn.Module):
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach()
+        scale = weight.abs().amax(dim=1, keepdim=True).float() / 448.0
+        self.register_buffer("qdata", (weight.float() / scale).to(torch.float8_e4m3fn))
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, (self.qdata.float() * self.scale).to(x.dtype))
+
+
+@register
+class SlowDequantPathway(Pathway):
+    name = "planted-slow-dequant"
+    devices = ("cuda",)
+    measures_speed = True
+
+    def quantize_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        if isinstance(module, torch.nn.Linear):
+            return DequantizeThenMatmul(module)
+        for name, child in module.named_children():
+            setattr(module, name, self.quantize_module(child))
+        return module
+
+
+class NoisyRunner:
+    def __init__(self, runner):
+        self.runner, self.rng = runner, np.random.default_rng()
+
+    def __call__(self, inputs):
+        return {k: v + self.rng.normal(0, 1e-3, v.shape).astype(v.dtype) for k, v in self.runner(inputs).items()}
+
+    def layout(self):
+        return self.runner.layout()
+
+    def describe(self):
+        return "planted: INT8 QDQ plus fresh noise on every call"
+
+
+@register
+class NondeterministicPathway(IncInt8Qdq):
+    name = "planted-nondeterministic"
+
+    def load(self, artifact, device):
+        return NoisyRunner(super().load(artifact, device))

@@ -1,0 +1,69 @@
+"""Every defect in harness.catalog is planted here (or in the test named for it) and fails the gate
+the catalog names, with the cause in the message. A clean artifact passes the same gates."""
+
+import importlib
+
+import onnx
+import pytest
+
+from harness.catalog import CATALOG
+from harness.pathways.inc_int8_qdq import PAYLOAD
+from tests.planted_defects import ONNX_DEFECTS, rewrite_artifact
+from tests.test_property_checks_catch import PROPERTY_DEFECTS
+
+CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
+# Defects proven by a dedicated test elsewhere: catalog id -> (module, test function).
+ELSEWHERE = {
+    "truncated-onnx": ("tests.test_bad_artifacts", "test_truncated_onnx_is_rejected_before_running"),
+    "hash-mismatch": ("tests.test_bad_artifacts", "test_hash_mismatch_is_rejected"),
+    "outputs-drifted": ("tests.test_golden_gate", "test_golden_drift_fails_the_golden_gate"),
+    "slow-kernel": ("tests.test_speed_gate", "test_slow_candidate_fails_the_speedup_gate"),
+    "nondeterministic-runner": ("tests.test_planted_defects", "test_nondeterministic_runner_fails_the_determinism_property"),
+}
+
+
+def test_catalog_and_planted_tests_are_the_same_list():
+    planted = set(ONNX_DEFECTS) | set(PROPERTY_DEFECTS) | set(ELSEWHERE)
+    assert planted == {entry.id for entry in CATALOG}
+    for module, function in ELSEWHERE.values():
+        assert hasattr(importlib.import_module(module), function), f"{module}.{function} is gone"
+
+
+def test_clean_artifact_passes_every_gate(llama_int8, user_artifacts, run_suites):
+    """Control: the unmodified artifact, supplied the same way, passes (no false alarm)."""
+    target = user_artifacts(llama_int8)
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=("test_accuracy.py", "test_artifacts.py"))
+    assert run.returncode == 0, run.output
+    assert run.records(outcome="passed", metric="min_token_agreement")
+
+
+@pytest.mark.parametrize("entry", [e for e in CATALOG if e.id in ONNX_DEFECTS], ids=lambda e: e.id)
+def test_planted_artifact_defect_fails_its_gate(entry, llama_int8, user_artifacts, run_suites):
+    plant, recipe_changes, suites = ONNX_DEFECTS[entry.id]
+    target = user_artifacts(llama_int8)
+    rewrite_artifact(llama_int8, target, PAYLOAD, plant(onnx.load(str(target / PAYLOAD))), **recipe_changes)
+
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=suites)
+
+    assert run.returncode == 1, run.output
+    failed = {r["check"] for r in run.records(outcome="failed")}
+    assert entry.gate in failed, f"{entry.gate} did not fail; failed: {failed}\n{run.output}"
+    assert entry.cause in run.output
+
+
+def test_per_tensor_scales_turn_the_decoder_to_garbage(llama_int8, user_artifacts, run_suites):
+    """The headline failure, with numbers: almost no greedy token survives per-tensor scales."""
+    plant, recipe_changes, suites = ONNX_DEFECTS["per-tensor-scales"]
+    target = user_artifacts(llama_int8)
+    rewrite_artifact(llama_int8, target, PAYLOAD, plant(onnx.load(str(target / PAYLOAD))), **recipe_changes)
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=suites)
+    [agreement] = run.records(metric="min_token_agreement")
+    assert agreement["outcome"] == "failed" and agreement["measured"] < 0.2
+
+
+def test_nondeterministic_runner_fails_the_determinism_property(llama_int8, run_suites):
+    run = run_suites("-p", "tests.planted_pathways", "--pathways=planted-nondeterministic", "--models=tiny-llama", "-k", "runner_deterministic", suites=("test_properties.py",))
+    assert run.returncode == 1, run.output
+    [failure] = run.records(outcome="failed")
+    assert failure["check"] == "runner_deterministic"
+    assert "property 'deterministic' violated" in failure["reason"]
