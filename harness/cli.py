@@ -115,6 +115,19 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge the summary.json files of shards (several CI machines) into one summary and page."""
+    from harness.artifacts import write_json_atomic
+    from harness.report import _finite, merge_summaries, standalone_html
+
+    merged = merge_summaries([json.loads(Path(p).read_text()) for p in args.summaries])
+    out = Path(args.out)
+    write_json_atomic(out / "summary.json", _finite(merged))
+    (out / "conformance-merged.html").write_text(standalone_html(merged))
+    print(f"qconform: merged {len(args.summaries)} shard(s): {merged['verdict']} {merged['counts']} -> {out}")
+    return 0 if merged["verdict"] == "PASS" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qconform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--suites", type=Path)
     calibrate.add_argument("--report-dir", default="reports")
 
+    merge = sub.add_parser("merge", help="merge shards' summary.json files into one summary and HTML page")
+    merge.add_argument("summaries", nargs="+")
+    merge.add_argument("--out", default="reports/merged")
+
     report = sub.add_parser("report", help="print the verdict of a summary.json")
     report.add_argument("summary", nargs="?", default="reports/summary.json")
 
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_calibrate(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"build": cmd_build, "report": cmd_report}[args.command](args)
+    return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 from hypothesis import settings
 
-from harness import report
+from harness import report, scaleout
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec, all_models, get_model
 from harness.pathways.base import Device, Pathway, Runner, all_pathways, get_pathway
@@ -40,6 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--qc-cache", type=Path, help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
     group.addoption("--models", help="comma-separated model ids to run (default: all)")
     group.addoption("--pathways", help="comma-separated pathway names to run (default: all)")
+    group.addoption("--shard", help="run shard K/N of the tests (stable split by test id); merge with `qconform merge`")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{pathway.marker}: cases of the {pathway.name} pathway")
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile("ci")
+    scaleout.pin_worker_gpu(config)  # before anything below touches CUDA
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(scaleout.WorkerGpus(scaleout.visible_gpu_count()), "qconform-worker-gpus")
     harness = Harness(config)
     config.stash[HARNESS] = harness
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
@@ -230,11 +234,15 @@ def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
 
 
 @pytest.fixture
-def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> PerfCase:
+def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
     from harness.models.llama8b_perf import get_workload
 
+    import torch
+
     workload_id, pathway_name, kind = perf_key
-    return PerfCase(qc, get_workload(workload_id), get_pathway(pathway_name), qc.target_device(kind))
+    case = PerfCase(qc, get_workload(workload_id), get_pathway(pathway_name), qc.target_device(kind))
+    with scaleout.exclusive_gpu(str(torch.cuda.get_device_properties(0).uuid)):
+        yield case
 
 
 class Gates:
@@ -292,7 +300,13 @@ def gate(request: pytest.FixtureRequest, qc: Harness) -> Gates:
 # -- reporting --------------------------------------------------------------------------------
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("shard")
+    if shard:
+        index, total = scaleout.parse_shard(shard)
+        keep = [item for item in items if scaleout.in_shard(item.nodeid, index, total)]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
     # Tag each case's test with what it checks, so skips and errors reach the verdict table too.
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -318,7 +332,7 @@ class Reporter:
 
     def pytest_html_results_summary(self, prefix: list, summary: list, postfix: list) -> None:
         if self.harness.records:
-            prefix.extend(report.verdict_html(self.harness))
+            prefix.extend(report.verdict_html(self.harness.records, report.environment(self.harness)))
 
 
 def records_of(test_report: pytest.TestReport) -> list[dict[str, Any]]:

@@ -123,11 +123,11 @@ def speedup_html(records: list[dict[str, Any]]) -> str:
     )
 
 
-def verdict_html(harness: "Harness") -> list[str]:
-    word, counts = verdict(harness.records)
+def verdict_html(records: list[dict[str, Any]], env: dict[str, Any]) -> list[str]:
+    word, counts = verdict(records)
     colour = {"PASS": "#1a7f37", "FAIL": "#cf222e"}.get(word, "#9a6700")
     body = []
-    for r in table_rows(harness.records):
+    for r in table_rows(records):
         op = {"min": "≥", "max": "≤"}.get(r.get("direction", ""), "")
         threshold = f"{op} {_fmt(r['threshold'])}" if "threshold" in r else ""
         why = r.get("reason") or r.get("explanation", "")
@@ -138,7 +138,6 @@ def verdict_html(harness: "Harness") -> list[str]:
             f"<td>{_fmt(r.get('metric', ''))}</td><td>{_fmt(r.get('measured'))}</td><td>{threshold}</td>"
             f"<td>{_fmt(why)}{source}</td></tr>"
         )
-    env = environment(harness)
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     return [
         "<style>.qc-table{border-collapse:collapse;margin:8px 0}.qc-table td,.qc-table th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
@@ -148,7 +147,7 @@ def verdict_html(harness: "Harness") -> list[str]:
         f"Device: {_fmt(env['device'])}. Profile: {_fmt(env['profile'])}.<br><small>{_fmt(packages)}</small></p>",
         "<table class='qc-table'><tr><th>Verdict</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
         "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
-        speedup_html(harness.records),
+        speedup_html(records),
         proven_html(),
     ]
 
@@ -161,3 +160,24 @@ def proven_html() -> str:
         f"<li><b>{_fmt(gate)}</b>: {_fmt('; '.join(entry.defect for entry in entries))}</li>" for gate, entries in sorted(by_gate().items())
     )
     return f"<details><summary>What each gate is proven to catch (planted defects in tests/)</summary><ul>{items}</ul></details>"
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from the shards of a run (each shard ran a disjoint set of tests)."""
+    records = [r for s in summaries for r in s["records"]]
+    word, counts = verdict(records)
+    devices = sorted({s["environment"]["device"] for s in summaries})
+    environment = {**summaries[0]["environment"], "device": ", ".join(devices), "shards": len(summaries)}
+    return {
+        "verdict": word,
+        "counts": dict(counts),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment,
+        "records": records,
+    }
+
+
+def standalone_html(summary: dict[str, Any]) -> str:
+    """A self-contained verdict page for a summary.json (used for merged shards)."""
+    body = "".join(verdict_html(summary["records"], summary["environment"]))
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>qconform verdict</title></head><body>{body}</body></html>\n"

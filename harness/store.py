@@ -15,6 +15,9 @@ from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
 
 
+STALE_BUILD_S = 3 * 3600
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -54,6 +57,10 @@ class ArtifactStore:
 
     def build(self, pathway: Pathway, model: ModelSpec, path: Path) -> Artifact:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(".build-*"):
+            # Left by a killed run; a live concurrent build is younger than any build takes.
+            if time.time() - stale.stat().st_mtime > STALE_BUILD_S:
+                shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".build-"))
         self.log(f"qconform: building {pathway.name} artifact for {model.id} -> {path}")
         start = time.perf_counter()

@@ -57,3 +57,19 @@ class NondeterministicPathway(IncInt8Qdq):
 
     def load(self, artifact, device):
         return NoisyRunner(super().load(artifact, device))
+
+
+class HangingRunner(NoisyRunner):
+    def __call__(self, inputs):
+        import time
+
+        time.sleep(3600)  # a backend that never returns
+        return self.runner(inputs)
+
+
+@register
+class HangingPathway(IncInt8Qdq):
+    name = "planted-hang"
+
+    def load(self, artifact, device):
+        return HangingRunner(super().load(artifact, device))

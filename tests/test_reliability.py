@@ -1,0 +1,112 @@
+"""Reliability: parallel workers, shards, hung backends, interrupted builds, bad inputs."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from harness import golden
+from harness.artifacts import ArtifactError, load_artifact
+from harness.cli import main
+from harness.pathways.base import Device, get_pathway
+from harness.pathways.inc_int8_qdq import PAYLOAD
+from tests.conftest import REPO
+from tests.planted_defects import rewrite_artifact
+
+CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
+SUITES = ("test_accuracy.py", "test_artifacts.py", "test_golden.py")
+
+
+def _keys(summary):
+    return sorted((r["nodeid"], r.get("metric", "")) for r in summary["records"])
+
+
+def test_xdist_workers_merge_into_one_report(llama_int8, run_suites):
+    serial = run_suites(*CASE, suites=SUITES)
+    parallel = run_suites(*CASE, "-n", "2", suites=SUITES)
+    assert serial.returncode == parallel.returncode == 0, parallel.output
+    assert _keys(parallel.summary) == _keys(serial.summary) and len(serial.summary["records"]) == 7
+
+
+def test_shards_merge_back_into_the_whole_run(llama_int8, run_suites, tmp_path):
+    whole = run_suites(*CASE, suites=SUITES)
+    shards = []
+    for k in (1, 2):
+        shard = run_suites(*CASE, f"--shard={k}/2", suites=SUITES)
+        assert shard.returncode == 0, shard.output
+        path = tmp_path / f"shard{k}.json"
+        path.write_text(json.dumps(shard.summary))
+        shards.append(path)
+    out = tmp_path / "merged"
+    assert main(["merge", *map(str, shards), "--out", str(out)]) == 0
+    merged = json.loads((out / "summary.json").read_text())
+    assert _keys(merged) == _keys(whole.summary)
+    assert "Release verdict: PASS" in (out / "conformance-merged.html").read_text()
+
+
+def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suites):
+    run = run_suites(
+        "-p", "tests.planted_pathways", "--pathways=planted-hang,inc-int8-qdq", "--models=tiny-llama",
+        "--timeout=20", "-k", "output_agreement", "--profile", str(REPO / "harness/profiles/cpu.toml"),
+    )
+    assert run.returncode == 1, run.output
+    [hung] = run.records(pathway="planted-hang")
+    assert hung["outcome"] == "failed" and "Timeout" in hung["reason"]
+    assert run.records(pathway="inc-int8-qdq", outcome="passed"), "the run stopped at the hung test"
+
+
+def test_killed_build_leaves_the_cache_valid(tmp_path):
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "harness.cli", "build", "--models=tiny-llama", "--pathways=inc-int8-qdq", f"--cache={cache}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(cache.glob("artifacts/*/*/.build-*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = [p for p in cache.glob("artifacts/*/*/*") if not p.name.startswith(".")]
+    for path in finished:  # whatever was published is whole
+        load_artifact(path)
+    # A later build succeeds and publishes a valid artifact despite the leftover staging dir.
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True).returncode == 0
+    [artifact] = [p for p in cache.glob("artifacts/*/*/*") if not p.name.startswith(".")]
+    load_artifact(artifact, pathway="inc-int8-qdq", model_id="tiny-llama")
+
+
+def test_failed_golden_write_keeps_the_old_golden(tmp_path, monkeypatch):
+    inputs = {"x": np.arange(4, dtype=np.int64)}
+    golden.write_golden(tmp_path, {"y": np.ones(3, np.float32)}, inputs, {})
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(golden, "save_file", broken_save)
+    with pytest.raises(OSError):
+        golden.write_golden(tmp_path, {"y": np.zeros(3, np.float32)}, inputs, {})
+    assert golden.read_golden(tmp_path, inputs).outputs["y"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_missing_scale_initializer_is_a_clear_error(llama_int8, user_artifacts):
+    target = user_artifacts(llama_int8)
+    model = onnx.load(str(target / PAYLOAD))
+    scale = next(n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear")
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == scale))
+    rewrite_artifact(llama_int8, target, PAYLOAD, model)
+    with pytest.raises(ArtifactError, match=f"{PAYLOAD}: not a valid ONNX model"):
+        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"))
+
+
+def test_inputs_that_do_not_fit_the_graph_are_named(llama_int8):
+    runner = get_pathway("inc-int8-qdq").load(llama_int8, Device("cpu", "cpu"))
+    with pytest.raises(ValueError, match=r"inputs missing for the ONNX graph: \['input_ids'\]"):
+        runner({"tokens": np.zeros((1, 4), np.int64)})
+
+
+def test_unknown_pathway_or_model_is_named(run_suites):
+    run = run_suites("--pathways=inc-int4")
+    assert run.returncode != 0 and "unknown pathway 'inc-int4'; known: " in run.output
