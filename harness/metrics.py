@@ -96,3 +96,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """The numeric-agreement metrics every output is gated on."""
     return {"sqnr_db": sqnr_db(reference, candidate), "cosine": cosine(reference, candidate), **error_stats(reference, candidate)}
+
+
+def log_error_histogram(reference: np.ndarray, candidate: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
+    """Histogram of log10 |reference - candidate| (small enough to keep in summary.json)."""
+    ref, cand = _pair(reference, candidate)
+    err = np.abs(ref - cand)
+    err = np.log10(err[np.isfinite(err)] + 1e-12)
+    counts, edges = np.histogram(err, bins=bins, range=(-12.0, 4.0))
+    return {"edges": edges.round(3).tolist(), "counts": counts.tolist()}
+

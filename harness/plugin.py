@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from harness import report, scaleout
+from harness import report as report_module
+from harness import scaleout
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec, all_models, get_model
 from harness.pathways.base import Device, Pathway, Runner, all_pathways, get_pathway
@@ -326,13 +328,43 @@ class Reporter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.harness.records.extend(records_of(report))
 
+    html_report: Any = None
+
+    def pytest_html_report_title(self, report) -> None:
+        self.html_report = report  # titled at the end, once the verdict is known
+
+    def _title_html_report(self) -> None:
+        # The verdict is the first thing a reader sees, above pytest-html's own tables.
+        if self.html_report is not None and self.harness.records:
+            word, counts = report_module.verdict(self.harness.records)
+            failed = counts["failed"] + counts["error"]
+            self.html_report.title = f"qconform release verdict: {word} ({failed} failed, {counts['skipped']} skipped) on {self.harness.device.describe()}"
+
+    @functools.cached_property
+    def _comparison(self) -> dict | None:
+        return self.comparison()
+
+    def comparison(self) -> dict | None:
+        baseline = self.harness.config.getoption("baseline")
+        if baseline is None or not self.harness.records:
+            return None
+        try:
+            data = json.loads(Path(baseline).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise pytest.UsageError(f"--baseline {baseline}: not a readable summary.json ({exc})") from exc
+        return report_module.compare_with_baseline(self.harness.records, data)
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._title_html_report()
         if self.harness.records and not hasattr(session.config, "workerinput"):
-            report.write_summary(self.harness, Path(session.config.getoption("report_dir")))
+            path = report_module.write_summary(self.harness, Path(session.config.getoption("report_dir")), self._comparison)
+            report_module.keep_history(path)
 
     def pytest_html_results_summary(self, prefix: list, summary: list, postfix: list) -> None:
         if self.harness.records:
-            prefix.extend(report.verdict_html(self.harness.records, report.environment(self.harness)))
+            baseline = str(self.harness.config.getoption("baseline") or "")
+            prefix.extend(report_module.verdict_html(self.harness.records, report_module.environment(self.harness), self._comparison, baseline))
 
 
 def records_of(test_report: pytest.TestReport) -> list[dict[str, Any]]:

@@ -81,6 +81,13 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             act_scale = graph.array(act_dq.input[1])
             act_zp = graph.array(act_dq.input[2]) if len(act_dq.input) > 2 and act_dq.input[2] else None
             act_dtype = DTYPE_NAMES.get(graph.inits[act_dq.input[2]].data_type) if act_zp is not None else None
+        shape = [1] * len(dims)
+        if per_channel:
+            shape[axis] = -1
+        zp = 0 if zero_points is None else zero_points.astype(np.float64).reshape(shape)
+        dequantized = (numpy_helper.to_array(weight).astype(np.float64) - zp) * scales.reshape(shape)
+        if node.op_type == "MatMul":
+            dequantized = dequantized.T  # MatMul holds (in, out); the reference Linear holds (out, in)
         layout.layers[name] = QuantLayer(
             name=name,
             dtype=DTYPE_NAMES.get(weight.data_type, str(weight.data_type)),
@@ -93,5 +100,6 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             activation_scale=act_scale,
             activation_zero_point=act_zp,
             output_channels=dims[axis] if per_channel else None,
+            dequantized_weight=dequantized,
         )
     return layout

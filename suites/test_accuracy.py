@@ -1,15 +1,27 @@
 """Accuracy: each pathway's outputs against the full-precision reference, within the profile's budget."""
 
-from harness.metrics import output_metrics
+from harness.metrics import log_error_histogram, output_metrics, sqnr_db
 from harness.thresholds import threshold_key
+
+
+def layer_weight_sqnr(case) -> dict[str, float]:
+    """Per quantized layer: SQNR of the weight the runtime uses against the fp32 weight (for the report)."""
+    result = {}
+    for name, layer in case.runner.layout().layers.items():
+        reference = case.model.reference_weight(name)
+        if reference is not None and layer.dequantized_weight is not None and reference.shape == layer.dequantized_weight.shape:
+            result[name] = sqnr_db(reference, layer.dequantized_weight)
+    return result
 
 
 def test_output_agreement(case, gate):
     """The primary output stays close to the fp32 reference (SQNR, cosine)."""
     name = case.model.primary_output
-    stats = output_metrics(case.reference[name], case.outputs[name])
+    reference, candidate = case.reference[name], case.outputs[name]
+    stats = output_metrics(reference, candidate)
     detail = f"{name}: max |err| {stats['max_abs_err']:.3g}, {stats['nonfinite']} non-finite values"
-    gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail)
+    plots = {"error_histogram": log_error_histogram(reference, candidate), "layer_weight_sqnr_db": layer_weight_sqnr(case)}
+    gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail, extra=plots)
 
 
 def test_task_metric(case, gate):

@@ -75,6 +75,16 @@ class ModelSpec:
             digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
         return digest.hexdigest()
 
+    def reference_weight(self, layer_name: str) -> np.ndarray | None:
+        """The fp32 weight of a layer named as a pathway names it: a module path
+        ("layers.0.mlp.up_proj") or an ONNX node ("/layers.0/mlp/up_proj/MatMul_quant")."""
+        path = layer_name
+        if layer_name.startswith("/"):
+            path = ".".join(layer_name.strip("/").split("/")[:-1])
+        module = dict(self.reference.named_modules()).get(path)
+        weight = getattr(module, "weight", None)
+        return None if weight is None else weight.detach().float().cpu().numpy()
+
     def linear_layer_names(self) -> list[str]:
         return [name for name, mod in self.reference.named_modules() if isinstance(mod, torch.nn.Linear)]
 

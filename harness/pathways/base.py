@@ -59,6 +59,9 @@ class QuantLayer:
     activation_scale: np.ndarray | None = None
     activation_zero_point: np.ndarray | None = None
     output_channels: int | None = None
+    # The weight as the runtime will see it (dequantized), oriented like the reference module's
+    # weight (out_features, in_features); for per-layer error against the reference.
+    dequantized_weight: np.ndarray | None = None
 
 
 @dataclass

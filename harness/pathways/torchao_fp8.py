@@ -67,6 +67,7 @@ def read_layout(module: torch.nn.Module) -> QuantLayout:
             activation_dtype=str(act.float8_dtype).removeprefix("torch.") if act is not None else None,
             activation_granularity=f"dynamic {act_granularity}" if act is not None else "none (weight-only)",
             output_channels=rows,
+            dequantized_weight=weight.dequantize(torch.float32).cpu().numpy(),
         )
     return layout
 

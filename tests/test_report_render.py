@@ -1,0 +1,68 @@
+"""The report as a person sees it: verdict on top, regressions first, plots that render."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
+SUITES = ("test_accuracy.py", "test_artifacts.py")
+GREEN, BLUE = np.array([26, 127, 55]), np.array([31, 119, 180])  # verdict PASS; matplotlib's first line colour
+
+
+def _html(tmp_path, run_suites, *args):
+    report = tmp_path / "report.html"
+    run = run_suites(*CASE, f"--html={report}", "--self-contained-html", *args, suites=SUITES)
+    return run, report.read_text()
+
+
+def test_planted_regression_is_listed_first(llama_int8, tmp_path, run_suites):
+    first = run_suites(*CASE, suites=SUITES)
+    baseline = json.loads(json.dumps(first.summary))
+    for record in baseline["records"]:
+        if record.get("metric") == "min_token_agreement":
+            record["measured"] = 0.999  # the baseline was better: now is a regression
+        if record.get("metric") == "min_cosine":
+            record["measured"] = 0.9  # the baseline was worse: now is an improvement
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+
+    run, html = _html(tmp_path, run_suites, f"--baseline={path}")
+
+    [regression] = run.summary["comparison"]["regressions"]
+    assert regression["metric"] == "min_token_agreement" and regression["baseline"] == 0.999
+    assert [i["metric"] for i in run.summary["comparison"]["improvements"]] == ["min_cosine"]
+    assert html.index("Regressions since the baseline: 1") < html.index("<th>Verdict</th>")
+    assert list((tmp_path / "reports" / "history").glob("summary-*.json")), "no history kept"
+
+
+def test_unchanged_rerun_shows_no_regression(llama_int8, tmp_path, run_suites):
+    first = run_suites(*CASE, suites=SUITES)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(first.summary))
+    again = run_suites(*CASE, f"--baseline={path}", suites=SUITES)
+    assert again.summary["comparison"] == {"regressions": [], "improvements": []}
+
+
+def test_screenshot_shows_verdict_on_top_and_plots(llama_int8, tmp_path, run_suites):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    run, html = _html(tmp_path, run_suites)
+    assert run.returncode == 0, run.output
+    assert "<title>qconform release verdict: PASS" in html or "qconform release verdict: PASS" in html
+    assert html.count("data:image/png;base64,") >= 1
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,5000",
+         f"--screenshot={shot}", f"file://{tmp_path / 'report.html'}"],
+        capture_output=True, timeout=120, check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    top = pixels[:700]
+    assert (np.abs(top - GREEN).sum(axis=2) < 30).sum() > 200, "the green PASS verdict is not visible near the top"
+    assert (np.abs(pixels - BLUE).sum(axis=2) < 30).sum() > 500, "no plot rendered (matplotlib lines missing)"
