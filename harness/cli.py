@@ -28,7 +28,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     for model in _selection(args.models, all_models, get_model):
         for pathway in _selection(args.pathways, all_pathways, get_pathway):
             kind = device.kind if device.kind in pathway.devices else pathway.devices[0]
-            reason = model.unavailable() or pathway.unavailable(device if kind == device.kind else Device(kind, "absent"))
+            reason = model.unavailable() or pathway.unavailable(device if kind == device.kind else Device(kind, "absent")) or pathway.build_unavailable()
             if reason:
                 print(f"skip  {pathway.name:22} {model.id:12} {reason}")
                 continue

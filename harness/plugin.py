@@ -199,6 +199,7 @@ def _case_params(harness: Harness) -> list:
         if kind == "cuda":
             marks.append(pytest.mark.gpu)
         reason = model.unavailable() or pathway.unavailable(harness.target_device(kind))
+        reason = reason or (None if harness.store.user_dir else pathway.build_unavailable())
         if reason:
             marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param((model.id, pathway.name, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
@@ -387,4 +388,5 @@ def records_of(test_report: pytest.TestReport) -> list[dict[str, Any]]:
         crash = getattr(test_report.longrepr, "reprcrash", None)
         reason = crash.message if crash is not None else test_report.longreprtext.strip()
         return [{**base, "outcome": "failed", "reason": reason[:500]}]
-    return [{**base, "outcome": "passed"}]
+    notes = [value for name, value in test_report.user_properties if name == "qconform_note"]
+    return [{**base, "outcome": "passed", **({"reason": "; ".join(notes)} if notes else {})}]

@@ -129,3 +129,30 @@ def paired_speedup(
         baseline_compile_s=base_compile,
         candidate_compile_s=cand_compile,
     )
+
+
+def paired_host_speedup(baseline: Callable[[], object], candidate: Callable[[], object], *, repeats: int = 21, warmup: int = 3, min_sample_s: float = 0.05) -> SpeedResult:
+    """For runtimes that synchronize on return (ONNX Runtime, TensorRT through its own stream
+    sync): the same paired, interleaved protocol, timed with the host clock."""
+    for _ in range(warmup):
+        baseline()
+        candidate()
+    start = time.perf_counter()
+    baseline()
+    calls = max(1, math.ceil(min_sample_s / max(time.perf_counter() - start, 1e-6)))
+
+    def sample(fn: Callable[[], object]) -> float:
+        begin = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - begin) / calls * 1e3
+
+    base_ms, cand_ms = [], []
+    for r in range(repeats):
+        order = [(baseline, base_ms), (candidate, cand_ms)]
+        for fn, sink in order if r % 2 == 0 else reversed(order):
+            sink.append(sample(fn))
+    base, cand = np.array(base_ms), np.array(cand_ms)
+    low, high = bootstrap_median_interval(base / cand)
+    return SpeedResult(float(np.median(base)), float(np.median(cand)), float(np.median(base / cand)), low, high, repeats, 1, 0.0, 0.0)
+

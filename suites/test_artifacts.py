@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 
 def test_every_weight_layer_quantized(case):
@@ -41,3 +42,19 @@ def test_scales_valid(case):
             assert np.isfinite(act).all() and (act > 0).all(), f"{layer.name}: activation scale not positive and finite"
         if recipe.get("weight_symmetric") and layer.weight_zero_points is not None:
             assert not np.any(layer.weight_zero_points), f"{layer.name}: symmetric recipe but non-zero weight zero points"
+
+
+def test_execution_placement(case, record_property):
+    """Where the runtime really executes each node: ONNX Runtime silently runs what the requested
+    EP cannot on the CPU. The report lists those nodes; loading already refused a fallen-back EP."""
+    placement = getattr(case.runner, "placement", None)
+    if placement is None:
+        pytest.skip(f"{case.runner.describe()} does not report per-node placement")
+    nodes = placement(case.model.eval_inputs())
+    assert nodes, "the profiled run reported no nodes"
+    summary = ", ".join(f"{len(v)} on {k}" for k, v in sorted(nodes.items()))
+    elsewhere = {k: v for k, v in nodes.items() if k != case.runner.provider}
+    if elsewhere:
+        summary += "; not on the requested EP: " + "; ".join(f"{k}: {', '.join(v[:8])}{' …' if len(v) > 8 else ''}" for k, v in elsewhere.items())
+    record_property("qconform_note", summary)
+

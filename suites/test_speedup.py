@@ -4,10 +4,11 @@ against bf16 on the same workload."""
 
 import copy
 
+import pytest
 import torch
 
 from harness.metrics import sqnr_db
-from harness.timing import copies_to_defeat_l2, paired_speedup
+from harness.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup
 
 
 def test_speedup(perf_case, gate):
@@ -34,3 +35,22 @@ def test_speedup(perf_case, gate):
         extra={"timing": result.as_dict(), "shape": {"m": workload.m, "k": workload.k, "n": workload.n}},
         judge={"min_speedup": result.ci_high},
     )
+
+
+@pytest.mark.perf
+def test_runner_speedup(case, gate):
+    """A whole default model on the pathway's runner against the float model on the same runner."""
+    baseline_for = getattr(case.pathway, "float_baseline", None)
+    if baseline_for is None:
+        pytest.skip(f"{case.pathway.name} has no float baseline on its runner (its speed is gated on the Llama-3.1-8B shapes)")
+    if case.device.kind != "cuda":
+        pytest.skip("runner speed is gated on GPU runners; CPU timing on shared CI cores is no release signal")
+    baseline, inputs = baseline_for(case.model, case.device), case.model.eval_inputs()
+    result = paired_host_speedup(lambda: baseline(inputs), lambda: case.runner(inputs))
+    detail = (
+        f"{case.model.id} on {case.runner.describe()}: float {result.baseline_ms:.3f} ms, quantized {result.candidate_ms:.3f} ms, "
+        f"speedup {result.speedup:.3f} (95% CI {result.ci_low:.3f}-{result.ci_high:.3f})"
+    )
+    print(detail)
+    gate.check(case, {"min_speedup": result.speedup}, detail, extra={"timing": result.as_dict()}, judge={"min_speedup": result.ci_high})
+

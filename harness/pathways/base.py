@@ -94,6 +94,8 @@ class Pathway:
     devices: tuple[str, ...] = ("cpu",)
     # Python modules that must import for this pathway, with the install hint shown when missing.
     requires: dict[str, str] = {}
+    # Modules needed only to build artifacts (not to load ones the user brings with --artifacts).
+    build_requires: dict[str, str] = {}
     # Distributions whose versions are recorded in the manifest and key the build cache.
     tool_packages: tuple[str, ...] = ()
     # Whether the perf suite can time it: then quantize_module() turns a bf16 CUDA module into
@@ -114,6 +116,12 @@ class Pathway:
                 return f"{self.name}: Python package {module!r} is not installed ({hint})"
         if device.kind == "cuda" and device.capability is None:
             return f"{self.name}: needs a CUDA GPU, and torch sees none on this machine"
+        return None
+
+    def build_unavailable(self) -> str | None:
+        for module, hint in self.build_requires.items():
+            if importlib.util.find_spec(module) is None:
+                return f"{self.name}: building artifacts needs Python package {module!r} ({hint}); or bring artifacts with --artifacts"
         return None
 
     def tool_versions(self) -> dict[str, str]:

@@ -26,21 +26,35 @@ PAYLOAD = "model.qdq.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+def ort_provider_missing(provider: str) -> str | None:
+    """Why ONNX Runtime cannot offer `provider` here, or None."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "Python package 'onnxruntime' is not installed"
+    available = ort.get_available_providers()
+    if provider not in available:
+        hint = " (install onnxruntime-gpu in place of onnxruntime)" if provider == "CUDAExecutionProvider" else ""
+        return f"onnxruntime {ort.__version__} offers no {provider}{hint}; it has {', '.join(available)}"
+    return None
+
+
 class OrtQdqRunner(Runner):
     """Runs a QDQ graph on one ONNX Runtime execution provider, and refuses to fall back."""
 
-    def __init__(self, path: Path, provider: str):
+    def __init__(self, path: Path, provider: str, provider_options: dict | None = None):
         import onnxruntime as ort
 
         self.model = load_model(path)
-        available = ort.get_available_providers()
-        if provider not in available:
-            raise RuntimeError(f"ONNX Runtime {ort.__version__} has no {provider} (available: {', '.join(available)})")
-        self.session = ort.InferenceSession(self.model.SerializeToString(), providers=[provider])
+        missing = ort_provider_missing(provider)
+        if missing:
+            raise RuntimeError(missing)
+        self.session = ort.InferenceSession(self.model.SerializeToString(), providers=[(provider, provider_options or {})])
         used = self.session.get_providers()
         if not used or used[0] != provider:
             raise RuntimeError(f"ONNX Runtime fell back from {provider} to {used}")
         self.provider = provider
+        self._placement: dict[str, list[str]] | None = None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._layout: QuantLayout | None = None
@@ -56,6 +70,29 @@ class OrtQdqRunner(Runner):
         if self._layout is None:
             self._layout = read_layout(self.model)
         return self._layout
+
+    def placement(self, inputs: Tensors) -> dict[str, list[str]]:
+        """Which execution provider ran each node, from one profiled run (ORT places nodes it
+        cannot run on the requested EP on the CPU without saying so)."""
+        if self._placement is None:
+            import json
+
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            with tempfile.TemporaryDirectory(prefix="qconform-ort-profile-") as tmp:
+                options.profile_file_prefix = str(Path(tmp) / "ort")
+                session = ort.InferenceSession(self.model.SerializeToString(), options, providers=[self.provider])
+                session.run(None, {name: inputs[name] for name in self.input_names})
+                events = json.loads(Path(session.end_profiling()).read_text())
+            placement: dict[str, set[str]] = {}
+            for event in events:
+                args = event.get("args", {})
+                if event.get("cat") == "Node" and "provider" in args:
+                    placement.setdefault(args["provider"], set()).add(args.get("op_name", "?") + ":" + event["name"].removesuffix("_kernel_time"))
+            self._placement = {provider: sorted(nodes) for provider, nodes in placement.items()}
+        return self._placement
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider}"
@@ -81,11 +118,16 @@ def _calibration_reader(batches: list[Tensors]):
 class IncInt8Qdq(Pathway):
     name = "inc-int8-qdq"
     description = "Intel Neural Compressor static PTQ to ONNX QDQ (per-channel int8 weights), run with ONNX Runtime"
-    devices = ("cpu",)
-    requires = {
-        "onnx_neural_compressor": "pip install 'qconform[cpu]'",
-        "onnxruntime": "pip install onnxruntime",
-    }
+    devices = ("cpu", "cuda")  # ONNX Runtime CPU EP; CUDA EP on GPUs
+    requires = {"onnxruntime": "pip install onnxruntime"}
+    build_requires = {"onnx_neural_compressor": "pip install 'qconform[cpu]'"}
+
+    def unavailable(self, device: Device) -> str | None:
+        reason = super().unavailable(device)
+        if reason is None and device.kind == "cuda":
+            missing = ort_provider_missing(PROVIDERS["cuda"])
+            reason = f"{self.name}: {missing}" if missing else None
+        return reason
     tool_packages = ("onnx-neural-compressor", "onnxruntime", "onnx", "torch")
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
@@ -137,3 +179,8 @@ class IncInt8Qdq(Pathway):
 
     def load(self, artifact: Artifact, device: Device) -> Runner:
         return OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind])
+
+    def float_baseline(self, model: ModelSpec, device: Device) -> Runner:
+        """The fp32 model on the same execution provider: what the INT8 graph must beat."""
+        with tempfile.TemporaryDirectory(prefix="qconform-fp32-") as tmp:
+            return OrtQdqRunner(model.export_onnx(Path(tmp) / "model.fp32.onnx"), PROVIDERS[device.kind])
