@@ -15,7 +15,7 @@ def test_build_reports_each_pathway(llama_int8, capsys):
     assert main(["build", "--models", "tiny-llama"]) == 0
     out = capsys.readouterr().out
     assert f"ok    inc-int8-qdq           tiny-llama   {llama_int8.path}" in out
-    assert "skip  tensorrt               tiny-llama   tensorrt: not implemented" in out
+    assert "skip  inc-fp8-ref            tiny-llama   inc-fp8-ref: not implemented" in out
 
 
 def test_report_exit_code_follows_the_verdict(tmp_path, capsys):
@@ -35,7 +35,8 @@ def test_unavailable_pathways_skip_with_reason(run_suites):
     torchao = "torchao-fp8-rowwise: needs a CUDA GPU, and torch sees none on this machine"
     if importlib.util.find_spec("torchao") is None:
         torchao = "torchao-fp8-rowwise: Python package 'torchao' is not installed (pip install 'qconform[gpu]' (torchao >= 0.18 needs torch >= 2.11))"
-    assert reasons == {torchao, "tensorrt: not implemented in this qconform release yet (tracked in issue #6)"}
+    tensorrt = "tensorrt: Python package 'tensorrt' is not installed (pip install 'qconform[trt]'; needs NVIDIA's TensorRT libraries)"
+    assert reasons == {torchao, tensorrt}
     assert run.summary["verdict"] == "NO GATE RAN"
 
 

@@ -30,7 +30,7 @@ def test_xdist_workers_merge_into_one_report(llama_int8, run_suites):
     serial = run_suites(*CASE, suites=SUITES)
     parallel = run_suites(*CASE, "-n", "2", suites=SUITES)
     assert serial.returncode == parallel.returncode == 0, parallel.output
-    assert _keys(parallel.summary) == _keys(serial.summary) and len(serial.summary["records"]) == 7
+    assert _keys(parallel.summary) == _keys(serial.summary) and len(serial.summary["records"]) >= 7
 
 
 def test_shards_merge_back_into_the_whole_run(llama_int8, run_suites, tmp_path):
@@ -55,7 +55,7 @@ def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suite
         "--timeout=20", "-k", "output_agreement", "--profile", str(REPO / "harness/profiles/cpu.toml"),
     )
     assert run.returncode == 1, run.output
-    [hung] = run.records(pathway="planted-hang")
+    [hung] = run.records(pathway="planted-hang", device="cpu")
     assert hung["outcome"] == "failed" and "Timeout" in hung["reason"]
     assert run.records(pathway="inc-int8-qdq", outcome="passed"), "the run stopped at the hung test"
 
