@@ -314,7 +314,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         key = params.get("case_key") or params.get("perf_key")
-        if key:
+        if isinstance(key, tuple):  # an empty parametrization gives pytest's NOTSET
             model, pathway, device = key
             check = getattr(item, "originalname", item.name).removeprefix("test_")
             item.user_properties.append(("qconform_case", {"model": model, "pathway": pathway, "device": device, "check": check}))
