@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.models.tiny_llama import MLP as LlamaMLP  # the same SwiGLU block, at 8B sizes
+
 HIDDEN, INTERMEDIATE, KV = 4096, 14336, 1024
 LINEAR_SHAPES = {  # name -> (K, N) of y = x @ W^T, x: (M, K)
     "qkv": (HIDDEN, HIDDEN + 2 * KV),  # 4096 x 6144
@@ -17,17 +19,6 @@ LINEAR_SHAPES = {  # name -> (K, N) of y = x @ W^T, x: (M, K)
 }
 LINEAR_TOKENS = (1, 16, 128, 1024, 4096, 8192)
 MLP_TOKENS = (1, 4096)
-
-
-class LlamaMLP(nn.Module):
-    def __init__(self, dim: int = HIDDEN, hidden: int = INTERMEDIATE):
-        super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 @dataclass(frozen=True)
