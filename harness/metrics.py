@@ -106,3 +106,12 @@ def log_error_histogram(reference: np.ndarray, candidate: np.ndarray, bins: int 
     counts, edges = np.histogram(err, bins=bins, range=(-12.0, 4.0))
     return {"edges": edges.round(3).tolist(), "counts": counts.tolist()}
 
+
+
+def cross_runtime_metrics(model, reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
+    """How closely two runtimes agree on one model's outputs (threshold keys as measured names)."""
+    name = model.primary_output
+    measured = {"min_cross_sqnr_db": sqnr_db(reference[name], other[name])}
+    if "token_agreement" in model.task_metric_names:
+        measured["min_cross_token_agreement"] = argmax_agreement(reference[name], other[name])
+    return measured

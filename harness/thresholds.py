@@ -25,6 +25,8 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "max_rel_task_drop": ("max", "relative loss of the task score vs the reference (MLPerf-style 1% = keep 99%)"),
     "min_speedup": ("min", "median speedup over the full-precision baseline, same run, interleaved"),
     "min_golden_sqnr_db": ("min", "SQNR of the output against the stored golden output of this pathway, dB"),
+    "min_cross_sqnr_db": ("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB"),
+    "min_cross_token_agreement": ("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe"),
 }
 
 

@@ -18,6 +18,7 @@ ELSEWHERE = {
     "hash-mismatch": ("tests.test_bad_artifacts", "test_hash_mismatch_is_rejected"),
     "outputs-drifted": ("tests.test_golden_gate", "test_golden_drift_fails_the_golden_gate"),
     "slow-kernel": ("tests.test_speed_gate", "test_slow_candidate_fails_the_speedup_gate"),
+    "runtimes-disagree": ("tests.test_cross_gate", "test_cross_gate_passes_agreeing_runners_and_fails_a_diverging_one"),
     "nondeterministic-runner": ("tests.test_planted_defects", "test_nondeterministic_runner_fails_the_determinism_property"),
 }
 
