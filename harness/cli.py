@@ -118,11 +118,11 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     """Merge the summary.json files of shards (several CI machines) into one summary and page."""
     from harness.artifacts import write_json_atomic
-    from harness.report import _finite, merge_summaries, standalone_html
+    from harness.report import json_safe, merge_summaries, standalone_html
 
     merged = merge_summaries([json.loads(Path(p).read_text()) for p in args.summaries])
     out = Path(args.out)
-    write_json_atomic(out / "summary.json", _finite(merged))
+    write_json_atomic(out / "summary.json", json_safe(merged))
     (out / "conformance-merged.html").write_text(standalone_html(merged))
     print(f"qconform: merged {len(args.summaries)} shard(s): {merged['verdict']} {merged['counts']} -> {out}")
     return 0 if merged["verdict"] == "PASS" else 1

@@ -78,18 +78,18 @@ def write_summary(harness: "Harness", report_dir: Path, comparison: dict | None 
     if comparison is not None:
         summary["comparison"] = comparison
     path = report_dir / "summary.json"
-    write_json_atomic(path, _finite(summary))
+    write_json_atomic(path, json_safe(summary))
     return path
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     # JSON has no inf/nan; write them as strings so the file stays standard.
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
