@@ -84,11 +84,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _payload_files(directory: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(directory))
-        for p in directory.rglob("*")
-        if p.is_file() and p.name != MANIFEST
-    )
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def write_manifest(
@@ -140,13 +136,9 @@ def load_artifact(directory: Path | str, *, pathway: str | None = None, model_id
         raise ArtifactError(f"{manifest_path}: unknown field(s) {', '.join(extra)}")
     for field, kind in MANIFEST_FIELDS.items():
         if not isinstance(manifest[field], kind) or isinstance(manifest[field], bool):
-            raise ArtifactError(
-                f"{manifest_path}: field {field!r} must be {kind.__name__}, got {type(manifest[field]).__name__}"
-            )
+            raise ArtifactError(f"{manifest_path}: field {field!r} must be {kind.__name__}, got {type(manifest[field]).__name__}")
     if manifest["schema_version"] != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{manifest_path}: schema_version {manifest['schema_version']} is not supported (expected {SCHEMA_VERSION})"
-        )
+        raise ArtifactError(f"{manifest_path}: schema_version {manifest['schema_version']} is not supported (expected {SCHEMA_VERSION})")
     if pathway is not None and manifest["pathway"] != pathway:
         raise ArtifactError(f"{manifest_path}: built by pathway {manifest['pathway']!r}, expected {pathway!r}")
     if model_id is not None and manifest["model_id"] != model_id:
@@ -162,9 +154,7 @@ def load_artifact(directory: Path | str, *, pathway: str | None = None, model_id
             raise ArtifactError(f"{path}: listed in the manifest but missing")
         actual = sha256_file(path)
         if actual != expected:
-            raise ArtifactError(
-                f"{path}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…): modified or corrupted"
-            )
+            raise ArtifactError(f"{path}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…): modified or corrupted")
     unlisted = sorted(set(_payload_files(directory)) - set(manifest["files"]))
     if unlisted:
         raise ArtifactError(f"{directory}: file(s) not in the manifest: {', '.join(unlisted)}")

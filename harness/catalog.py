@@ -18,7 +18,12 @@ class ProvenDefect:
 CATALOG: list[ProvenDefect] = [
     # Planted into a real inc-int8-qdq artifact of the outlier decoder, run through the suites.
     ProvenDefect("per-tensor-scales", "per-tensor weight scales on a model with outlier channels (garbage text)", "task_metric", "min_token_agreement measured"),
-    ProvenDefect("per-tensor-undeclared", "per-tensor weight scales while the manifest declares per-channel", "granularity_matches_recipe", "weight scales are per-tensor, recipe declares per-channel"),
+    ProvenDefect(
+        "per-tensor-undeclared",
+        "per-tensor weight scales while the manifest declares per-channel",
+        "granularity_matches_recipe",
+        "weight scales are per-tensor, recipe declares per-channel",
+    ),
     ProvenDefect("scales-2x", "weight scales off by 2x", "output_agreement", "min_sqnr_db measured"),
     ProvenDefect("zero-point-off-by-one", "weight zero point off by one in a symmetric recipe", "scales_valid", "non-zero weight zero points"),
     ProvenDefect("scales-wrong-axis", "per-channel scales applied along the wrong axis", "output_agreement", "min_sqnr_db measured"),

@@ -107,7 +107,6 @@ def log_error_histogram(reference: np.ndarray, candidate: np.ndarray, bins: int 
     return {"edges": edges.round(3).tolist(), "counts": counts.tolist()}
 
 
-
 def cross_runtime_metrics(model, reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
     """How closely two runtimes agree on one model's outputs (threshold keys as measured names)."""
     name = model.primary_output

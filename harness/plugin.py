@@ -238,9 +238,9 @@ def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
 
 @pytest.fixture
 def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
-    from harness.models.llama8b_perf import get_workload
-
     import torch
+
+    from harness.models.llama8b_perf import get_workload
 
     workload_id, pathway_name, kind = perf_key
     case = PerfCase(qc, get_workload(workload_id), get_pathway(pathway_name), qc.target_device(kind))

@@ -127,5 +127,5 @@ def check_deterministic(run: Callable[[], object], repeats: int = 3) -> None:
     first = flat(run())
     for attempt in range(1, repeats):
         again = flat(run())
-        if any(not np.array_equal(a, b, equal_nan=True) for a, b in zip(first, again)):
+        if any(not np.array_equal(a, b, equal_nan=True) for a, b in zip(first, again, strict=True)):
             _fail("deterministic", f"run {attempt + 1} differs from run 1 on the same input")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 import importlib.metadata
+import json
 import math
 import platform
 import subprocess
@@ -183,9 +183,7 @@ def proven_html() -> str:
     """Per gate, the planted defects qconform's own tests prove it catches."""
     from harness.catalog import by_gate
 
-    items = "".join(
-        f"<li><b>{_fmt(gate)}</b>: {_fmt('; '.join(entry.defect for entry in entries))}</li>" for gate, entries in sorted(by_gate().items())
-    )
+    items = "".join(f"<li><b>{_fmt(gate)}</b>: {_fmt('; '.join(entry.defect for entry in entries))}</li>" for gate, entries in sorted(by_gate().items()))
     return f"<details><summary>What each gate is proven to catch (planted defects in tests/)</summary><ul>{items}</ul></details>"
 
 
@@ -244,8 +242,16 @@ def compare_with_baseline(records: list[dict[str, Any]], baseline: dict[str, Any
             continue
         better = delta > 0 if r["direction"] == "min" else delta < 0
         entry = {
-            "pathway": r["pathway"], "device": r["device"], "model": r["model"], "check": r["check"], "metric": r["metric"],
-            "baseline": was, "current": now, "delta": delta, "band": band, "nodeid": r["nodeid"],
+            "pathway": r["pathway"],
+            "device": r["device"],
+            "model": r["model"],
+            "check": r["check"],
+            "metric": r["metric"],
+            "baseline": was,
+            "current": now,
+            "delta": delta,
+            "band": band,
+            "nodeid": r["nodeid"],
         }
         moved["improvements" if better else "regressions"].append(entry)
     moved["regressions"].sort(key=lambda e: -abs(e["delta"]) / (e["band"] or 1))

@@ -14,7 +14,6 @@ from harness.artifacts import Artifact, ArtifactError, cache_key, default_cache_
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
 
-
 STALE_BUILD_S = 3 * 3600
 
 
@@ -77,8 +76,5 @@ class ArtifactStore:
     def _check_source(artifact: Artifact, model: ModelSpec) -> Artifact:
         recorded = artifact.manifest["source_weights_sha256"]
         if recorded != model.weights_sha256:
-            raise ArtifactError(
-                f"{artifact.path}: built from other weights than model {model.id} "
-                f"(manifest {recorded[:12]}…, model {model.weights_sha256[:12]}…)"
-            )
+            raise ArtifactError(f"{artifact.path}: built from other weights than model {model.id} (manifest {recorded[:12]}…, model {model.weights_sha256[:12]}…)")
         return artifact

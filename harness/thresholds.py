@@ -7,11 +7,12 @@ prints beside the measured value.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from harness.pathways.base import Device
 

@@ -51,7 +51,7 @@ class Rotating(torch.nn.Module):
         self.copies = torch.nn.ModuleList(copies)
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [module(x) for module, x in zip(self.copies, inputs)]
+        return [module(x) for module, x in zip(self.copies, inputs, strict=True)]
 
 
 def _graphed(fn: Callable, inputs: list[torch.Tensor], warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, float]:
@@ -155,4 +155,3 @@ def paired_host_speedup(baseline: Callable[[], object], candidate: Callable[[], 
     base, cand = np.array(base_ms), np.array(cand_ms)
     low, high = bootstrap_median_interval(base / cand)
     return SpeedResult(float(np.median(base)), float(np.median(cand)), float(np.median(base / cand)), low, high, repeats, 1, 0.0, 0.0)
-

@@ -26,9 +26,7 @@ def test_granularity_matches_recipe(case):
             f"{layer.name}: weight scales are {layer.weight_granularity}, recipe declares {recipe['weight_granularity']}"
         )
         if layer.weight_granularity == "per-channel":
-            assert layer.weight_scales.size == layer.output_channels, (
-                f"{layer.name}: {layer.weight_scales.size} scales for {layer.output_channels} output channels"
-            )
+            assert layer.weight_scales.size == layer.output_channels, f"{layer.name}: {layer.weight_scales.size} scales for {layer.output_channels} output channels"
 
 
 def test_scales_valid(case):
@@ -57,4 +55,3 @@ def test_execution_placement(case, record_property):
     if elsewhere:
         summary += "; not on the requested EP: " + "; ".join(f"{k}: {', '.join(v[:8])}{' …' if len(v) > 8 else ''}" for k, v in elsewhere.items())
     record_property("qconform_note", summary)
-

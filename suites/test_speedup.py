@@ -53,4 +53,3 @@ def test_runner_speedup(case, gate):
     )
     print(detail)
     gate.check(case, {"min_speedup": result.speedup}, detail, extra={"timing": result.as_dict()}, judge={"min_speedup": result.ci_high})
-

@@ -51,8 +51,15 @@ def test_shards_merge_back_into_the_whole_run(llama_int8, run_suites, tmp_path):
 
 def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suites):
     run = run_suites(
-        "-p", "tests.planted_pathways", "--pathways=planted-hang,inc-int8-qdq", "--models=tiny-llama",
-        "--timeout=20", "-k", "output_agreement", "--profile", str(REPO / "harness/profiles/cpu.toml"),
+        "-p",
+        "tests.planted_pathways",
+        "--pathways=planted-hang,inc-int8-qdq",
+        "--models=tiny-llama",
+        "--timeout=20",
+        "-k",
+        "output_agreement",
+        "--profile",
+        str(REPO / "harness/profiles/cpu.toml"),
     )
     assert run.returncode == 1, run.output
     [hung] = run.records(pathway="planted-hang", device="cpu")

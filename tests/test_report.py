@@ -1,6 +1,7 @@
 """Report content and calibration, from recorded GPU runs and from a real CPU run."""
 
 import json
+
 import tomllib
 
 from harness.cli import main
@@ -10,17 +11,26 @@ from harness.thresholds import load_profile
 
 def _speed(model, m, measured, threshold, outcome):
     return {
-        "pathway": "torchao-fp8-rowwise", "model": model, "device": "cuda", "check": "speedup", "metric": "min_speedup",
-        "measured": measured, "threshold": threshold, "outcome": outcome, "shape": {"m": m, "k": 4096, "n": 4096},
+        "pathway": "torchao-fp8-rowwise",
+        "model": model,
+        "device": "cuda",
+        "check": "speedup",
+        "metric": "min_speedup",
+        "measured": measured,
+        "threshold": threshold,
+        "outcome": outcome,
+        "shape": {"m": m, "k": 4096, "n": 4096},
         "timing": {"ci_low": measured - 0.01, "ci_high": measured + 0.01},
     }
 
 
 def test_speedup_table_pivots_shapes_by_tokens():
-    html = speedup_html([
-        _speed("llama8b-linear-o_proj-m1", 1, 0.89, 0.78, "passed"),
-        _speed("llama8b-linear-o_proj-m4096", 4096, 1.10, 1.33, "failed"),
-    ])
+    html = speedup_html(
+        [
+            _speed("llama8b-linear-o_proj-m1", 1, 0.89, 0.78, "passed"),
+            _speed("llama8b-linear-o_proj-m4096", 4096, 1.10, 1.33, "failed"),
+        ]
+    )
     assert "<th>M=1</th><th>M=4096</th>" in html
     assert "<td>llama8b-linear-o_proj</td>" in html
     assert "<td class='qc-failed'><b>1.10x</b> (>= 1.33)" in html

@@ -57,10 +57,24 @@ def test_screenshot_shows_verdict_on_top_and_plots(llama_int8, tmp_path, run_sui
     assert html.count("data:image/png;base64,") >= 1
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,5000",
-         f"--screenshot={shot}", f"file://{tmp_path / 'report.html'}"],
-        capture_output=True, timeout=120, check=True,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1400,5000",
+            f"--screenshot={shot}",
+            f"file://{tmp_path / 'report.html'}",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     top = pixels[:700]

@@ -15,8 +15,13 @@ def test_slow_candidate_fails_the_speedup_gate(tmp_path, run_suites):
     profile.write_text("[planted-slow-dequant.llama8b-linear]\nmin_sqnr_db = 26.0\nmin_speedup = 1.3\n")
 
     run = run_suites(
-        "-p", "tests.planted_pathways", "--pathways=planted-slow-dequant", f"--profile={profile}",
-        "-k", "gate_up-m4096] or down-m4096]", suites=("test_speedup.py",),
+        "-p",
+        "tests.planted_pathways",
+        "--pathways=planted-slow-dequant",
+        f"--profile={profile}",
+        "-k",
+        "gate_up-m4096] or down-m4096]",
+        suites=("test_speedup.py",),
     )
 
     assert run.returncode == 1, run.output

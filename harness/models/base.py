@@ -65,7 +65,7 @@ class ModelSpec:
             outputs = self.reference(*(torch.from_numpy(inputs[name]) for name in self.input_names))
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
-        return {name: out.float().numpy() for name, out in zip(self.output_names, outputs)}
+        return {name: out.float().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
 
     @functools.cached_property
     def weights_sha256(self) -> str:

@@ -64,7 +64,7 @@ class OrtQdqRunner(Runner):
         if missing:
             raise ValueError(f"inputs missing for the ONNX graph: {sorted(missing)}")
         outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
-        return dict(zip(self.output_names, outputs))
+        return dict(zip(self.output_names, outputs, strict=True))
 
     def layout(self) -> QuantLayout:
         if self._layout is None:
@@ -128,6 +128,7 @@ class IncInt8Qdq(Pathway):
             missing = ort_provider_missing(PROVIDERS["cuda"])
             reason = f"{self.name}: {missing}" if missing else None
         return reason
+
     tool_packages = ("onnx-neural-compressor", "onnxruntime", "onnx", "torch")
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:

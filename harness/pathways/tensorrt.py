@@ -215,8 +215,12 @@ class TensorRTOrtEP(_FromQdq):
         return None
 
     def load(self, artifact: Artifact, device: Device) -> Runner:
-        options = {"trt_int8_enable": True, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                   "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "qconform-ort-trt-cache")}
+        options = {
+            "trt_int8_enable": True,
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "qconform-ort-trt-cache"),
+        }
         return OrtQdqRunner(artifact.file(QDQ_PAYLOAD), self.provider, options)
 
 

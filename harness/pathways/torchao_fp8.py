@@ -83,7 +83,7 @@ class TorchRunner(Runner):
             outputs = self.module(*args)
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
-        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs)}
+        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
 
     def layout(self) -> QuantLayout:
         if self._layout is None:
@@ -146,7 +146,9 @@ class TorchaoFp8Rowwise(Pathway):
             raise ArtifactError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from exc
         expected = module.state_dict()
         if set(state) != set(expected):
-            raise ArtifactError(f"{path}: tensors differ from the config's layout: missing {sorted(set(expected) - set(state))[:5]}, extra {sorted(set(state) - set(expected))[:5]}")
+            raise ArtifactError(
+                f"{path}: tensors differ from the config's layout: missing {sorted(set(expected) - set(state))[:5]}, extra {sorted(set(state) - set(expected))[:5]}"
+            )
         for key, tensor in expected.items():
             if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
                 raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
