@@ -42,7 +42,7 @@ CATALOG: list[ProvenDefect] = [
     ProvenDefect("truncated-onnx", "a truncated ONNX file", "artifact loading", "not a valid ONNX model"),
     ProvenDefect("hash-mismatch", "a payload that does not match its manifest hash", "artifact loading", "sha256 mismatch"),
     # One runtime computing something else than another on the same artifact (CPU EP vs CUDA EP).
-    ProvenDefect("runtimes-disagree", "two runtimes disagreeing on the same artifact", "cross_cpu_cuda", "min_cross_sqnr_db"),
+    ProvenDefect("runtimes-disagree", "two runtimes disagreeing on the same artifact", "cpu_and_cuda_runtimes_agree", "min_cross_sqnr_db"),
     # GPU only (tests/test_speed_gate.py).
     ProvenDefect("slow-kernel", "a slow candidate kernel (dequantize to bf16, then matmul)", "speedup", "min_speedup measured"),
 ]

@@ -190,11 +190,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("case_key", _case_params(harness))
     if "perf_key" in metafunc.fixturenames:
         metafunc.parametrize("perf_key", _perf_params(harness))
+    if "cross_key" in metafunc.fixturenames:
+        metafunc.parametrize("cross_key", _case_params(harness, cross=True))
 
 
-def _case_params(harness: Harness) -> list:
+def _case_params(harness: Harness, cross: bool = False) -> list:
+    """One param per selected (model, pathway, device). cross=True: the CUDA cases of pathways
+    that also run on the CPU, whose two runtimes must agree."""
     params = []
     for model, pathway, kind in harness.selected():
+        if cross and not (kind == "cuda" and "cpu" in pathway.devices):
+            continue
         marks = [getattr(pytest.mark, pathway.marker)]
         if kind == "cuda":
             marks.append(pytest.mark.gpu)
@@ -313,7 +319,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Tag each case's test with what it checks, so skips and errors reach the verdict table too.
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        key = params.get("case_key") or params.get("perf_key")
+        key = params.get("case_key") or params.get("perf_key") or params.get("cross_key")
         if isinstance(key, tuple):  # an empty parametrization gives pytest's NOTSET
             model, pathway, device = key
             check = getattr(item, "originalname", item.name).removeprefix("test_")
