@@ -43,6 +43,13 @@ CATALOG: list[ProvenDefect] = [
     ProvenDefect("hash-mismatch", "a payload that does not match its manifest hash", "artifact loading", "sha256 mismatch"),
     # One runtime computing something else than another on the same artifact (CPU EP vs CUDA EP).
     ProvenDefect("runtimes-disagree", "two runtimes disagreeing on the same artifact", "cpu_and_cuda_runtimes_agree", "min_cross_sqnr_db"),
+    # An INC FP8 artifact holding E5M2 while its manifest declares E4M3.
+    ProvenDefect(
+        "e5m2-artifact-declared-e4m3",
+        "an FP8 artifact holding E5M2 stats where the manifest declares E4M3",
+        "e4m3_at_least_as_accurate_as_e5m2",
+        "e4m3_at_least_as_accurate_as_e5m2 gate failed",
+    ),
     # GPU only (tests/test_speed_gate.py).
     ProvenDefect("slow-kernel", "a slow candidate kernel (dequantize to bf16, then matmul)", "speedup", "min_speedup measured"),
 ]

@@ -186,20 +186,30 @@ def _pick(option: str | None, everything: list, lookup) -> list:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     harness = metafunc.config.stash[HARNESS]
-    if "case_key" in metafunc.fixturenames:
-        metafunc.parametrize("case_key", _case_params(harness))
+    for key, keep in CASE_KEYS.items():
+        if key in metafunc.fixturenames:
+            metafunc.parametrize(key, _case_params(harness, keep))
     if "perf_key" in metafunc.fixturenames:
         metafunc.parametrize("perf_key", _perf_params(harness))
-    if "cross_key" in metafunc.fixturenames:
-        metafunc.parametrize("cross_key", _case_params(harness, cross=True))
 
 
-def _case_params(harness: Harness, cross: bool = False) -> list:
-    """One param per selected (model, pathway, device). cross=True: the CUDA cases of pathways
-    that also run on the CPU, whose two runtimes must agree."""
+# Suites ask for one of these keys; each selects the (model, pathway, device) cases it applies to.
+CASE_KEYS = {
+    "case_key": lambda pathway, kind: True,
+    # CUDA cases of pathways that also run on the CPU: the two runtimes must agree.
+    "cross_key": lambda pathway, kind: kind == "cuda" and "cpu" in pathway.devices,
+    # Cases of pathways checked against a numerical reference pathway (GPU FP8 vs INC FP8).
+    "reference_key": lambda pathway, kind: pathway.reference_pathway is not None,
+    # FP8 reference cases that have an E5M2 sibling to be compared with.
+    "e4m3_key": lambda pathway, kind: pathway.name == "inc-fp8-ref",
+}
+
+
+def _case_params(harness: Harness, keep) -> list:
+    """One param per selected (model, pathway, device) that `keep` accepts."""
     params = []
     for model, pathway, kind in harness.selected():
-        if cross and not (kind == "cuda" and "cpu" in pathway.devices):
+        if not keep(pathway, kind):
             continue
         marks = [getattr(pytest.mark, pathway.marker)]
         if kind == "cuda":
@@ -319,7 +329,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Tag each case's test with what it checks, so skips and errors reach the verdict table too.
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        key = params.get("case_key") or params.get("perf_key") or params.get("cross_key")
+        key = next((params[k] for k in (*CASE_KEYS, "perf_key") if k in params), None)
         if isinstance(key, tuple):  # an empty parametrization gives pytest's NOTSET
             model, pathway, device = key
             check = getattr(item, "originalname", item.name).removeprefix("test_")

@@ -28,6 +28,7 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "min_golden_sqnr_db": ("min", "SQNR of the output against the stored golden output of this pathway, dB"),
     "min_cross_sqnr_db": ("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB"),
     "min_cross_token_agreement": ("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe"),
+    "min_e4m3_over_e5m2_db": ("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range"),
 }
 
 

@@ -1,10 +1,43 @@
-"""Pathways and runtimes that should agree do agree: the same INT8 QDQ artifact on the ONNX Runtime
-CPU EP and CUDA EP (every pathway that runs on both)."""
+"""Pathways and runtimes that should agree do agree:
+- the same INT8 QDQ artifact on the ONNX Runtime CPU EP and CUDA EP;
+- a GPU FP8 pathway and the INC FP8 reference (run here when it can, else its recorded outputs);
+- FP8 E4M3 at least as accurate as E5M2 under the same INC recipe."""
 
-from harness.metrics import cross_runtime_metrics
+import pytest
+
+from harness.golden import GoldenError, golden_dir, read_golden
+from harness.metrics import cross_runtime_metrics, sqnr_db
+from harness.pathways.base import get_pathway
 
 
 def test_cpu_and_cuda_runtimes_agree(cross_key, qc, gate):
     model_id, pathway, _ = cross_key
     cpu, cuda = qc.case(model_id, pathway, "cpu"), qc.case(model_id, pathway, "cuda")
     gate.check(cuda, cross_runtime_metrics(cuda.model, cpu.outputs, cuda.outputs), "CPU EP outputs as the reference")
+
+
+def reference_outputs(qc, model, reference: str) -> tuple[dict, str]:
+    """The reference pathway's outputs: computed here when it can run, else its recorded golden."""
+    pathway, cpu = get_pathway(reference), qc.target_device("cpu")
+    reason = pathway.unavailable(cpu) or pathway.build_unavailable()
+    if reason is None:
+        return qc.case(model.id, reference, "cpu").outputs, f"{reference} run here"
+    directory = golden_dir(qc.golden_root, model.id, reference, "cpu")
+    try:
+        return read_golden(directory, model.eval_inputs()).outputs, f"{reference} outputs recorded in {directory}"
+    except GoldenError as exc:
+        pytest.skip(f"the reference cannot run here ({reason}) and has no record: {exc}")
+
+
+def test_fp8_pathway_agrees_with_the_reference(reference_key, qc, gate):
+    case = qc.case(*reference_key)
+    reference, source = reference_outputs(qc, case.model, case.pathway.reference_pathway)
+    gate.check(case, cross_runtime_metrics(case.model, reference, case.outputs), f"against {source}")
+
+
+def test_e4m3_at_least_as_accurate_as_e5m2(e4m3_key, qc, gate):
+    model_id, _, kind = e4m3_key
+    e4m3, e5m2 = qc.case(*e4m3_key), qc.case(model_id, "inc-fp8-ref-e5m2", kind)
+    name, reference = e4m3.model.primary_output, e4m3.reference[e4m3.model.primary_output]
+    e4m3_db, e5m2_db = sqnr_db(reference, e4m3.outputs[name]), sqnr_db(reference, e5m2.outputs[name])
+    gate.check(e4m3, {"min_e4m3_over_e5m2_db": e4m3_db - e5m2_db}, f"E4M3 {e4m3_db:.2f} dB vs E5M2 {e5m2_db:.2f} dB")

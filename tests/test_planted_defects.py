@@ -2,9 +2,13 @@
 the catalog names, with the cause in the message. A clean artifact passes the same gates."""
 
 import importlib
+import shutil
 
 import onnx
 import pytest
+
+from harness.artifacts import write_manifest
+from harness.pathways.base import Device
 
 from harness.catalog import CATALOG
 from harness.pathways.inc_int8_qdq import PAYLOAD
@@ -19,6 +23,7 @@ ELSEWHERE = {
     "outputs-drifted": ("tests.test_golden_gate", "test_golden_drift_fails_the_golden_gate"),
     "slow-kernel": ("tests.test_speed_gate", "test_slow_candidate_fails_the_speedup_gate"),
     "runtimes-disagree": ("tests.test_cross_gate", "test_cross_gate_passes_agreeing_runners_and_fails_a_diverging_one"),
+    "e5m2-artifact-declared-e4m3": ("tests.test_planted_defects", "test_e5m2_declared_as_e4m3_fails_the_format_gates"),
     "nondeterministic-runner": ("tests.test_planted_defects", "test_nondeterministic_runner_fails_the_determinism_property"),
 }
 
@@ -68,3 +73,41 @@ def test_nondeterministic_runner_fails_the_determinism_property(llama_int8, run_
     [failure] = run.records(outcome="failed")
     assert failure["check"] == "runner_deterministic"
     assert "property 'deterministic' violated" in failure["reason"]
+
+
+def test_e5m2_declared_as_e4m3_fails_the_format_gates(tmp_path, run_suites):
+    """An E5M2 artifact (measured stats and scales) whose manifest says E4M3: loading quantizes as
+    declared, with scales made for E5M2's range, and both the accuracy gate and the
+    E4M3-vs-E5M2 gate fail."""
+    from harness.models.base import get_model
+    from harness.pathways.base import get_pathway
+    from harness.store import ArtifactStore
+
+    model, store = get_model("tiny-llama"), ArtifactStore()
+    reason = get_pathway("inc-fp8-ref").unavailable(Device("cpu", "cpu")) or get_pathway("inc-fp8-ref").build_unavailable()
+    if reason:
+        pytest.skip(reason)
+    e5m2 = store.get(get_pathway("inc-fp8-ref-e5m2"), model)
+    root = tmp_path / "artifacts"
+    shutil.copytree(e5m2.path, root / "tiny-llama" / "inc-fp8-ref-e5m2")
+    planted = root / "tiny-llama" / "inc-fp8-ref"
+    shutil.copytree(e5m2.path, planted)
+    m = e5m2.manifest
+    recipe = {**m["recipe"], "fp8_format": "E4M3", "weight_dtype": "float8_e4m3fn"}
+    write_manifest(
+        planted,
+        pathway="inc-fp8-ref",
+        model_id="tiny-llama",
+        recipe=recipe,
+        source_weights_sha256=m["source_weights_sha256"],
+        tool_versions=m["tool_versions"],
+        built_on=m["built_on"],
+    )
+
+    run = run_suites(f"--artifacts={root}", "--pathways=inc-fp8-ref,inc-fp8-ref-e5m2", "--models=tiny-llama", suites=("test_accuracy.py", "test_cross_pathway.py"))
+
+    assert run.returncode == 1, run.output
+    failed = {(r["pathway"], r["check"]): r for r in run.records(outcome="failed")}
+    assert set(failed) == {("inc-fp8-ref", "e4m3_at_least_as_accurate_as_e5m2"), ("inc-fp8-ref", "output_agreement"), ("inc-fp8-ref", "task_metric")}, run.output
+    assert failed[("inc-fp8-ref", "e4m3_at_least_as_accurate_as_e5m2")]["measured"] < 0
+    assert "e4m3_at_least_as_accurate_as_e5m2 gate failed" in run.output

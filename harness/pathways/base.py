@@ -87,6 +87,28 @@ class Runner:
         return type(self).__name__
 
 
+class TorchRunner(Runner):
+    """Runs a torch module on numpy inputs; subclasses say how to read its quantized layout."""
+
+    def __init__(self, module: Any, input_names: tuple[str, ...], output_names: tuple[str, ...], device: str, description: str):
+        self.module, self.input_names, self.output_names = module, input_names, output_names
+        self.device, self.description = device, description
+        self._layout: QuantLayout | None = None
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        import torch
+
+        args = [torch.from_numpy(inputs[name]).to(self.device) for name in self.input_names]
+        with torch.inference_mode():
+            outputs = self.module(*args)
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
+
+    def describe(self) -> str:
+        return self.description
+
+
 class Pathway:
     name: str = ""
     description: str = ""
@@ -98,6 +120,8 @@ class Pathway:
     build_requires: dict[str, str] = {}
     # Distributions whose versions are recorded in the manifest and key the build cache.
     tool_packages: tuple[str, ...] = ()
+    # The pathway whose outputs this one must agree with (GPU FP8 -> the INC FP8 reference).
+    reference_pathway: str | None = None
     # Whether the perf suite can time it: then quantize_module() turns a bf16 CUDA module into
     # this pathway's candidate in memory.
     measures_speed: bool = False

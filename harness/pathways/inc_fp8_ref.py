@@ -1,11 +1,133 @@
-"""inc-fp8-ref: Intel Neural Compressor FP8 (E4M3/E5M2) in CPU QDQ emulation, the FP8 reference."""
+"""inc-fp8-ref: Intel Neural Compressor's PyTorch FP8 quantization (measure, then quantize) in its CPU
+QDQ emulation: the numerical reference the GPU FP8 pathways are checked against.
 
-from harness.pathways.base import Planned, register
+The supported CPU route in neural-compressor-pt 3.10 (neural_compressor/torch/algorithms/fp8_quant):
+`FP8Config(..., use_qdq=True)` (_quant_common/quant_config.py refuses anything else on CPU) with a
+scale method that is not Gaudi-specific: the default "maxabs_hw" fails on CPU with KeyError: None
+(_core/scale_methods/round_scales_function.py), so the recipe uses "maxabs_pow2" (amax / (fp8 max *
+backoff), rounded up to a power of two; per-tensor). `prepare(mode="MEASURE")` + calibration +
+`finalize_calibration` dump the measured amax; `convert(mode="QUANTIZE")` derives and dumps the
+scales. Both dumps are the artifact; loading re-runs `convert` on a fresh reference from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.artifacts import Artifact, ArtifactError
+from harness.models.base import ModelSpec
+from harness.pathways.base import Device, Pathway, QuantLayer, QuantLayout, Runner, Tensors, TorchRunner, register
+
+STATS = "measure"  # INC's dump_stats_path prefix inside the artifact
+FORMATS = {"E4M3": "float8_e4m3fn", "E5M2": "float8_e5m2"}
+
+
+def _fp8_config(fmt: str, stats_dir: Path, mode: str):
+    os.environ.setdefault("INC_TARGET_DEVICE", "cpu")  # the reference is CPU emulation, GPU or not
+    from neural_compressor.torch.quantization import FP8Config
+
+    return FP8Config(
+        mode=mode,
+        fp8_config=fmt,
+        hp_dtype="fp32",
+        use_qdq=True,
+        scale_method="maxabs_pow2",
+        allowlist={"names": [], "types": ["Linear"]},
+        dump_stats_path=str(stats_dir / STATS),
+    )
+
+
+def read_layout(module) -> QuantLayout:
+    layout = QuantLayout()
+    for name, child in module.named_modules():
+        if type(child).__name__ == "PatchedLinear":
+            weight, scale = child.weight.detach(), float(child.dequant_weights.scale)
+            layout.layers[name] = QuantLayer(
+                name=name,
+                dtype=str(weight.dtype).removeprefix("torch."),
+                weight_granularity="per-tensor",
+                weight_axis=None,
+                weight_scales=np.array([scale]),
+                activation_dtype=str(weight.dtype).removeprefix("torch."),
+                activation_granularity="per-tensor (measured amax)",
+                activation_scale=np.array([float(child.quant_input.scale)]),
+                output_channels=child.out_features,
+                # INC keeps the FP8 weight transposed, (in, out).
+                dequantized_weight=(weight.float() * scale).T.cpu().numpy(),
+            )
+        elif type(child).__name__ == "Linear":
+            layout.unquantized.append(name)
+    return layout
+
+
+class IncFp8Runner(TorchRunner):
+    def layout(self) -> QuantLayout:
+        if self._layout is None:
+            self._layout = read_layout(self.module)
+        return self._layout
 
 
 @register
-class IncFp8Reference(Planned):
+class IncFp8Reference(Pathway):
     name = "inc-fp8-ref"
-    description = "Intel Neural Compressor FP8 quantization in CPU QDQ emulation (numerical reference)"
+    description = "Intel Neural Compressor FP8 E4M3 (measure, then quantize) in CPU QDQ emulation: the FP8 reference"
     devices = ("cpu",)
-    issue = 5
+    requires = {"neural_compressor": "pip install 'qconform[cpu]' (neural-compressor-pt >= 3.5 has the CPU QDQ path)"}
+    tool_packages = ("neural-compressor-pt", "torch")
+    fp8_format = "E4M3"
+
+    def recipe(self, model: ModelSpec) -> dict[str, Any]:
+        return {
+            "fp8_format": self.fp8_format,
+            "weight_dtype": FORMATS[self.fp8_format],
+            "weight_granularity": "per-tensor",
+            "activation": "static per-tensor, measured amax",
+            "scale_method": "maxabs_pow2",
+            "mode": "QDQ emulation on CPU",
+            "module_types": ["Linear"],
+            "calibration_batches": len(model.calibration_inputs()),
+        }
+
+    def _quantize(self, model: ModelSpec, stats_dir: Path):
+        from neural_compressor.torch.quantization import convert
+
+        return convert(copy.deepcopy(model.reference).float().eval(), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
+
+    def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
+        import torch
+        from neural_compressor.torch.quantization import finalize_calibration, prepare
+
+        measured = prepare(copy.deepcopy(model.reference).float().eval(), _fp8_config(self.fp8_format, out_dir, "MEASURE"))
+        with torch.inference_mode():
+            for batch in calib:
+                measured(*(torch.from_numpy(batch[name]) for name in model.input_names))
+        finalize_calibration(measured)
+        self._quantize(model, out_dir)  # writes the derived scales beside the measurement
+        return self.finish(out_dir, model, Device.detect())
+
+    def load(self, artifact: Artifact, device: Device) -> Runner:
+        from harness.models.base import get_model
+
+        model = get_model(artifact.model_id)
+        with tempfile.TemporaryDirectory(prefix="qconform-inc-fp8-") as tmp:
+            for name in artifact.manifest["files"]:  # INC reads its dumps from dump_stats_path
+                shutil.copy(artifact.file(name), Path(tmp) / name)
+            try:
+                module = self._quantize(model, Path(tmp))
+            except (FileNotFoundError, ValueError, KeyError) as exc:
+                raise ArtifactError(f"{artifact.path}: Neural Compressor cannot quantize from these stats ({type(exc).__name__}: {exc})") from exc
+        return IncFp8Runner(module, model.input_names, model.output_names, "cpu", f"Neural Compressor FP8 {self.fp8_format} QDQ emulation on CPU")
+
+
+@register
+class IncFp8ReferenceE5M2(IncFp8Reference):
+    name = "inc-fp8-ref-e5m2"
+    description = "Intel Neural Compressor FP8 E5M2 in CPU QDQ emulation"
+    fp8_format = "E5M2"

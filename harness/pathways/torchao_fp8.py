@@ -18,7 +18,7 @@ import torch
 
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
-from harness.pathways.base import Device, Pathway, QuantLayer, QuantLayout, Runner, Tensors, register
+from harness.pathways.base import Device, Pathway, QuantLayer, QuantLayout, Runner, Tensors, TorchRunner, register
 
 PAYLOAD = "model.pt"
 MIN_CAPABILITY = (8, 9)
@@ -72,26 +72,11 @@ def read_layout(module: torch.nn.Module) -> QuantLayout:
     return layout
 
 
-class TorchRunner(Runner):
-    def __init__(self, module: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...], device: str):
-        self.module, self.input_names, self.output_names, self.device = module, input_names, output_names, device
-        self._layout: QuantLayout | None = None
-
-    def __call__(self, inputs: Tensors) -> Tensors:
-        args = [torch.from_numpy(inputs[name]).to(self.device) for name in self.input_names]
-        with torch.inference_mode():
-            outputs = self.module(*args)
-        if isinstance(outputs, torch.Tensor):
-            outputs = (outputs,)
-        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
-
+class Fp8RowwiseRunner(TorchRunner):
     def layout(self) -> QuantLayout:
         if self._layout is None:
             self._layout = read_layout(self.module)
         return self._layout
-
-    def describe(self) -> str:
-        return f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}"
 
 
 @register
@@ -102,6 +87,7 @@ class TorchaoFp8Rowwise(Pathway):
     requires = {"torchao": "pip install 'qconform[gpu]' (torchao >= 0.18 needs torch >= 2.11)"}
     tool_packages = ("torchao", "torch")
     measures_speed = True
+    reference_pathway = "inc-fp8-ref"
 
     def quantize_module(self, module: torch.nn.Module) -> torch.nn.Module:
         return quantize_module(module)
@@ -153,4 +139,4 @@ class TorchaoFp8Rowwise(Pathway):
             if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
                 raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
         module.load_state_dict(state, assign=True)
-        return TorchRunner(module, model.input_names, model.output_names, "cuda")
+        return Fp8RowwiseRunner(module, model.input_names, model.output_names, "cuda", f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}")
