@@ -15,7 +15,7 @@ def test_build_reports_each_pathway(llama_int8, capsys):
     assert main(["build", "--models", "tiny-llama"]) == 0
     out = capsys.readouterr().out
     assert f"ok    inc-int8-qdq           tiny-llama   {llama_int8.path}" in out
-    assert "skip  inc-fp8-ref            tiny-llama   inc-fp8-ref: not implemented" in out
+    assert "skip  torchao-fp8-rowwise    tiny-llama   torchao-fp8-rowwise: " in out
 
 
 def test_report_exit_code_follows_the_verdict(tmp_path, capsys):
