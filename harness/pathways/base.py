@@ -208,13 +208,3 @@ def all_pathways() -> list[Pathway]:
 def _load_builtin() -> None:
     # Importing the package registers the built-in pathways.
     import harness.pathways  # noqa: F401
-
-
-class Planned(Pathway):
-    """A pathway registered for the suites' parametrization whose implementation has not landed:
-    every case skips, naming the issue that delivers it, so no one mistakes it for a pass."""
-
-    issue: int = 0
-
-    def unavailable(self, device: Device) -> str | None:
-        return f"{self.name}: not implemented in this qconform release yet (tracked in issue #{self.issue})"
