@@ -88,12 +88,17 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    """Runs a torch module on numpy inputs; subclasses say how to read its quantized layout."""
+    """Runs a torch module on numpy inputs; `read_layout` reads its quantized layers (once)."""
 
-    def __init__(self, module: Any, input_names: tuple[str, ...], output_names: tuple[str, ...], device: str, description: str):
+    def __init__(self, module: Any, input_names: tuple[str, ...], output_names: tuple[str, ...], device: str, description: str, read_layout: Callable[[Any], QuantLayout]):
         self.module, self.input_names, self.output_names = module, input_names, output_names
-        self.device, self.description = device, description
+        self.device, self.description, self.read_layout = device, description, read_layout
         self._layout: QuantLayout | None = None
+
+    def layout(self) -> QuantLayout:
+        if self._layout is None:
+            self._layout = self.read_layout(self.module)
+        return self._layout
 
     def __call__(self, inputs: Tensors) -> Tensors:
         import torch

@@ -67,13 +67,6 @@ def read_layout(module) -> QuantLayout:
     return layout
 
 
-class IncFp8Runner(TorchRunner):
-    def layout(self) -> QuantLayout:
-        if self._layout is None:
-            self._layout = read_layout(self.module)
-        return self._layout
-
-
 @register
 class IncFp8Reference(Pathway):
     name = "inc-fp8-ref"
@@ -123,7 +116,7 @@ class IncFp8Reference(Pathway):
                 module = self._quantize(model, Path(tmp))
             except (FileNotFoundError, ValueError, KeyError) as exc:
                 raise ArtifactError(f"{artifact.path}: Neural Compressor cannot quantize from these stats ({type(exc).__name__}: {exc})") from exc
-        return IncFp8Runner(module, model.input_names, model.output_names, "cpu", f"Neural Compressor FP8 {self.fp8_format} QDQ emulation on CPU")
+        return TorchRunner(module, model.input_names, model.output_names, "cpu", f"Neural Compressor FP8 {self.fp8_format} QDQ emulation on CPU", read_layout)
 
 
 @register

@@ -72,13 +72,6 @@ def read_layout(module: torch.nn.Module) -> QuantLayout:
     return layout
 
 
-class Fp8RowwiseRunner(TorchRunner):
-    def layout(self) -> QuantLayout:
-        if self._layout is None:
-            self._layout = read_layout(self.module)
-        return self._layout
-
-
 @register
 class TorchaoFp8Rowwise(Pathway):
     name = "torchao-fp8-rowwise"
@@ -139,4 +132,4 @@ class TorchaoFp8Rowwise(Pathway):
             if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
                 raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
         module.load_state_dict(state, assign=True)
-        return Fp8RowwiseRunner(module, model.input_names, model.output_names, "cuda", f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}")
+        return TorchRunner(module, model.input_names, model.output_names, "cuda", f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}", read_layout)
