@@ -69,3 +69,8 @@ def run_suites(tmp_path: Path):
         return SuiteRun(proc.returncode, proc.stdout + proc.stderr, summary)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def minilm_int8() -> Artifact:
+    return _built("minilm-l6", "inc-int8-qdq")

@@ -110,3 +110,14 @@ def test_e5m2_declared_as_e4m3_fails_the_format_gates(tmp_path, run_suites):
     assert set(failed) == {("inc-fp8-ref", "e4m3_at_least_as_accurate_as_e5m2"), ("inc-fp8-ref", "output_agreement"), ("inc-fp8-ref", "task_metric")}, run.output
     assert failed[("inc-fp8-ref", "e4m3_at_least_as_accurate_as_e5m2")]["measured"] < 0
     assert "e4m3_at_least_as_accurate_as_e5m2 gate failed" in run.output
+
+
+def test_scales_off_by_2x_fail_every_sentence_task_gate(minilm_int8, user_artifacts, run_suites):
+    """On the embedding model the task gates (worst sentence cosine, pair ranking, task-score drop)
+    each fail on their own numbers, not only the output SQNR."""
+    plant, recipe_changes, _ = ONNX_DEFECTS["scales-2x"]
+    target = user_artifacts(minilm_int8)
+    rewrite_artifact(minilm_int8, target, PAYLOAD, plant(onnx.load(str(target / PAYLOAD))), **recipe_changes)
+    run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-int8-qdq", "--models=minilm-l6")
+    failed = {r["metric"] for r in run.records(outcome="failed", check="task_metric")}
+    assert failed == {"min_row_cosine", "min_ranking_agreement", "max_rel_task_drop"}, run.output
