@@ -19,7 +19,7 @@ from harness.artifacts import write_json_atomic
 if TYPE_CHECKING:
     from harness.plugin import Harness
 
-PACKAGES = ("qconform", "torch", "onnx", "onnxruntime", "neural-compressor", "onnx-neural-compressor", "torchao", "tensorrt", "numpy")
+PACKAGES = ("qconform", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-neural-compressor", "neural-compressor-pt", "torchao", "tensorrt", "numpy")
 ORDER = {"failed": 0, "error": 0, "passed": 2, "skipped": 1}
 
 
