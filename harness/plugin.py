@@ -167,11 +167,15 @@ class Harness:
         return self._references[model.id]
 
     def case(self, model_id: str, pathway_name: str, kind: str) -> Case:
+        """The loaded case; a bad artifact or profile fails the asking test with its message."""
         key = (model_id, pathway_name, kind)
         if key not in self._cases:
             model, pathway, device = get_model(model_id), get_pathway(pathway_name), self.target_device(kind)
-            artifact = self.store.get(pathway, model)
-            self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device))
+            try:
+                artifact = self.store.get(pathway, model)
+                self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device))
+            except (ArtifactError, ProfileError) as exc:
+                pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
         return self._cases[key]
 
 
@@ -246,10 +250,7 @@ def qc(pytestconfig: pytest.Config) -> Harness:
 
 @pytest.fixture
 def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
-    try:
-        return qc.case(*case_key)
-    except (ArtifactError, ProfileError) as exc:
-        pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+    return qc.case(*case_key)
 
 
 @pytest.fixture

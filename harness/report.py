@@ -220,10 +220,6 @@ NOISE_BANDS = {
 DEFAULT_BAND = ("abs", 0.005)
 
 
-def _as_float(value: Any) -> float:
-    return float(value)  # summary.json spells inf as "inf"
-
-
 def compare_with_baseline(records: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every metric that moved beyond its noise band since the baseline, worse first."""
     before = {(r["nodeid"], r["metric"]): r for r in baseline.get("records", []) if "metric" in r}
@@ -232,7 +228,7 @@ def compare_with_baseline(records: list[dict[str, Any]], baseline: dict[str, Any
         old = before.get((r.get("nodeid"), r.get("metric")))
         if old is None:
             continue
-        now, was = _as_float(r["measured"]), _as_float(old["measured"])
+        now, was = float(r["measured"]), float(old["measured"])  # summary.json spells inf as "inf"
         if now == was:
             continue
         kind, size = NOISE_BANDS.get(r["metric"], DEFAULT_BAND)
