@@ -9,7 +9,8 @@ from pathlib import Path
 
 from harness.artifacts import ArtifactError
 from harness.models.base import all_models, get_model
-from harness.pathways.base import Device, all_pathways, get_pathway
+from harness.core import Device
+from harness.pathways.base import all_pathways, get_pathway
 from harness.report import table_rows
 from harness.store import ArtifactStore
 

@@ -16,7 +16,8 @@ from harness import report as report_module
 from harness import scaleout
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec, all_models, get_model
-from harness.pathways.base import Device, Pathway, Runner, all_pathways, get_pathway
+from harness.core import Device, Runner
+from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.store import ArtifactStore
 from harness.thresholds import Profile, ProfileError, detect_profile_name, load_profile
 
@@ -173,7 +174,7 @@ class Harness:
             model, pathway, device = get_model(model_id), get_pathway(pathway_name), self.target_device(kind)
             try:
                 artifact = self.store.get(pathway, model)
-                self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device))
+                self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device, model))
             except (ArtifactError, ProfileError) as exc:
                 pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
         return self._cases[key]
@@ -310,6 +311,13 @@ class Gates:
         if misses:
             check = getattr(self.item, "originalname", self.item.name).removeprefix("test_")
             pytest.fail(f"{check} gate failed{': ' + detail if detail else ''}\n" + "\n".join(misses), pytrace=False)
+
+
+    def expect(self, case: Case | PerfCase, problems: list[str], check: str) -> None:
+        """A yes/no artifact check: records one gate row, and fails naming every problem."""
+        self.item.user_properties.append(("qconform", {**case.labels, "metric": check, "measured": float(len(problems)), "threshold": 0.0, "direction": "max", "source": "artifact check", "explanation": check, "passed": not problems}))
+        if problems:
+            pytest.fail(f"{check}: " + "; ".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from harness.artifacts import ArtifactError
-from harness.pathways.base import QuantLayer, QuantLayout
+from harness.core import QuantLayer, QuantLayout
 
 WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1}  # op -> index of its weight input
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomllib
 
-from harness.pathways.base import Device
+from harness.core import Device
 
 # key -> (direction, what it measures). "min": measured must be >= value; "max": <= value.
 EXPLAIN: dict[str, tuple[str, str]] = {

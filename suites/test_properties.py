@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.pathways.base import Device, get_pathway
+from harness.core import Device
+from harness.pathways.base import get_pathway
 from harness.properties import (
     FP8_FORMATS,
     check_channels_independent,

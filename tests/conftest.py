@@ -14,7 +14,8 @@ import pytest
 
 from harness.artifacts import Artifact
 from harness.models.base import get_model
-from harness.pathways.base import Device, get_pathway
+from harness.core import Device
+from harness.pathways.base import get_pathway
 from harness.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parent.parent

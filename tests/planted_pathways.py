@@ -55,8 +55,8 @@ class NoisyRunner:
 class NondeterministicPathway(IncInt8Qdq):
     name = "planted-nondeterministic"
 
-    def load(self, artifact, device):
-        return NoisyRunner(super().load(artifact, device))
+    def load(self, artifact, device, model):
+        return NoisyRunner(super().load(artifact, device, model))
 
 
 class HangingRunner(NoisyRunner):
@@ -71,5 +71,5 @@ class HangingRunner(NoisyRunner):
 class HangingPathway(IncInt8Qdq):
     name = "planted-hang"
 
-    def load(self, artifact, device):
-        return HangingRunner(super().load(artifact, device))
+    def load(self, artifact, device, model):
+        return HangingRunner(super().load(artifact, device, model))

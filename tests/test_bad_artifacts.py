@@ -5,7 +5,9 @@ import json
 import pytest
 
 from harness.artifacts import MANIFEST, ArtifactError, load_artifact, write_manifest
-from harness.pathways.base import Device, get_pathway
+from harness.core import Device
+from harness.models.base import get_model
+from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from tests.planted_defects import rewrite_artifact
 
@@ -28,7 +30,7 @@ def test_truncated_onnx_is_rejected_before_running(llama_int8, user_artifacts, r
     write_manifest(target, **{k: rewrite_manifest[k] for k in ("pathway", "model_id", "recipe", "source_weights_sha256", "tool_versions", "built_on")})
 
     with pytest.raises(ArtifactError, match=rf"{PAYLOAD}: not a valid ONNX model"):
-        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"))
+        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"), get_model("tiny-llama"))
 
     run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=("test_accuracy.py", "test_artifacts.py"))
     _assert_no_numbers(run, "not a valid ONNX model")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.pathways.base import Device
+from harness.core import Device
 
 
 def test_build_reports_each_pathway(llama_int8, capsys):

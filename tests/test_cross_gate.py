@@ -5,7 +5,8 @@ import onnx
 
 from harness.metrics import cross_runtime_metrics
 from harness.models.base import get_model
-from harness.pathways.base import Device, get_pathway
+from harness.core import Device
+from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from harness.thresholds import load_profile
 from tests.planted_defects import rewrite_artifact, scales_times_two
@@ -19,10 +20,10 @@ def _verdicts(measured):
 def test_cross_gate_passes_agreeing_runners_and_fails_a_diverging_one(llama_int8, user_artifacts):
     model, pathway, cpu = get_model("tiny-llama"), get_pathway("inc-int8-qdq"), Device("cpu", "cpu")
     inputs = model.eval_inputs()
-    clean = pathway.load(llama_int8, cpu)(inputs)
+    clean = pathway.load(llama_int8, cpu, model)(inputs)
     target = user_artifacts(llama_int8)
     planted = rewrite_artifact(llama_int8, target, PAYLOAD, scales_times_two(onnx.load(str(target / PAYLOAD))))
-    diverging = pathway.load(planted, cpu)(inputs)
+    diverging = pathway.load(planted, cpu, model)(inputs)
 
-    assert _verdicts(cross_runtime_metrics(model, clean, pathway.load(llama_int8, cpu)(inputs))) == {"min_cross_sqnr_db": True, "min_cross_token_agreement": True}
+    assert _verdicts(cross_runtime_metrics(model, clean, pathway.load(llama_int8, cpu, model)(inputs))) == {"min_cross_sqnr_db": True, "min_cross_token_agreement": True}
     assert _verdicts(cross_runtime_metrics(model, clean, diverging)) == {"min_cross_sqnr_db": False, "min_cross_token_agreement": False}

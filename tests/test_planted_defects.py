@@ -9,7 +9,7 @@ import pytest
 
 from harness.artifacts import write_manifest
 from harness.catalog import CATALOG
-from harness.pathways.base import Device
+from harness.core import Device
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from tests.planted_defects import ONNX_DEFECTS, rewrite_artifact
 from tests.test_property_checks_catch import PROPERTY_DEFECTS

@@ -13,7 +13,9 @@ import pytest
 from harness import golden
 from harness.artifacts import ArtifactError, load_artifact
 from harness.cli import main
-from harness.pathways.base import Device, get_pathway
+from harness.core import Device
+from harness.models.base import get_model
+from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from tests.conftest import REPO
 from tests.planted_defects import rewrite_artifact
@@ -105,11 +107,11 @@ def test_missing_scale_initializer_is_a_clear_error(llama_int8, user_artifacts):
     model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == scale))
     rewrite_artifact(llama_int8, target, PAYLOAD, model)
     with pytest.raises(ArtifactError, match=f"{PAYLOAD}: not a valid ONNX model"):
-        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"))
+        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"), get_model("tiny-llama"))
 
 
 def test_inputs_that_do_not_fit_the_graph_are_named(llama_int8):
-    runner = get_pathway("inc-int8-qdq").load(llama_int8, Device("cpu", "cpu"))
+    runner = get_pathway("inc-int8-qdq").load(llama_int8, Device("cpu", "cpu"), get_model("tiny-llama"))
     with pytest.raises(ValueError, match=r"inputs missing for the ONNX graph: \['input_ids'\]"):
         runner({"tokens": np.zeros((1, 4), np.int64)})
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.pathways.base import Device
+from harness.core import Device
 
 pytestmark = pytest.mark.gpu
 

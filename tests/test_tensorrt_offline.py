@@ -6,8 +6,10 @@ import pytest
 
 from harness.models.base import get_model
 from harness.pathways import tensorrt as trt_pathway
-from harness.pathways.base import Device, get_pathway
-from harness.pathways.inc_int8_qdq import OrtQdqRunner
+from harness.runtimes.tensorrt import tensorrt_missing
+from harness.core import Device
+from harness.pathways.base import get_pathway
+from harness.runtimes.onnxruntime import OrtQdqRunner
 from harness.store import ArtifactStore
 
 H100 = Device("cuda", "NVIDIA H100 80GB HBM3", (9, 0))
@@ -15,7 +17,7 @@ RTX5090 = Device("cuda", "NVIDIA GeForce RTX 5090", (12, 0))
 
 
 def test_skip_reasons_name_what_is_missing(monkeypatch):
-    if trt_pathway.tensorrt_missing() is None:
+    if tensorrt_missing() is None:
         pytest.skip("TensorRT is installed here")
     assert "Python package 'tensorrt' is not installed" in get_pathway("tensorrt").unavailable(H100)
     monkeypatch.setattr(trt_pathway, "ort_provider_missing", lambda provider: None)  # as if ORT listed the EP

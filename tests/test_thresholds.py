@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.pathways.base import Device
+from harness.core import Device
 from harness.thresholds import ProfileError, Threshold, detect_profile_name, load_profile
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-Tensors = dict[str, np.ndarray]
+from harness.core import Tensors
 
 
 class ModelSpec:

@@ -11,108 +11,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from harness.artifacts import Artifact, write_manifest
+from harness.core import Device, Runner, Tensors
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
-
-Tensors = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Device:
-    """The machine a runner executes on."""
-
-    kind: str  # "cpu" or "cuda"
-    name: str
-    capability: tuple[int, int] | None = None  # CUDA compute capability
-
-    @classmethod
-    def detect(cls) -> "Device":
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return cls("cuda", torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
-        except ImportError:
-            pass
-        import platform
-
-        return cls("cpu", platform.processor() or platform.machine())
-
-    def describe(self) -> str:
-        cap = f" (sm_{self.capability[0]}{self.capability[1]})" if self.capability else ""
-        return f"{self.kind}: {self.name}{cap}"
-
-
-@dataclass
-class QuantLayer:
-    """What one quantized layer holds, as read back from the artifact itself."""
-
-    name: str
-    dtype: str  # storage dtype of weights: "int8", "float8_e4m3fn", ...
-    weight_granularity: str  # "per-channel", "per-tensor", "per-row"
-    weight_axis: int | None
-    weight_scales: np.ndarray
-    weight_zero_points: np.ndarray | None = None
-    activation_dtype: str | None = None
-    activation_granularity: str | None = None  # "per-tensor", "per-row (dynamic)", ...
-    activation_scale: np.ndarray | None = None
-    activation_zero_point: np.ndarray | None = None
-    output_channels: int | None = None
-    # The weight as the runtime will see it (dequantized), oriented like the reference module's
-    # weight (out_features, in_features); for per-layer error against the reference.
-    dequantized_weight: np.ndarray | None = None
-
-
-@dataclass
-class QuantLayout:
-    layers: dict[str, QuantLayer] = field(default_factory=dict)
-    unquantized: list[str] = field(default_factory=list)  # weight-bearing layers left in float
-
-    def granularities(self) -> set[str]:
-        return {layer.weight_granularity for layer in self.layers.values()}
-
-
-class Runner:
-    """Executes one loaded artifact. Inputs and outputs use the reference model's names."""
-
-    def __call__(self, inputs: Tensors) -> Tensors:
-        raise NotImplementedError
-
-    def layout(self) -> QuantLayout:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        """Where it runs (execution providers, GPU): shown in the report."""
-        return type(self).__name__
-
-
-class TorchRunner(Runner):
-    """Runs a torch module on numpy inputs; `read_layout` reads its quantized layers (once)."""
-
-    def __init__(self, module: Any, input_names: tuple[str, ...], output_names: tuple[str, ...], device: str, description: str, read_layout: Callable[[Any], QuantLayout]):
-        self.module, self.input_names, self.output_names = module, input_names, output_names
-        self.device, self.description, self.read_layout = device, description, read_layout
-        self._layout: QuantLayout | None = None
-
-    def layout(self) -> QuantLayout:
-        if self._layout is None:
-            self._layout = self.read_layout(self.module)
-        return self._layout
-
-    def __call__(self, inputs: Tensors) -> Tensors:
-        import torch
-
-        args = [torch.from_numpy(inputs[name]).to(self.device) for name in self.input_names]
-        with torch.inference_mode():
-            outputs = self.module(*args)
-        if isinstance(outputs, torch.Tensor):
-            outputs = (outputs,)
-        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
-
-    def describe(self) -> str:
-        return self.description
-
 
 class Pathway:
     name: str = ""
@@ -175,7 +77,8 @@ class Pathway:
     def build(self, model: "ModelSpec", calib: list[Tensors], out_dir: Path) -> Artifact:
         raise NotImplementedError
 
-    def load(self, artifact: Artifact, device: Device) -> Runner:
+    def load(self, artifact: Artifact, device: Device, model: "ModelSpec") -> Runner:
+        """A runner for `artifact` on `device`; `model` is the reference it was built from."""
         raise NotImplementedError
 
 

@@ -23,7 +23,9 @@ import numpy as np
 
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
-from harness.pathways.base import Device, Pathway, QuantLayer, QuantLayout, Runner, Tensors, TorchRunner, register
+from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.pathways.base import Pathway, register
+from harness.runtimes.torch import TorchRunner
 
 STATS = "measure"  # INC's dump_stats_path prefix inside the artifact
 FORMATS = {"E4M3": "float8_e4m3fn", "E5M2": "float8_e5m2"}
@@ -105,10 +107,7 @@ class IncFp8Reference(Pathway):
         self._quantize(model, out_dir)  # writes the derived scales beside the measurement
         return self.finish(out_dir, model, Device.detect())
 
-    def load(self, artifact: Artifact, device: Device) -> Runner:
-        from harness.models.base import get_model
-
-        model = get_model(artifact.model_id)
+    def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         with tempfile.TemporaryDirectory(prefix="qconform-inc-fp8-") as tmp:
             for name in artifact.manifest["files"]:  # INC reads its dumps from dump_stats_path
                 shutil.copy(artifact.file(name), Path(tmp) / name)

@@ -14,34 +14,25 @@ loading checks both before deserializing.
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
-from harness.pathways.base import Device, Pathway, QuantLayout, Runner, Tensors, register
+from harness.core import Device, Runner, Tensors
+from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import PAYLOAD as QDQ_PAYLOAD
-from harness.pathways.inc_int8_qdq import IncInt8Qdq, OrtQdqRunner, ort_provider_missing
-from harness.qdq import load_model, read_layout
+from harness.pathways.inc_int8_qdq import IncInt8Qdq
+from harness.qdq import load_model
+from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
+from harness.runtimes.tensorrt import TensorRTRunner, tensorrt_missing
 
 ENGINE = "model.engine"
 WORKSPACE_MIB = 2048
 # The TensorRT-RTX EP runs on consumer RTX GPUs only (compute capability 8.6, 8.9, 12.0 and up).
 RTX_CAPABILITIES = ((8, 6), (8, 9))
 RTX_MIN_NEW = (12, 0)
-
-
-def tensorrt_missing() -> str | None:
-    """Why `import tensorrt` cannot work here: no package, or a package without its libraries."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "Python package 'tensorrt' is not installed (pip install 'qconform[trt]'; needs NVIDIA's TensorRT libraries)"
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError) as exc:  # the wheel without libnvinfer raises here
-        return f"'import tensorrt' fails: {exc}"
-    return None
 
 
 def engine_mismatch(manifest: dict[str, Any], gpu_name: str, tensorrt_version: str) -> str | None:
@@ -91,57 +82,6 @@ def build_engine(onnx_path: Path, model: ModelSpec, workspace_mib: int) -> bytes
     return bytes(serialized)
 
 
-class TensorRTRunner(Runner):
-    """Deserializes an engine and runs it on torch CUDA tensors."""
-
-    def __init__(self, engine_bytes: bytes, qdq_model, output_names: tuple[str, ...]):
-        import tensorrt as trt
-        import torch
-
-        self.torch = torch
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise ArtifactError("TensorRT could not deserialize the engine (corrupt, or built for another GPU/version)")
-        self.context = self.engine.create_execution_context()
-        self.qdq_model, self.output_names = qdq_model, output_names
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._layout: QuantLayout | None = None
-
-    def __call__(self, inputs: Tensors) -> Tensors:
-        torch = self.torch
-        stream = torch.cuda.current_stream()
-        keep = {}
-        for name in self.inputs:
-            tensor = torch.from_numpy(inputs[name]).cuda().contiguous()
-            keep[name] = tensor
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        results = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16}[self.engine.get_tensor_dtype(name).name]
-            results[name] = torch.empty(shape, dtype=dtype, device="cuda")
-            self.context.set_tensor_address(name, results[name].data_ptr())
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        stream.synchronize()
-        return {name: results[name].float().cpu().numpy() for name in self.output_names}
-
-    def layout(self) -> QuantLayout:
-        # The engine follows the Q/DQ graph it was built from: precision is explicit there.
-        if self._layout is None:
-            self._layout = read_layout(self.qdq_model)
-        return self._layout
-
-    def describe(self) -> str:
-        import tensorrt as trt
-
-        return f"TensorRT {trt.__version__} engine on {self.torch.cuda.get_device_name(0)}"
-
-
 class _FromQdq(Pathway):
     """Shared by the three runners: the artifact holds the INC QDQ graph (and maybe an engine)."""
 
@@ -183,15 +123,12 @@ class TensorRTEngine(_FromQdq):
     def add_engine(self, model: ModelSpec, out_dir: Path) -> None:
         (out_dir / ENGINE).write_bytes(build_engine(out_dir / QDQ_PAYLOAD, model, WORKSPACE_MIB))
 
-    def load(self, artifact: Artifact, device: Device) -> Runner:
+    def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         import tensorrt as trt
-
-        from harness.models.base import get_model
 
         problem = engine_mismatch(artifact.manifest, device.name, trt.__version__)
         if problem:
             raise ArtifactError(f"{artifact.file(ENGINE)}: {problem}")
-        model = get_model(artifact.model_id)
         return TensorRTRunner(artifact.file(ENGINE).read_bytes(), load_model(artifact.file(QDQ_PAYLOAD)), model.output_names)
 
 
@@ -214,7 +151,7 @@ class TensorRTOrtEP(_FromQdq):
             return f"{self.name}: {self.provider} needs TensorRT's libraries: {tensorrt_missing()}"
         return None
 
-    def load(self, artifact: Artifact, device: Device) -> Runner:
+    def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         options = {
             "trt_int8_enable": True,
             "trt_fp16_enable": True,
@@ -239,5 +176,5 @@ class TensorRTRtxOrtEP(TensorRTOrtEP):
             return f"{self.name}: {missing} (pip install onnxruntime-ep-nv-tensorrt-rtx and register its library)"
         return Pathway.unavailable(self, device)
 
-    def load(self, artifact: Artifact, device: Device) -> Runner:
+    def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         return OrtQdqRunner(artifact.file(QDQ_PAYLOAD), self.provider)

@@ -18,7 +18,9 @@ import torch
 
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
-from harness.pathways.base import Device, Pathway, QuantLayer, QuantLayout, Runner, Tensors, TorchRunner, register
+from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.pathways.base import Pathway, register
+from harness.runtimes.torch import TorchRunner
 
 PAYLOAD = "model.pt"
 MIN_CAPABILITY = (8, 9)
@@ -112,10 +114,7 @@ class TorchaoFp8Rowwise(Pathway):
         torch.save(module.state_dict(), out_dir / PAYLOAD)
         return self.finish(out_dir, model, Device.detect())
 
-    def load(self, artifact: Artifact, device: Device) -> Runner:
-        from harness.models.base import get_model
-
-        model = get_model(artifact.model_id)
+    def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         module = quantize_module(self._fresh(model))  # re-apply the config, then take the stored tensors
         path = artifact.file(PAYLOAD)
         try:

@@ -1,0 +1,80 @@
+"""Shared types every other module uses: devices, tensors, quantized layouts, runners, errors.
+
+Imports nothing of qconform's, so anything may import it (no cycles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Device:
+    """The machine a runner executes on."""
+
+    kind: str  # "cpu" or "cuda"
+    name: str
+    capability: tuple[int, int] | None = None  # CUDA compute capability
+
+    @classmethod
+    def detect(cls) -> "Device":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return cls("cuda", torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
+        except ImportError:
+            pass
+        import platform
+
+        return cls("cpu", platform.processor() or platform.machine())
+
+    def describe(self) -> str:
+        cap = f" (sm_{self.capability[0]}{self.capability[1]})" if self.capability else ""
+        return f"{self.kind}: {self.name}{cap}"
+
+
+@dataclass
+class QuantLayer:
+    """What one quantized layer holds, as read back from the artifact itself."""
+
+    name: str
+    dtype: str  # storage dtype of weights: "int8", "float8_e4m3fn", ...
+    weight_granularity: str  # "per-channel", "per-tensor", "per-row"
+    weight_axis: int | None
+    weight_scales: np.ndarray
+    weight_zero_points: np.ndarray | None = None
+    activation_dtype: str | None = None
+    activation_granularity: str | None = None  # "per-tensor", "per-row (dynamic)", ...
+    activation_scale: np.ndarray | None = None
+    activation_zero_point: np.ndarray | None = None
+    output_channels: int | None = None
+    # The weight as the runtime will see it (dequantized), oriented like the reference module's
+    # weight (out_features, in_features); for per-layer error against the reference.
+    dequantized_weight: np.ndarray | None = None
+
+
+@dataclass
+class QuantLayout:
+    layers: dict[str, QuantLayer] = field(default_factory=dict)
+    unquantized: list[str] = field(default_factory=list)  # weight-bearing layers left in float
+
+    def granularities(self) -> set[str]:
+        return {layer.weight_granularity for layer in self.layers.values()}
+
+
+class Runner:
+    """Executes one loaded artifact. Inputs and outputs use the reference model's names."""
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        raise NotImplementedError
+
+    def layout(self) -> QuantLayout:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Where it runs (execution providers, GPU): shown in the report."""
+        return type(self).__name__

@@ -1,0 +1,81 @@
+"""ONNX Runtime: a graph on one execution provider, with the provider asserted and per-node placement."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from harness.core import QuantLayout, Runner, Tensors
+from harness.qdq import load_model, read_layout
+
+
+def ort_provider_missing(provider: str) -> str | None:
+    """Why ONNX Runtime cannot offer `provider` here, or None."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "Python package 'onnxruntime' is not installed"
+    available = ort.get_available_providers()
+    if provider not in available:
+        hint = " (install onnxruntime-gpu in place of onnxruntime)" if provider == "CUDAExecutionProvider" else ""
+        return f"onnxruntime {ort.__version__} offers no {provider}{hint}; it has {', '.join(available)}"
+    return None
+
+
+class OrtQdqRunner(Runner):
+    """Runs a QDQ graph on one ONNX Runtime execution provider, and refuses to fall back."""
+
+    def __init__(self, path: Path, provider: str, provider_options: dict | None = None):
+        import onnxruntime as ort
+
+        self.model = load_model(path)
+        missing = ort_provider_missing(provider)
+        if missing:
+            raise RuntimeError(missing)
+        self.session = ort.InferenceSession(self.model.SerializeToString(), providers=[(provider, provider_options or {})])
+        used = self.session.get_providers()
+        if not used or used[0] != provider:
+            raise RuntimeError(f"ONNX Runtime fell back from {provider} to {used}")
+        self.provider = provider
+        self._placement: dict[str, list[str]] | None = None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._layout: QuantLayout | None = None
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        missing = set(self.input_names) - set(inputs)
+        if missing:
+            raise ValueError(f"inputs missing for the ONNX graph: {sorted(missing)}")
+        outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def layout(self) -> QuantLayout:
+        if self._layout is None:
+            self._layout = read_layout(self.model)
+        return self._layout
+
+    def placement(self, inputs: Tensors) -> dict[str, list[str]]:
+        """Which execution provider ran each node, from one profiled run (ORT places nodes it
+        cannot run on the requested EP on the CPU without saying so)."""
+        if self._placement is None:
+            import json
+
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            with tempfile.TemporaryDirectory(prefix="qconform-ort-profile-") as tmp:
+                options.profile_file_prefix = str(Path(tmp) / "ort")
+                session = ort.InferenceSession(self.model.SerializeToString(), options, providers=[self.provider])
+                session.run(None, {name: inputs[name] for name in self.input_names})
+                events = json.loads(Path(session.end_profiling()).read_text())
+            placement: dict[str, set[str]] = {}
+            for event in events:
+                args = event.get("args", {})
+                if event.get("cat") == "Node" and "provider" in args:
+                    placement.setdefault(args["provider"], set()).add(args.get("op_name", "?") + ":" + event["name"].removesuffix("_kernel_time"))
+            self._placement = {provider: sorted(nodes) for provider, nodes in placement.items()}
+        return self._placement
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.provider}"
