@@ -7,12 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from harness.artifacts import ArtifactError
-from harness.models.base import all_models, get_model
+from harness.artifacts import ArtifactError, write_json_atomic
 from harness.core import Device
+from harness.gates import EXIT_CODES
+from harness.models.base import all_models, get_model
 from harness.pathways.base import all_pathways, get_pathway
-from harness.report import table_rows
+from harness.report import SummaryError, json_safe, merge_summaries, read_summary, records_from, standalone_html, table_rows
 from harness.store import ArtifactStore
+
+USAGE_ERROR = 4  # pytest's code for bad options: the same for qconform's own commands
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,23 +67,30 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         "--self-contained-html",
         f"--junitxml={report_dir / 'junit.xml'}",
         f"--report-dir={report_dir}",
+        "-p",
+        "harness.plugin",  # also when the suites are not under a qconform checkout's conftest.py
         *pytest_args,
     ]
     print("qconform: pytest " + " ".join(argv), flush=True)
-    code = pytest.main(argv, plugins=[])
-    print(f"qconform: report at {report_dir / 'conformance.html'}")
-    return int(code)
+    code = int(pytest.main(argv, plugins=[]))
+    if code != USAGE_ERROR:
+        print(f"qconform: report at {report_dir / 'conformance.html'}; exit {code} ({', '.join(f'{c} {w}' for w, c in EXIT_CODES.items())}, 4 usage error)")
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the verdict of a summary.json: one line per failed or skipped gate."""
-    summary = json.loads(Path(args.summary).read_text())
-    print(f"verdict: {summary['verdict']}  {summary['counts']}")
-    for record in table_rows(summary["records"]):
-        if record["outcome"] != "passed":
-            measured = f" {record.get('metric')}={record.get('measured')} threshold {record.get('threshold')}" if "metric" in record else ""
-            print(f"  {record['outcome']:7} {record['pathway']}/{record['device']} {record['model']} {record['check']}{measured} {record.get('reason', '')}")
-    return 0 if summary["verdict"] == "PASS" else 1
+    """Print the verdict of a summary.json: one line per failed or skipped gate; exit with its code."""
+    try:
+        summary = read_summary(Path(args.summary))
+    except SummaryError as exc:
+        print(f"qconform: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"verdict: {summary.get('line', summary['verdict'])}")
+    for record in table_rows(records_from(summary)):
+        if record.outcome != "passed":
+            measured = f" {record.metric}={record.measured} threshold {record.threshold}" if record.metric else ""
+            print(f"  {record.outcome:7} {record.pathway}/{record.device} {record.model} {record.check}{measured} {record.message}")
+    return EXIT_CODES[summary["verdict"]]
 
 
 def _table_of(record: dict) -> tuple[str, ...]:
@@ -106,7 +116,11 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
             summaries.append(report_dir / "summary.json")
     records, devices = [], set()
     for path in summaries:
-        summary = json.loads(path.read_text())
+        try:
+            summary = read_summary(path)
+        except SummaryError as exc:
+            print(f"qconform: {exc}", file=sys.stderr)
+            return exc.exit_code
         records += summary["records"]
         devices.add(summary["environment"]["device"])
     provenance = f"{len(summaries)} run(s) on {', '.join(sorted(devices))}"
@@ -118,15 +132,19 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Merge the summary.json files of shards (several CI machines) into one summary and page."""
-    from harness.artifacts import write_json_atomic
-    from harness.report import json_safe, merge_summaries, standalone_html
-
-    merged = merge_summaries([json.loads(Path(p).read_text()) for p in args.summaries])
+    try:
+        summaries = [read_summary(Path(p)) for p in args.summaries]
+    except SummaryError as exc:
+        print(f"qconform: {exc}", file=sys.stderr)
+        return exc.exit_code
+    records, result, env, selected = merge_summaries(summaries)
     out = Path(args.out)
+    merged = {"verdict": result.word, "exit_code": result.exit_code, "line": result.line(), "counts": result.counts, "gates": result.gates,
+              "selected": selected, "not_gated": result.not_gated, "not_selected": result.not_selected, "environment": env, "records": [r.to_json() for r in records]}
     write_json_atomic(out / "summary.json", json_safe(merged))
-    (out / "conformance-merged.html").write_text(standalone_html(merged))
-    print(f"qconform: merged {len(args.summaries)} shard(s): {merged['verdict']} {merged['counts']} -> {out}")
-    return 0 if merged["verdict"] == "PASS" else 1
+    (out / "conformance-merged.html").write_text(standalone_html(records, result, env))
+    print(f"qconform: merged {len(args.summaries)} shard(s): {result.line()} -> {out}")
+    return result.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

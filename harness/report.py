@@ -5,81 +5,78 @@ from __future__ import annotations
 
 import datetime
 import html
-import importlib.metadata
 import json
 import math
-import platform
-import subprocess
-from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.artifacts import write_json_atomic
+from harness.gates import EXIT_CODES, Record, Verdict, noise_band, verdict
 
-if TYPE_CHECKING:
-    from harness.plugin import Harness
-
-PACKAGES = ("qconform", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-neural-compressor", "neural-compressor-pt", "torchao", "tensorrt", "numpy")
-ORDER = {"failed": 0, "error": 0, "passed": 2, "skipped": 1}
+ORDER = {"error": 0, "failed": 0, "xpassed": 1, "skipped": 2, "xfailed": 3, "passed": 4}
+SUMMARY = "summary.json"
 
 
-def gpu_environment() -> dict[str, Any]:
-    """GPU, compute capability, CUDA and driver versions, where there is a GPU."""
-    try:
-        import torch
-    except ImportError:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    major, minor = torch.cuda.get_device_capability(0)
-    env = {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-        env["driver"] = out.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        env["driver"] = "unknown (nvidia-smi unavailable)"
-    return env
+class SummaryError(Exception):
+    """A summary.json that is missing, unreadable, or from a run that did not finish."""
+
+    def __init__(self, message: str, word: str = "INCOMPLETE"):
+        super().__init__(message)
+        self.exit_code = EXIT_CODES[word]
 
 
-def environment(harness: "Harness") -> dict[str, Any]:
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {
-        "device": harness.device.describe(),
-        "profile": ", ".join(harness.profiles_used()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions,
-        **gpu_environment(),
-    }
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def verdict(records: list[dict[str, Any]]) -> tuple[str, Counter]:
-    counts = Counter(r["outcome"] for r in records)
-    failed = counts["failed"] + counts["error"]
-    if failed:
-        return "FAIL", counts
-    return ("PASS" if counts["passed"] else "NO GATE RAN"), counts
+def write_incomplete(report_dir: Path, why: str, word: str = "INCOMPLETE") -> Path:
+    """The summary a run leaves until it finishes: never an older PASS."""
+    path = report_dir / SUMMARY
+    write_json_atomic(path, {"verdict": word, "exit_code": EXIT_CODES[word], "line": f"{word}: {why}", "created": _now(), "records": []})
+    return path
 
 
-def write_summary(harness: "Harness", report_dir: Path, comparison: dict | None = None) -> Path:
-    word, counts = verdict(harness.records)
+def counts_text(result: Verdict) -> str:
+    return ", ".join(f"{n} {k}" for k, n in result.counts.items() if n) or "no tests"
+
+
+def write_summary(report_dir: Path, records: list[Record], result: Verdict, env: dict[str, Any], selected: list[str], comparison: dict | None = None) -> Path:
     summary = {
-        "verdict": word,
-        "counts": dict(counts),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(harness),
-        "records": harness.records,
+        "verdict": result.word,
+        "exit_code": result.exit_code,
+        "line": result.line(),
+        "counts": result.counts,
+        "gates": result.gates,
+        "selected": selected,
+        "not_gated": result.not_gated,
+        "not_selected": result.not_selected,
+        "created": _now(),
+        "environment": env,
+        "records": [r.to_json() for r in records],
     }
     if comparison is not None:
         summary["comparison"] = comparison
-    path = report_dir / "summary.json"
+    path = report_dir / SUMMARY
     write_json_atomic(path, json_safe(summary))
     return path
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A finished run's summary; refuses a missing, unreadable or INCOMPLETE one in one line."""
+    if not path.is_file():
+        raise SummaryError(f"no summary at {path}: run `qconform run` first (or pass the path of one)")
+    try:
+        summary = json.loads(path.read_text())
+        summary["verdict"], summary["records"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SummaryError(f"{path}: not a qconform summary.json ({type(exc).__name__}: {exc})") from None
+    if summary["verdict"] in ("INCOMPLETE", "USAGE ERROR"):
+        raise SummaryError(f"{path}: {summary.get('line', summary['verdict'])}: that run did not finish, so it has no verdict", summary["verdict"])
+    return summary
+
+
+def records_from(summary: dict[str, Any]) -> list[Record]:
+    return [Record.from_json(r) for r in summary["records"]]
 
 
 def json_safe(value: Any) -> Any:
@@ -93,23 +90,23 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def table_rows(records: list[Record]) -> list[Record]:
     """Failures first; skips that share a pathway, device and reason fold into one row."""
     rows, folded = [], {}
     for r in records:
-        if r["outcome"] != "skipped":
+        if r.outcome != "skipped":
             rows.append(r)
             continue
-        key = (r["pathway"], r["device"], r.get("reason", ""))
-        group = folded.setdefault(key, {**r, "models": set(), "checks": 0})
-        group["models"].add(r["model"])
-        group["checks"] += 1
-    for group in folded.values():
-        models = sorted(group.pop("models"))
-        group["model"] = ", ".join(models) if len(models) <= 4 else f"{len(models)} models/workloads ({models[0]} … {models[-1]})"
-        group["check"] = f"{group.pop('checks')} check(s)"
-        rows.append(group)
-    return sorted(rows, key=lambda r: (ORDER.get(r["outcome"], 3), r["pathway"], r["model"], r["check"]))
+        key = (r.pathway, r.device, r.message)
+        group = folded.setdefault(key, (Record(**{**r.__dict__, "extra": {}}), set(), []))
+        group[1].add(r.model)
+        group[2].append(r.check)
+    for row, models, checks in folded.values():
+        models = sorted(models)
+        row.model = ", ".join(models) if len(models) <= 4 else f"{len(models)} models/workloads ({models[0]} … {models[-1]})"
+        row.check = f"{len(checks)} check(s)"
+        rows.append(row)
+    return sorted(rows, key=lambda r: (ORDER.get(r.outcome, 5), r.pathway, r.model, r.check))
 
 
 def _fmt(value: Any) -> str:
@@ -118,13 +115,13 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value)) if value is not None else ""
 
 
-def speedup_html(records: list[dict[str, Any]]) -> str:
+def speedup_html(records: list[Record]) -> str:
     """Speedup by shape (rows) and token count M (columns), each cell beside its threshold."""
-    cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    cells: dict[tuple[str, str], dict[int, Record]] = {}
     for r in records:
-        if r.get("metric") == "min_speedup" and "shape" in r:
-            row = (r["pathway"], r["model"].rsplit("-m", 1)[0])
-            cells.setdefault(row, {})[r["shape"]["m"]] = r
+        if r.metric == "min_speedup" and "shape" in r.extra:
+            row = (r.pathway, r.model.rsplit("-m", 1)[0])
+            cells.setdefault(row, {})[r.extra["shape"]["m"]] = r
     if not cells:
         return ""
     tokens = sorted({m for row in cells.values() for m in row})
@@ -137,9 +134,9 @@ def speedup_html(records: list[dict[str, Any]]) -> str:
             if r is None:
                 tds.append("<td></td>")
                 continue
-            t = r.get("timing", {})
+            t = r.extra.get("timing", {})
             interval = f"<br><small>CI {t['ci_low']:.2f}-{t['ci_high']:.2f}</small>" if "ci_low" in t else ""
-            tds.append(f"<td class='qc-{r['outcome']}'><b>{r['measured']:.2f}x</b> (>= {r['threshold']:g}){interval}</td>")
+            tds.append(f"<td class='qc-{r.outcome}'><b>{r.measured:.2f}x</b> (>= {r.threshold:g}){interval}</td>")
         body.append(f"<tr><td>{_fmt(pathway)}</td><td>{_fmt(shape)}</td>{''.join(tds)}</tr>")
     return (
         "<h3>Speedup over bf16 (median of paired repeats; threshold; 95% interval)</h3>"
@@ -147,31 +144,38 @@ def speedup_html(records: list[dict[str, Any]]) -> str:
     )
 
 
-def verdict_html(records: list[dict[str, Any]], env: dict[str, Any], comparison: dict | None = None, baseline_path: str = "") -> list[str]:
-    word, counts = verdict(records)
-    colour = {"PASS": "#1a7f37", "FAIL": "#cf222e"}.get(word, "#9a6700")
+COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#cf222e"}
+
+
+def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], comparison: dict | None = None, baseline_path: str = "") -> list[str]:
     body = []
     for r in table_rows(records):
-        op = {"min": "≥", "max": "≤"}.get(r.get("direction", ""), "")
-        threshold = f"{op} {_fmt(r['threshold'])}" if "threshold" in r else ""
-        why = r.get("reason") or r.get("explanation", "")
-        source = f"<br><small>{_fmt(r['source'])}</small>" if r.get("source") else ""
+        op = {"min": "≥", "max": "≤"}.get(r.direction or "", "")
+        threshold = f"{op} {_fmt(r.threshold)}" if r.threshold is not None else ""
+        why = r.message or r.explanation or ""
+        source = f"<br><small>{_fmt(r.source)}</small>" if r.source else ""
         body.append(
-            f"<tr class='qc-{r['outcome']}'><td><b>{r['outcome'].upper()}</b></td><td>{_fmt(r['pathway'])}</td>"
-            f"<td>{_fmt(r['device'])}</td><td>{_fmt(r['model'])}</td><td>{_fmt(r['check'])}</td>"
-            f"<td>{_fmt(r.get('metric', ''))}</td><td>{_fmt(r.get('measured'))}</td><td>{threshold}</td>"
+            f"<tr class='qc-{r.outcome}'><td><b>{r.outcome.upper()}</b></td><td>{_fmt(r.pathway)}</td>"
+            f"<td>{_fmt(r.device)}</td><td>{_fmt(r.model)}</td><td>{_fmt(r.check)}</td>"
+            f"<td>{_fmt(r.metric or '')}</td><td>{_fmt(r.measured)}</td><td>{threshold}</td>"
             f"<td>{_fmt(why)}{source}</td></tr>"
         )
-    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
     gpu_line = f" (compute capability {env['compute_capability']}, CUDA {env['cuda']}, driver {env['driver']})" if "gpu" in env else ""
+    missing = "".join(f"<li><b>{_fmt(p)}</b>: {_fmt(why)}</li>" for p, why in sorted(result.not_gated.items()))
+    missing = f"<p><b>Selected but no gate ran</b> (this alone makes the verdict NOT GATED):</p><ul>{missing}</ul>" if missing else ""
+    skipped = "".join(f"<li><b>{_fmt(p)}</b>: {_fmt(why)}</li>" for p, why in sorted(result.not_selected.items()))
+    skipped = f"<p><b>Not run on this machine</b> (not selected; name them with --pathways to require them):</p><ul>{skipped}</ul>" if skipped else ""
     return [
         "<style>.qc-table{border-collapse:collapse;margin:8px 0}.qc-table td,.qc-table th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        ".qc-failed,.qc-error{background:#ffebe9}.qc-passed{background:#dafbe1}.qc-skipped{background:#fff8c5}</style>",
-        f"<h2 id='qc-verdict' style='color:{colour}'>Release verdict: {word}</h2>",
+        ".qc-failed,.qc-error{background:#ffebe9}.qc-passed{background:#dafbe1}.qc-skipped,.qc-xfailed{background:#fff8c5}</style>",
+        f"<h2 id='qc-verdict' style='color:{COLOURS.get(result.word, '#9a6700')}'>Release verdict: {result.word} (exit {result.exit_code})</h2>",
         comparison_html(comparison, baseline_path),
-        f"<p>{counts['passed']} gate(s) passed, {counts['failed'] + counts['error']} failed, {counts['skipped']} skipped. "
-        f"Device: {_fmt(env['device'])}{gpu_line}. Profile: {_fmt(env['profile'])}.<br><small>{_fmt(packages)}</small></p>",
-        "<table class='qc-table'><tr><th>Verdict</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
+        f"<p>Tests: {counts_text(result)}; {result.gates} gate value(s) checked against their thresholds. "
+        f"Device: {_fmt(env.get('device', ''))}{gpu_line}. Profile: {_fmt(env.get('profile', ''))}.<br><small>{_fmt(packages)}</small></p>",
+        missing,
+        skipped,
+        "<table class='qc-table'><tr><th>Outcome</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
         "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
         speedup_html(records),
         plots_html(records),
@@ -187,68 +191,41 @@ def proven_html() -> str:
     return f"<details><summary>What each gate is proven to catch (planted defects in tests/)</summary><ul>{items}</ul></details>"
 
 
-def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary from the shards of a run (each shard ran a disjoint set of tests)."""
-    records = [r for s in summaries for r in s["records"]]
-    word, counts = verdict(records)
+def merge_summaries(summaries: list[dict[str, Any]]) -> tuple[list[Record], Verdict, dict[str, Any], list[str]]:
+    """The shards of one run (each ran a disjoint set of tests) as one set of Records and one verdict."""
+    records = [r for s in summaries for r in records_from(s)]
+    selected = sorted({p for s in summaries for p in s.get("selected", [])})
+    not_selected = {k: v for s in summaries for k, v in s.get("not_selected", {}).items() if k not in selected}
     devices = sorted({s["environment"]["device"] for s in summaries})
     environment = {**summaries[0]["environment"], "device": ", ".join(devices), "shards": len(summaries)}
-    return {
-        "verdict": word,
-        "counts": dict(counts),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment,
-        "records": records,
-    }
+    return records, verdict(records, selected, not_selected), environment, selected
 
 
-def standalone_html(summary: dict[str, Any]) -> str:
-    """A self-contained verdict page for a summary.json (used for merged shards)."""
-    body = "".join(verdict_html(summary["records"], summary["environment"]))
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>qconform verdict</title></head><body>{body}</body></html>\n"
+def standalone_html(records: list[Record], result: Verdict, env: dict[str, Any]) -> str:
+    """A self-contained verdict page (used for merged shards)."""
+    body = "".join(verdict_html(records, result, env))
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>qconform release verdict: {result.word}</title></head><body>{body}</body></html>\n"
 
 
 # -- baseline comparison and history --------------------------------------------------------
 
-# How far a metric may move between two clean runs before it counts: ("rel" | "abs", size).
-NOISE_BANDS = {
-    "min_speedup": ("rel", 0.05),
-    "min_sqnr_db": ("abs", 0.5),
-    "min_golden_sqnr_db": ("abs", 1.0),
-    "min_token_agreement": ("abs", 0.01),
-}
-DEFAULT_BAND = ("abs", 0.005)
-
-
-def compare_with_baseline(records: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def compare_with_baseline(records: list[Record], baseline: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every metric that moved beyond its noise band since the baseline, worse first."""
     before = {(r["nodeid"], r["metric"]): r for r in baseline.get("records", []) if "metric" in r}
     moved: dict[str, list[dict[str, Any]]] = {"regressions": [], "improvements": []}
     for r in records:
-        old = before.get((r.get("nodeid"), r.get("metric")))
-        if old is None:
+        old = before.get((r.nodeid, r.metric))
+        if old is None or r.measured is None:
             continue
-        now, was = float(r["measured"]), float(old["measured"])  # summary.json spells inf as "inf"
+        now, was = float(r.measured), float(old["measured"])  # summary.json spells inf as "inf"
         if now == was:
             continue
-        kind, size = NOISE_BANDS.get(r["metric"], DEFAULT_BAND)
-        band = size * abs(was) if kind == "rel" and math.isfinite(was) else size
+        band = noise_band(r.metric, was)
         delta = now - was
         if math.isfinite(delta) and abs(delta) <= band:
             continue
-        better = delta > 0 if r["direction"] == "min" else delta < 0
-        entry = {
-            "pathway": r["pathway"],
-            "device": r["device"],
-            "model": r["model"],
-            "check": r["check"],
-            "metric": r["metric"],
-            "baseline": was,
-            "current": now,
-            "delta": delta,
-            "band": band,
-            "nodeid": r["nodeid"],
-        }
+        better = delta > 0 if r.direction == "min" else delta < 0
+        entry = {"pathway": r.pathway, "device": r.device, "model": r.model, "check": r.check, "metric": r.metric, "baseline": was, "current": now, "delta": delta, "band": band, "nodeid": r.nodeid}
         moved["improvements" if better else "regressions"].append(entry)
     moved["regressions"].sort(key=lambda e: -abs(e["delta"]) / (e["band"] or 1))
     return moved
@@ -296,7 +273,7 @@ def _png(fig) -> str:
     return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 
 
-def plots_html(records: list[dict[str, Any]]) -> str:
+def plots_html(records: list[Record]) -> str:
     """Error histograms, per-layer weight SQNR and speedup against threshold, as embedded PNGs."""
     import matplotlib
 
@@ -304,14 +281,14 @@ def plots_html(records: list[dict[str, Any]]) -> str:
     import matplotlib.pyplot as plt
 
     images = []
-    outputs = [r for r in records if "error_histogram" in r and r.get("metric") == "min_sqnr_db"]
+    outputs = [r for r in records if "error_histogram" in r.extra and r.metric == "min_sqnr_db"]
     if outputs:
         fig, (hist, layers) = plt.subplots(1, 2, figsize=(12, 3.6))
         for r in outputs:
-            label = f"{r['pathway']}/{r['device']} {r['model']}"
-            edges, counts = r["error_histogram"]["edges"], r["error_histogram"]["counts"]
+            label = f"{r.pathway}/{r.device} {r.model}"
+            edges, counts = r.extra["error_histogram"]["edges"], r.extra["error_histogram"]["counts"]
             hist.stairs([c / max(sum(counts), 1) for c in counts], edges, label=label)
-            per_layer = list(r.get("layer_weight_sqnr_db", {}).values())
+            per_layer = list(r.extra.get("layer_weight_sqnr_db", {}).values())
             if per_layer:
                 layers.plot(range(len(per_layer)), per_layer, marker=".", label=label)
         hist.set(title="output error vs fp32 reference", xlabel="log10 |error|", ylabel="fraction of values")
@@ -319,13 +296,13 @@ def plots_html(records: list[dict[str, Any]]) -> str:
         hist.legend(fontsize=7)
         layers.legend(fontsize=7)
         images.append(_png(fig))
-    speed = sorted((r for r in records if r.get("metric") == "min_speedup"), key=lambda r: r["model"])
+    speed = sorted((r for r in records if r.metric == "min_speedup"), key=lambda r: r.model)
     if speed:
         fig, ax = plt.subplots(figsize=(12, 0.28 * len(speed) + 1))
-        names = [f"{r['pathway']} {r['model']}" for r in speed]
-        colours = ["#1a7f37" if r["outcome"] == "passed" else "#cf222e" for r in speed]
-        ax.barh(names, [r["measured"] for r in speed], color=colours)
-        ax.scatter([r["threshold"] for r in speed], names, marker="|", s=200, color="black", label="threshold", zorder=3)
+        names = [f"{r.pathway} {r.model}" for r in speed]
+        colours = ["#1a7f37" if r.outcome == "passed" else "#cf222e" for r in speed]
+        ax.barh(names, [r.measured for r in speed], color=colours)
+        ax.scatter([r.threshold for r in speed], names, marker="|", s=200, color="black", label="threshold", zorder=3)
         ax.axvline(1.0, color="grey", linestyle=":")
         ax.set(title="speedup over bf16 (bar) against its threshold (|)", xlabel="speedup (x)")
         ax.tick_params(axis="y", labelsize=7)

@@ -15,30 +15,7 @@ from typing import Any
 import tomllib
 
 from harness.core import Device
-
-# key -> (direction, what it measures). "min": measured must be >= value; "max": <= value.
-EXPLAIN: dict[str, tuple[str, str]] = {
-    "min_sqnr_db": ("min", "SQNR of the primary output against the fp32 reference, dB (higher is closer)"),
-    "min_cosine": ("min", "cosine similarity of the primary output to the fp32 reference"),
-    "min_row_cosine": ("min", "worst per-row (per sentence / per token) cosine to the fp32 reference"),
-    "min_token_agreement": ("min", "fraction of positions whose greedy next token equals the reference's"),
-    "min_ranking_agreement": ("min", "Spearman correlation of pair similarities, candidate vs reference"),
-    "max_rel_task_drop": ("max", "relative loss of the task score vs the reference (MLPerf-style 1% = keep 99%)"),
-    "min_speedup": ("min", "median speedup over the full-precision baseline, same run, interleaved"),
-    "min_golden_sqnr_db": ("min", "SQNR of the output against the stored golden output of this pathway, dB"),
-    "min_cross_sqnr_db": ("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB"),
-    "min_cross_token_agreement": ("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe"),
-    "min_e4m3_over_e5m2_db": ("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range"),
-}
-
-
-def threshold_key(metric: str) -> str:
-    """The threshold that gates a metric: `token_agreement` -> `min_token_agreement`."""
-    for key in (f"min_{metric}", f"max_{metric}"):
-        if key in EXPLAIN:
-            return key
-    raise KeyError(f"no threshold key gates metric {metric!r}; known: {', '.join(EXPLAIN)}")
-
+from harness.gates import METRICS, calibrated_threshold, metric, passes
 
 class ProfileError(Exception):
     """A profile is missing, unreadable, or lacks a threshold a gate needs."""
@@ -52,16 +29,14 @@ class Threshold:
 
     @property
     def direction(self) -> str:
-        return EXPLAIN[self.key][0]
+        return metric(self.key).direction
 
     @property
     def explanation(self) -> str:
-        return EXPLAIN[self.key][1]
+        return metric(self.key).explanation
 
     def passes(self, measured: float) -> bool:
-        if math.isnan(measured):
-            return False
-        return measured >= self.value if self.direction == "min" else measured <= self.value
+        return passes(self.key, measured, self.value)
 
     def describe(self) -> str:
         op = ">=" if self.direction == "min" else "<="
@@ -141,8 +116,8 @@ def _validate(label: str, data: dict[str, Any]) -> None:
             if isinstance(value, dict):
                 walk(value, where + [key])
             elif where and where[0] != "profile" and key != "note":
-                if key not in EXPLAIN:
-                    raise ProfileError(f"{label}: [{'.'.join(where)}] unknown threshold {key!r}; known: {', '.join(EXPLAIN)}")
+                if key not in METRICS:
+                    raise ProfileError(f"{label}: [{'.'.join(where)}] unknown threshold {key!r}; known: {', '.join(METRICS)}")
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ProfileError(f"{label}: [{'.'.join(where)}] {key} must be a number, got {value!r}")
 
@@ -151,39 +126,20 @@ def _validate(label: str, data: dict[str, Any]) -> None:
 
 # -- calibration: thresholds from measurements ---------------------------------------------
 
-# Policy thresholds are not measured: they state what the release demands.
-POLICY = {"max_rel_task_drop": 0.01, "min_golden_sqnr_db": 35.0}
-
-
-def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
-    """A threshold a clean run clears with room, from the worst measured value of repeated runs."""
-    if key in POLICY:
-        return POLICY[key]
-    if key == "min_speedup":
-        return math.floor(worst * (1 - speed_margin) * 100) / 100
-    if key == "min_sqnr_db":
-        return math.floor(worst - 2.0)
-    if key == "min_token_agreement":
-        return math.floor((worst - 0.03) * 100) / 100
-    if key in ("min_cosine", "min_row_cosine", "min_ranking_agreement"):
-        return math.floor((1 - 2 * (1 - worst)) * 1000) / 1000  # twice the measured distance from 1
-    raise KeyError(f"no calibration rule for {key!r}")
-
-
 def calibrated_profile(name: str, description: str, records: list[dict[str, Any]], table_of, provenance: str) -> str:
     """TOML text of a profile whose thresholds sit a margin under the worst of `records`."""
     worst: dict[tuple[str, ...], dict[str, float]] = {}
     for record in records:
-        if "metric" not in record:
-            continue
+        if record.get("metric") not in METRICS or record.get("measured") is None:
+            continue  # yes/no artifact checks have no threshold to calibrate
         key, value = record["metric"], float(record["measured"])  # summary.json spells inf as "inf"
         table = worst.setdefault(table_of(record), {})
-        better_is_higher = EXPLAIN[key][0] == "min"
+        better_is_higher = metric(key).direction == "min"
         if key not in table or (value < table[key] if better_is_higher else value > table[key]):
             table[key] = value
     lines = [
         f"# Calibrated by `qconform calibrate` from {provenance}.",
-        "# Each threshold sits a margin under the worst measured value (rules: harness/thresholds.py margin_for);",
+        "# Each threshold sits a margin under the worst measured value (rules: harness/gates.py METRICS margins);",
         "# max_rel_task_drop and min_golden_sqnr_db are policy, not measurements.",
         "",
         "[profile]",
@@ -194,5 +150,5 @@ def calibrated_profile(name: str, description: str, records: list[dict[str, Any]
     for table in sorted(worst, key=natural):
         measured = ", ".join(f"{k} {v:.4g}" for k, v in sorted(worst[table].items()))
         lines += ["", f"[{'.'.join(table)}]", f'note = "worst measured: {measured}"']
-        lines += [f"{k} = {margin_for(k, v)}" for k, v in sorted(worst[table].items())]
+        lines += [f"{k} = {calibrated_threshold(k, v)}" for k, v in sorted(worst[table].items())]
     return "\n".join(lines) + "\n"

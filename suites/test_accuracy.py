@@ -1,7 +1,8 @@
 """Accuracy: each pathway's outputs against the full-precision reference, within the profile's budget."""
 
 from harness.metrics import log_error_histogram, output_metrics, sqnr_db
-from harness.thresholds import threshold_key
+from harness.gates import threshold_key
+from harness.session import cases
 
 
 def layer_weight_sqnr(case) -> dict[str, float]:
@@ -14,6 +15,7 @@ def layer_weight_sqnr(case) -> dict[str, float]:
     return result
 
 
+@cases()
 def test_output_agreement(case, gate):
     """The primary output stays close to the fp32 reference (SQNR, cosine)."""
     name = case.model.primary_output
@@ -24,6 +26,7 @@ def test_output_agreement(case, gate):
     gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail, extra=plots)
 
 
+@cases()
 def test_task_metric(case, gate):
     """The model's task metric (token agreement, ranking, task score) stays within budget."""
     measured = case.model.task_metrics(case.reference, case.outputs)

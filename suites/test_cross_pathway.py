@@ -8,11 +8,12 @@ import pytest
 from harness.golden import GoldenError, golden_dir, read_golden
 from harness.metrics import cross_runtime_metrics, sqnr_db
 from harness.pathways.base import get_pathway
+from harness.session import cases
 
 
-def test_cpu_and_cuda_runtimes_agree(cross_key, qc, gate):
-    model_id, pathway, _ = cross_key
-    cpu, cuda = qc.case(model_id, pathway, "cpu"), qc.case(model_id, pathway, "cuda")
+@cases(where=lambda pathway, kind: kind == "cuda" and "cpu" in pathway.devices)
+def test_cpu_and_cuda_runtimes_agree(case, qc, gate):
+    cpu, cuda = qc.case(case.model.id, case.pathway.name, "cpu"), case
     gate.check(cuda, cross_runtime_metrics(cuda.model, cpu.outputs, cuda.outputs), "CPU EP outputs as the reference")
 
 
@@ -29,15 +30,15 @@ def reference_outputs(qc, model, reference: str) -> tuple[dict, str]:
         pytest.skip(f"the reference cannot run here ({reason}) and has no record: {exc}")
 
 
-def test_fp8_pathway_agrees_with_the_reference(reference_key, qc, gate):
-    case = qc.case(*reference_key)
+@cases(where=lambda pathway, kind: pathway.reference_pathway is not None)
+def test_fp8_pathway_agrees_with_the_reference(case, qc, gate):
     reference, source = reference_outputs(qc, case.model, case.pathway.reference_pathway)
     gate.check(case, cross_runtime_metrics(case.model, reference, case.outputs), f"against {source}")
 
 
-def test_e4m3_at_least_as_accurate_as_e5m2(e4m3_key, qc, gate):
-    model_id, _, kind = e4m3_key
-    e4m3, e5m2 = qc.case(*e4m3_key), qc.case(model_id, "inc-fp8-ref-e5m2", kind)
+@cases(where=lambda pathway, kind: pathway.name == "inc-fp8-ref")
+def test_e4m3_at_least_as_accurate_as_e5m2(case, qc, gate):
+    e4m3, e5m2 = case, qc.case(case.model.id, "inc-fp8-ref-e5m2", case.device.kind)
     name, reference = e4m3.model.primary_output, e4m3.reference[e4m3.model.primary_output]
     e4m3_db, e5m2_db = sqnr_db(reference, e4m3.outputs[name]), sqnr_db(reference, e5m2.outputs[name])
     gate.check(e4m3, {"min_e4m3_over_e5m2_db": e4m3_db - e5m2_db}, f"E4M3 {e4m3_db:.2f} dB vs E5M2 {e5m2_db:.2f} dB")

@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 
 from harness.core import Device
 from harness.pathways.base import get_pathway
+from harness.session import cases
 from harness.properties import (
     FP8_FORMATS,
     check_channels_independent,
@@ -246,6 +247,7 @@ for _test in (test_torchao_fp8_linear_rows_independent_on_gpu, test_torchao_fp8_
 # -- every pathway: the loaded runner is deterministic on the model's inputs ------------------
 
 
+@cases()
 def test_runner_deterministic(case):
     inputs = case.model.eval_inputs()
     check_deterministic(lambda: case.runner(inputs))

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from harness.metrics import sqnr_db
+from harness.session import cases, workloads
 from harness.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup
 
 
+@workloads()
 def test_speedup(perf_case, gate):
     workload, pathway = perf_case.workload, perf_case.pathway
     copies = copies_to_defeat_l2(workload.weight_count)  # sized for 1-byte weights: both sides rotate as many
@@ -38,6 +40,7 @@ def test_speedup(perf_case, gate):
 
 
 @pytest.mark.perf
+@cases()
 def test_runner_speedup(case, gate):
     """A whole default model on the pathway's runner against the float model on the same runner."""
     baseline_for = getattr(case.pathway, "float_baseline", None)

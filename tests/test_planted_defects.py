@@ -71,7 +71,7 @@ def test_nondeterministic_runner_fails_the_determinism_property(llama_int8, run_
     assert run.returncode == 1, run.output
     [failure] = run.records(outcome="failed")
     assert failure["check"] == "runner_deterministic"
-    assert "property 'deterministic' violated" in failure["reason"]
+    assert "property 'deterministic' violated" in failure["message"]
 
 
 def test_e5m2_declared_as_e4m3_fails_the_format_gates(tmp_path, run_suites):

@@ -65,7 +65,7 @@ def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suite
     )
     assert run.returncode == 1, run.output
     [hung] = run.records(pathway="planted-hang", device="cpu")
-    assert hung["outcome"] == "failed" and "Timeout" in hung["reason"]
+    assert hung["outcome"] == "failed" and "Timeout" in hung["message"]
     assert run.records(pathway="inc-int8-qdq", outcome="passed"), "the run stopped at the hung test"
 
 

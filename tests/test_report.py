@@ -5,12 +5,13 @@ import json
 import tomllib
 
 from harness.cli import main
+from harness.gates import Record
 from harness.report import speedup_html, table_rows
 from harness.thresholds import load_profile
 
 
 def _speed(model, m, measured, threshold, outcome):
-    return {
+    return Record.from_json({
         "pathway": "torchao-fp8-rowwise",
         "model": model,
         "device": "cuda",
@@ -21,7 +22,7 @@ def _speed(model, m, measured, threshold, outcome):
         "outcome": outcome,
         "shape": {"m": m, "k": 4096, "n": 4096},
         "timing": {"ci_low": measured - 0.01, "ci_high": measured + 0.01},
-    }
+    })
 
 
 def test_speedup_table_pivots_shapes_by_tokens():
@@ -37,11 +38,11 @@ def test_speedup_table_pivots_shapes_by_tokens():
 
 
 def test_skips_fold_and_failures_come_first():
-    skip = {"pathway": "tensorrt", "device": "cuda", "model": "m", "check": "c", "outcome": "skipped", "reason": "no TensorRT"}
-    fail = {"pathway": "p", "device": "cpu", "model": "m", "check": "c", "outcome": "failed"}
-    rows = table_rows([skip, dict(skip, model="n"), fail])
-    assert [r["outcome"] for r in rows] == ["failed", "skipped"]
-    assert rows[1]["model"] == "m, n" and rows[1]["check"] == "2 check(s)"
+    skip = Record("c", "tensorrt", "m", "cuda", "skipped", message="no TensorRT")
+    fail = Record("c", "p", "m", "cpu", "failed")
+    rows = table_rows([skip, Record(**{**skip.__dict__, "model": "n"}), fail])
+    assert [r.outcome for r in rows] == ["failed", "skipped"]
+    assert rows[1].model == "m, n" and rows[1].check == "2 check(s)"
 
 
 def test_calibrate_writes_a_loadable_profile_under_the_worst_run(tmp_path, llama_int8, run_suites):

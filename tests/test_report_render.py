@@ -35,7 +35,7 @@ def test_planted_regression_is_listed_first(llama_int8, tmp_path, run_suites):
     [regression] = run.summary["comparison"]["regressions"]
     assert regression["metric"] == "min_token_agreement" and regression["baseline"] == 0.999
     assert [i["metric"] for i in run.summary["comparison"]["improvements"]] == ["min_cosine"]
-    assert html.index("Regressions since the baseline: 1") < html.index("<th>Verdict</th>")
+    assert html.index("Regressions since the baseline: 1") < html.index("<th>Outcome</th>")
     assert list((tmp_path / "reports" / "history").glob("summary-*.json")), "no history kept"
 
 

@@ -1,0 +1,200 @@
+"""The one gate concept: a Record per checked value (or per item that checked nothing numeric), the
+only metric -> threshold mapping, and the verdict of a session computed from all of its Records.
+
+Every conformance item reports through Records: threshold gates, yes/no artifact checks, property
+violations, errors, skips and xfails. summary.json, the HTML report, `qconform report|merge` and the
+exit status all come from `verdict()` here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+# -- metrics: direction, meaning, noise band between two clean runs, calibration margin ---------
+
+
+@dataclass(frozen=True)
+class Metric:
+    direction: str  # "min": measured must be >= threshold; "max": <= threshold
+    explanation: str
+    # How far the value may move between two clean runs before the baseline comparison counts it.
+    noise: tuple[str, float] = ("abs", 0.005)  # ("abs" | "rel", size)
+    # Calibration rule: threshold from the worst value of repeated clean runs; None = policy, not measured.
+    margin: tuple[str, float] | None = ("distance", 2.0)  # see calibrated_threshold()
+    policy: float | None = None  # the fixed value of a policy threshold
+
+
+METRICS: dict[str, Metric] = {
+    "min_sqnr_db": Metric("min", "SQNR of the primary output against the fp32 reference, dB (higher is closer)", ("abs", 0.5), ("minus", 2.0)),
+    "min_cosine": Metric("min", "cosine similarity of the primary output to the fp32 reference"),
+    "min_row_cosine": Metric("min", "worst per-row (per sentence / per token) cosine to the fp32 reference"),
+    "min_token_agreement": Metric("min", "fraction of positions whose greedy next token equals the reference's", ("abs", 0.01), ("minus", 0.03)),
+    "min_ranking_agreement": Metric("min", "Spearman correlation of pair similarities, candidate vs reference"),
+    "max_rel_task_drop": Metric("max", "relative loss of the task score vs the reference (MLPerf-style 1% = keep 99%)", margin=None, policy=0.01),
+    "min_speedup": Metric("min", "median speedup over the full-precision baseline, same run, interleaved", ("rel", 0.05), ("times", 0.90)),
+    "min_golden_sqnr_db": Metric("min", "SQNR of the output against the stored golden output of this pathway, dB", ("abs", 1.0), None, 35.0),
+    "min_cross_sqnr_db": Metric("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB", ("abs", 0.5), ("minus", 2.0)),
+    "min_cross_token_agreement": Metric("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe", ("abs", 0.01), ("minus", 0.03)),
+    "min_e4m3_over_e5m2_db": Metric("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range", ("abs", 0.5), ("minus", 1.0)),
+}
+
+# Yes/no checks (artifact structure) are Records too: measured = number of problems, must be 0.
+PROBLEMS = Metric("max", "number of problems found in the artifact (must be 0)", margin=None, policy=0.0)
+
+
+def metric(key: str) -> Metric:
+    try:
+        return METRICS[key]
+    except KeyError:
+        raise KeyError(f"unknown metric {key!r}; known: {', '.join(METRICS)}") from None
+
+
+def register_metric(key: str, direction: str, explanation: str, **kwargs: Any) -> None:
+    """Metric names are open: a model or plugin declares its own, profiles give the thresholds."""
+    if not key.startswith(f"{direction}_"):
+        raise ValueError(f"metric {key!r}: a {direction!r} threshold key must start with '{direction}_'")
+    existing = METRICS.get(key)
+    new = Metric(direction, explanation, **kwargs)
+    if existing is not None and existing != new:
+        raise ValueError(f"metric {key!r} is already defined differently")
+    METRICS[key] = new
+
+
+def threshold_key(name: str) -> str:
+    """The threshold that gates a metric: `token_agreement` -> `min_token_agreement`."""
+    for key in (f"min_{name}", f"max_{name}"):
+        if key in METRICS:
+            return key
+    raise KeyError(f"no threshold key gates metric {name!r}; known: {', '.join(METRICS)}")
+
+
+def passes(key: str, measured: float, threshold: float) -> bool:
+    if math.isnan(measured):
+        return False
+    return measured >= threshold if metric(key).direction == "min" else measured <= threshold
+
+
+def calibrated_threshold(key: str, worst: float) -> float:
+    """A threshold a clean run clears with room, from the worst value measured over repeated runs."""
+    m = metric(key)
+    if m.margin is None:
+        return float(m.policy)
+    rule, size = m.margin
+    if rule == "minus":  # dB and fractions: a fixed distance under the worst run
+        value = worst - size if m.direction == "min" else worst + size
+        return math.floor(value * 100) / 100 if m.direction == "min" else math.ceil(value * 100) / 100
+    if rule == "times":  # speed: a fraction of the worst run
+        return math.floor(worst * size * 100) / 100
+    # "distance": similarity in [0, 1]: `size` times the measured distance from 1
+    return math.floor((1 - size * (1 - worst)) * 1000) / 1000
+
+
+def noise_band(key: str, baseline: float) -> float:
+    kind, size = METRICS[key].noise if key in METRICS else ("abs", 0.005)
+    return size * abs(baseline) if kind == "rel" and math.isfinite(baseline) else size
+
+
+# -- records --------------------------------------------------------------------------------
+
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+@dataclass
+class Record:
+    """One checked thing: a measured value against its threshold, or an item's outcome."""
+
+    check: str  # the gate: suite test name without `test_`
+    pathway: str
+    model: str
+    device: str
+    outcome: str  # one of OUTCOMES
+    metric: str | None = None
+    measured: float | None = None
+    threshold: float | None = None
+    direction: str | None = None
+    source: str | None = None  # where the threshold came from ("cpu.toml [inc-int8-qdq.tiny-llama]")
+    explanation: str | None = None
+    message: str = ""  # why it failed or was skipped, or a note
+    nodeid: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # evidence for the report (plots, timings, generations)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
+        data.update(data.pop("extra", {}))
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Record":
+        names = set(cls.__dataclass_fields__) - {"extra"}
+        data = {**data, **{k: float(data[k]) for k in ("measured", "threshold") if data.get(k) is not None}}  # "inf" in JSON
+        return cls(**{k: v for k, v in data.items() if k in names}, extra={k: v for k, v in data.items() if k not in names})
+
+
+# -- the verdict ---------------------------------------------------------------------------
+
+# Exit status per verdict: identical from pytest, `qconform run`, `qconform report` and `qconform merge`.
+# 4 is pytest's usage error: bad options, profiles, names or artifact directories, before any test.
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 2, "ERROR": 3, "USAGE ERROR": 4, "NOT GATED": 6}
+
+
+@dataclass
+class Verdict:
+    word: str
+    counts: dict[str, int]  # test items by outcome, as pytest and pytest-html count them
+    gates: int  # measured values checked against a threshold
+    not_gated: dict[str, str]  # selected pathway -> why no gate of it ran
+    not_selected: dict[str, str]  # pathway -> why this run did not select it
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.word]
+
+    def line(self) -> str:
+        """The one-line verdict: word, counts, and what did not run."""
+        counts = ", ".join(f"{n} {k}" for k, n in self.counts.items() if n)
+        text = f"{self.word}: {counts or 'no tests'}; {self.gates} check(s) ran"
+        if self.not_gated:
+            text += "; no gate ran for " + "; ".join(f"{p} ({why})" for p, why in sorted(self.not_gated.items()))
+        if self.not_selected:
+            text += "; not selected: " + ", ".join(sorted(self.not_selected))
+        return text
+
+
+def item_outcomes(records: Iterable[Record]) -> dict[str, str]:
+    """The outcome of each test item (nodeid): the worst of its records."""
+    rank = {"error": 0, "failed": 1, "xpassed": 2, "passed": 3, "xfailed": 4, "skipped": 5}
+    items: dict[str, str] = {}
+    for r in records:
+        key = r.nodeid or f"{r.check}:{r.pathway}:{r.model}:{r.device}"
+        if key not in items or rank[r.outcome] < rank[items[key]]:
+            items[key] = r.outcome
+    return items
+
+
+def verdict(records: list[Record], selected: Iterable[str] = (), not_selected: dict[str, str] | None = None, complete: bool = True) -> Verdict:
+    """PASS only if nothing failed or errored and every selected pathway had at least one gate run."""
+    outcomes = item_outcomes(records)
+    counts = Counter(outcomes.values())
+    counts = {k: counts.get(k, 0) for k in OUTCOMES}
+    # A gate ran when a check passed or failed: a threshold, an artifact check or a property.
+    gates = sum(1 for r in records if r.outcome in ("passed", "failed"))
+    gated = {r.pathway for r in records if r.outcome in ("passed", "failed")}
+    not_gated = {}
+    for pathway in selected:
+        if pathway not in gated:
+            reasons = sorted({r.message for r in records if r.pathway == pathway and r.outcome == "skipped" and r.message})
+            not_gated[pathway] = "; ".join(reasons[:3]) or "none of its tests ran in this selection (-m, -k, --shard or --models)"
+    if counts["error"]:
+        word = "ERROR"
+    elif counts["failed"]:
+        word = "FAIL"
+    elif not complete:
+        word = "INCOMPLETE"
+    elif not_gated or not gates:
+        word = "NOT GATED"
+    else:
+        word = "PASS"
+    return Verdict(word, counts, gates, not_gated, dict(not_selected or {}))

@@ -1,0 +1,310 @@
+"""The session: which (model, pathway, device) cases run, their artifacts and runners, the profile per
+device class, and the up-front validation that turns a bad option into one usage line.
+
+Suites declare their case axes at the test with `@cases(...)` / `@workloads()`; the plugin only
+turns those declarations into parameters."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from harness.artifacts import Artifact, ArtifactError
+from harness.core import Device, Runner
+from harness.models.base import ModelSpec, all_models, get_model
+from harness.pathways.base import Pathway, all_pathways, get_pathway
+from harness.store import ArtifactStore
+from harness.thresholds import Profile, ProfileError, detect_profile_name, load_profile
+
+CaseFilter = Callable[[Pathway, str], bool]
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+DEFAULT_REPORT_DIR = Path("reports")
+# Options that make any pytest run a conformance run.
+EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard")
+
+
+def cases(where: CaseFilter | None = None):
+    """Declare that a test runs once per selected (model, pathway, device) case that `where` accepts
+    (`where(pathway, device_kind)`); the test receives it as the `case` fixture (or `case_key`)."""
+    return pytest.mark.qconform_cases(where=where or (lambda pathway, kind: True))
+
+
+def workloads():
+    """Declare that a test runs once per perf workload of every selected pathway that can be timed."""
+    return pytest.mark.qconform_workloads()
+
+
+@dataclass
+class Case:
+    """One (model, pathway, device) combination with its loaded artifact."""
+
+    harness: "Harness"
+    model: ModelSpec
+    pathway: Pathway
+    device: Device
+    artifact: Artifact
+    runner: Runner
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"model": self.model.id, "pathway": self.pathway.name, "device": self.device.kind}
+
+    @functools.cached_property
+    def outputs(self) -> dict[str, np.ndarray]:
+        return self.runner(self.model.eval_inputs())
+
+    @property
+    def reference(self) -> dict[str, np.ndarray]:
+        return self.harness.reference_outputs(self.model)
+
+    @property
+    def profile(self) -> Profile:
+        return self.harness.profile_for(self.device.kind)
+
+    def threshold(self, key: str):
+        return self.profile.threshold(key, self.pathway.name, self.model.id)
+
+
+@dataclass
+class PerfCase:
+    """One perf workload (a layer shape, speed only) under one pathway on the GPU."""
+
+    harness: "Harness"
+    workload: Any
+    pathway: Pathway
+    device: Device
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"model": self.workload.id, "pathway": self.pathway.name, "device": self.device.kind}
+
+    def threshold(self, key: str):
+        # Most specific table first: [pathway.family.name.mM], then [pathway.family.name], [pathway.family].
+        return self.harness.profile_for("cuda").threshold(key, *self.workload.table(self.pathway.name))
+
+
+class Harness:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.device = Device.detect()
+        self._profiles: dict[str, Profile] = {}
+        self._cases: dict[tuple[str, str, str], Case] = {}
+        self._references: dict[str, dict[str, np.ndarray]] = {}
+        self.store = ArtifactStore(config.getoption("qc_cache"), config.getoption("artifacts"), log=self.log)
+
+    def log(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(message)
+        else:
+            print(message, flush=True)
+
+    # -- validation and selection -----------------------------------------------------------
+
+    @functools.cached_property
+    def is_conformance_run(self) -> bool:
+        """Whether this pytest session gates a release: it runs qconform's suites or names a qconform
+        option. Any other pytest run (qconform's own tests, a team's unit tests) is left alone: no
+        verdict, no summary.json, no change to the exit status."""
+        config = self.config
+        if any(config.getoption(name) not in (None, False) for name in EXPLICIT_OPTIONS):
+            return True
+        if config.getoption("report_dir") != DEFAULT_REPORT_DIR:
+            return True
+        suites = SUITES_DIR.resolve()
+        return any(Path(arg.split("::")[0]).resolve().is_relative_to(suites) for arg in (config.args or [str(suites)]))
+
+    def validate(self) -> None:
+        """Every option checked before any test runs; a bad one is one line (pytest.UsageError)."""
+        option = self.config.getoption
+        try:
+            self.models
+            self.pathways
+            for kind in {"cpu", self.device.kind}:
+                self.profile_for(kind)
+        except (KeyError, ProfileError) as exc:
+            raise pytest.UsageError(str(exc).strip('"')) from None
+        artifacts = option("artifacts")
+        if artifacts is not None and not Path(artifacts).is_dir():
+            raise pytest.UsageError(f"--artifacts {artifacts}: not a directory (expected DIR/<model>/<pathway>/manifest.json)")
+        baseline = option("baseline")
+        if baseline is not None:
+            try:
+                json.loads(Path(baseline).read_text())["records"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise pytest.UsageError(f"--baseline {baseline}: not a readable summary.json ({type(exc).__name__}: {exc})") from None
+
+    @functools.cached_property
+    def models(self) -> list[ModelSpec]:
+        return _pick(self.config.getoption("models"), all_models, get_model)
+
+    @functools.cached_property
+    def required(self) -> set[str]:
+        """Pathways the user named: each must have a gate run, or the verdict is NOT GATED."""
+        return {p.name for p in _pick(self.config.getoption("pathways"), list, get_pathway)}
+
+    @functools.cached_property
+    def _pathway_selection(self) -> tuple[list[Pathway], dict[str, str]]:
+        """Named pathways; by default every pathway that can run on this machine (the rest are listed
+        with the reason, never silently passed)."""
+        if self.required:
+            return [get_pathway(name) for name in sorted(self.required)], {}
+        selected, not_selected = [], {}
+        for pathway in all_pathways():
+            reasons = [self.case_unavailable(pathway, kind) for kind in pathway.devices]
+            if all(reasons):
+                not_selected[pathway.name] = reasons[-1]
+            else:
+                selected.append(pathway)
+        return selected, not_selected
+
+    @property
+    def pathways(self) -> list[Pathway]:
+        return self._pathway_selection[0]
+
+    @property
+    def not_selected(self) -> dict[str, str]:
+        return self._pathway_selection[1]
+
+    def case_unavailable(self, pathway: Pathway, kind: str, model: ModelSpec | None = None) -> str | None:
+        """Why a (model,) pathway, device case cannot run here, or None."""
+        reason = (model.unavailable() if model else None) or pathway.unavailable(self.target_device(kind))
+        return reason or (None if self.store.user_dir else pathway.build_unavailable())
+
+    def selected(self) -> list[tuple[ModelSpec, Pathway, str]]:
+        return [(m, p, kind) for m in self.models for p in self.pathways for kind in p.devices]
+
+    def target_device(self, kind: str) -> Device:
+        if kind == self.device.kind:
+            return self.device
+        return Device(kind, "absent")
+
+    # -- profiles, references, cases -------------------------------------------------------
+
+    def profile_for(self, kind: str) -> Profile:
+        """The profile gating cases that run on `kind`: --profile if given, else cpu.toml for CPU
+        cases and the detected GPU's profile for CUDA cases (one run can hold both)."""
+        name = self.config.getoption("profile") or ("cpu" if kind == "cpu" else detect_profile_name(self.device))
+        if name not in self._profiles:
+            self._profiles[name] = load_profile(name)
+        return self._profiles[name]
+
+    def profiles_used(self) -> list[str]:
+        return sorted(p.path for p in self._profiles.values())
+
+    @property
+    def golden_root(self) -> Path:
+        return self.config.getoption("golden_dir") or Path(self.config.rootpath) / "golden"
+
+    def reference_outputs(self, model: ModelSpec) -> dict[str, np.ndarray]:
+        if model.id not in self._references:
+            self._references[model.id] = model.run_reference(model.eval_inputs())
+        return self._references[model.id]
+
+    def case(self, model_id: str, pathway_name: str, kind: str) -> Case:
+        """The loaded case; a bad artifact or profile fails the asking test with its message."""
+        key = (model_id, pathway_name, kind)
+        if key not in self._cases:
+            model, pathway, device = get_model(model_id), get_pathway(pathway_name), self.target_device(kind)
+            try:
+                artifact = self.store.get(pathway, model)
+                self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device, model))
+            except (ArtifactError, ProfileError) as exc:
+                pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+        return self._cases[key]
+
+    # -- parameters for the declared case axes ---------------------------------------------
+
+    def case_params(self, where: CaseFilter) -> list:
+        params = []
+        for model, pathway, kind in self.selected():
+            if not where(pathway, kind):
+                continue
+            marks = [getattr(pytest.mark, pathway.marker)]
+            if kind == "cuda":
+                marks.append(pytest.mark.gpu)
+            reason = self.case_unavailable(pathway, kind, model)
+            if reason:
+                marks.append(pytest.mark.skip(reason=reason))
+            params.append(pytest.param((model.id, pathway.name, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
+        return params
+
+    def workload_params(self) -> list:
+        from harness.models.llama8b_perf import WORKLOADS
+
+        device = self.target_device("cuda")
+        params = []
+        for pathway in self.pathways:
+            if not pathway.measures_speed:
+                continue
+            reason = pathway.unavailable(device)
+            for workload in WORKLOADS:
+                marks = [getattr(pytest.mark, pathway.marker), pytest.mark.gpu, pytest.mark.perf]
+                if reason:
+                    marks.append(pytest.mark.skip(reason=reason))
+                params.append(pytest.param((workload.id, pathway.name, "cuda"), id=f"{pathway.name}-{workload.id}", marks=marks))
+        return params
+
+    def perf_case(self, workload_id: str, pathway_name: str, kind: str) -> PerfCase:
+        from harness.models.llama8b_perf import get_workload
+
+        return PerfCase(self, get_workload(workload_id), get_pathway(pathway_name), self.target_device(kind))
+
+    # -- what the report shows about this machine ------------------------------------------
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "device": self.device.describe(),
+            "profile": ", ".join(self.profiles_used()),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "packages": package_versions(),
+            **gpu_environment(),
+        }
+
+
+def _pick(option: str | None, everything: Callable[[], list], lookup) -> list:
+    if not option:
+        return everything()
+    return [lookup(name.strip()) for name in option.split(",") if name.strip()]
+
+
+PACKAGES = ("qconform", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-neural-compressor", "neural-compressor-pt", "torchao", "tensorrt", "transformers", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def gpu_environment() -> dict[str, Any]:
+    """GPU, compute capability, CUDA and driver versions, where there is a GPU."""
+    import subprocess
+
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    major, minor = torch.cuda.get_device_capability(0)
+    env = {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        env["driver"] = out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        env["driver"] = "unknown (nvidia-smi unavailable)"
+    return env
