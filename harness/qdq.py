@@ -3,8 +3,6 @@ granularity, scales and zero points. Shared by every pathway that executes a QDQ
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import numpy_helper

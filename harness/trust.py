@@ -110,7 +110,8 @@ def check_checkpoint_dir(path: Path, allow_pickle: bool = False) -> dict[str, An
         raise ArtifactError(f"{path}: no model weights (*.safetensors) in the checkpoint")
     if not allow_pickle:
         raise UnsafeContentError(
-            f"{pickles[0]}: pickle-based weights can run code on load; convert the checkpoint to safetensors, or pass {ALLOW_PICKLE_FLAG} to load them with torch.load(weights_only=True)"
+            f"{pickles[0]}: pickle-based weights can run code on load; convert the checkpoint to safetensors, "
+            f"or pass {ALLOW_PICKLE_FLAG} to load them with torch.load(weights_only=True)"
         )
     for pickled in pickles:
         load_torch_file(pickled, map_location="meta")  # refuses anything weights_only=True cannot read
@@ -167,7 +168,8 @@ def check_onnx(path: Path, artifact_dir: Path | None = None):
     for node in (*_nodes(model.graph), *function_nodes):
         if node.domain not in ORT_DOMAINS and (node.domain, node.op_type) not in local_functions:
             raise UnsafeContentError(
-                f"{path}: node {node.name or node.op_type!r} uses custom-op domain {node.domain!r}, which needs a native custom-op library; qconform never loads one from an artifact"
+                f"{path}: node {node.name or node.op_type!r} uses custom-op domain {node.domain!r}, "
+                "which needs a native custom-op library; qconform never loads one from an artifact"
             )
 
     try:

@@ -73,6 +73,18 @@ def test_pickled_npz_in_fp8_artifact_is_refused_before_inc_sees_it(fp8_artifact,
     assert marker.exists(), "the planted payload is not live; this test would pass vacuously"
 
 
+def test_pickled_npz_fails_the_run_without_running(fp8_artifact, user_artifacts, run_suites, marker):
+    """The issue's scenario end to end: `qconform run --artifacts DIR --pathways inc-fp8-ref`."""
+    target = user_artifacts(fp8_artifact)
+    np.savez(target / "measure_hooks_maxabs.npz", np.array(Payload(marker), dtype=object))
+    reseal(target)
+    run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-fp8-ref", "--models=tiny-llama")
+    assert run.returncode == 1, run.output
+    records = run.records(model="tiny-llama", pathway="inc-fp8-ref")
+    assert records and all(r["outcome"] == "failed" and "holds pickled Python objects" in r["reason"] for r in records), records
+    assert not marker.exists()
+
+
 def test_clean_fp8_artifact_loads_and_holds_no_pickles(fp8_artifact):
     assert not [name for name in fp8_artifact.manifest["files"] if name.endswith(".npz")]
     for name in fp8_artifact.manifest["files"]:
@@ -101,7 +113,7 @@ def test_npz_written_from_json_is_what_inc_wrote(tmp_path):
                 same(a[key], b[key], f"{where}.{key}")
         elif isinstance(a, (list, tuple)):
             assert isinstance(b, (list, tuple)) and len(a) == len(b), where  # INC reads both alike
-            for i, (x, y) in enumerate(zip(a, b)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 same(x, y, f"{where}[{i}]")
         elif isinstance(a, np.ndarray):
             assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, (where, a, b)
