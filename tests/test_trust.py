@@ -85,6 +85,14 @@ def test_pickled_npz_fails_the_run_without_running(fp8_artifact, user_artifacts,
     assert not marker.exists()
 
 
+def test_plain_npz_in_fp8_artifact_is_refused_too(fp8_artifact, user_artifacts):
+    target = user_artifacts(fp8_artifact)
+    np.savez(target / "measure_hooks_maxabs.npz", np.zeros(3, dtype=np.float32))
+    reseal(target)
+    with pytest.raises(ArtifactError, match="measure_hooks_maxabs.npz: an inc-fp8-ref artifact holds INC's .json dumps only"):
+        get_pathway("inc-fp8-ref").load(load_artifact(target), Device("cpu", "cpu"), get_model("tiny-llama"))
+
+
 def test_clean_fp8_artifact_loads_and_holds_no_pickles(fp8_artifact):
     assert not [name for name in fp8_artifact.manifest["files"] if name.endswith(".npz")]
     for name in fp8_artifact.manifest["files"]:
@@ -189,6 +197,15 @@ def test_malicious_pickle_checkpoint_refused_even_when_opted_in(tmp_path, marker
     assert not marker.exists()
     torch.load(weights, weights_only=False)
     assert marker.exists(), "the planted payload is not live; this test would pass vacuously"
+
+
+def test_pickle_beside_safetensors_is_never_opened(tmp_path, marker):
+    from transformers import AutoModelForCausalLM
+
+    reference = _tiny_checkpoint(tmp_path, pickle_weights=False)
+    torch.save({"model.embed_tokens.weight": Payload(marker)}, tmp_path / "pytorch_model.bin")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, **trust.check_checkpoint_dir(tmp_path))
+    assert _same_weights(model, reference) and not marker.exists()
 
 
 def test_checkpoint_code_is_refused(tmp_path):
