@@ -3,14 +3,12 @@ granularity, scales and zero points. Shared by every pathway that executes a QDQ
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.artifacts import ArtifactError
 from harness.core import QuantLayer, QuantLayout
+from harness.trust import check_onnx as load_model  # noqa: F401  the one ONNX loader (external data, op domains)
 
 WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1}  # op -> index of its weight input
 
@@ -22,16 +20,6 @@ DTYPE_NAMES = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
 }
-
-
-def load_model(path: Path) -> onnx.ModelProto:
-    """Load and check an ONNX file; a truncated or corrupt file is an ArtifactError, not a crash."""
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for a bad file
-        raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
-    return model
 
 
 class Graph:

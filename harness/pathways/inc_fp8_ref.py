@@ -8,11 +8,18 @@ scale method that is not Gaudi-specific: the default "maxabs_hw" fails on CPU wi
 backoff), rounded up to a power of two; per-tensor). `prepare(mode="MEASURE")` + calibration +
 `finalize_calibration` dump the measured amax; `convert(mode="QUANTIZE")` derives and dumps the
 scales. Both dumps are the artifact; loading re-runs `convert` on a fresh reference from them.
+
+INC writes each dump twice, as .json and as .npz, and reads only the .npz, with
+`np.load(fname, allow_pickle=True)` (_core/common.py `load_npz`): its .npz holds a pickled dict, so
+an artifact's .npz could run any code on load. The artifact therefore keeps the .json dumps only;
+`load` refuses any .npz in it and writes INC's .npz itself from the .json, so INC only ever
+unpickles a file qconform wrote from plain JSON numbers.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -26,9 +33,28 @@ from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
+from harness.trust import check_npz
 
 STATS = "measure"  # INC's dump_stats_path prefix inside the artifact
 FORMATS = {"E4M3": "float8_e4m3fn", "E5M2": "float8_e5m2"}
+
+
+def npz_stats(dump: dict[str, Any]) -> dict[str, Any]:
+    """The object INC's save_npz pickles, from its .json dump: every tensor as a float32 array.
+
+    json.dump writes a float32 (widened to a Python float) exactly, so this is bit-identical to the
+    .npz INC wrote at build time (tests/test_trust.py compares them)."""
+
+    def arrays(node: dict[str, Any]) -> dict[str, Any]:
+        out = dict(node)
+        for field in ("inputs", "outputs"):
+            if field in node:
+                out[field] = [np.asarray(tensor, dtype=np.float32) for tensor in node[field]]
+        if "params" in node:
+            out["params"] = {name: np.asarray(tensor, dtype=np.float32) for name, tensor in node["params"].items()}
+        return out
+
+    return {**dump, "Nodes": {name: arrays(node) for name, node in dump["Nodes"].items()}}
 
 
 def _fp8_config(fmt: str, stats_dir: Path, mode: str):
@@ -69,6 +95,16 @@ def read_layout(module) -> QuantLayout:
     return layout
 
 
+def _write_npz(source: Path, target: Path) -> None:
+    """Write the .npz INC reads (as its save_npz does: np.savez of the dict) from a stats .json."""
+    try:
+        dump = json.loads(source.read_text())
+        if isinstance(dump, dict) and "Nodes" in dump:  # the module list dump has no .npz twin
+            np.savez(target, npz_stats(dump))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{source}: not a Neural Compressor stats dump ({type(exc).__name__}: {exc})") from exc
+
+
 @register
 class IncFp8Reference(Pathway):
     name = "inc-fp8-ref"
@@ -88,6 +124,7 @@ class IncFp8Reference(Pathway):
             "mode": "QDQ emulation on CPU",
             "module_types": ["Linear"],
             "calibration_batches": len(model.calibration_inputs()),
+            "stats_files": "INC .json dumps (no pickled .npz)",
         }
 
     def _quantize(self, model: ModelSpec, stats_dir: Path):
@@ -95,7 +132,8 @@ class IncFp8Reference(Pathway):
 
         return convert(copy.deepcopy(model.reference).float().eval(), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
 
-    def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
+    def dump_stats(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> None:
+        """INC's measurement and derived scales, each as .json and (pickled) .npz, into `out_dir`."""
         import torch
         from neural_compressor.torch.quantization import finalize_calibration, prepare
 
@@ -105,12 +143,23 @@ class IncFp8Reference(Pathway):
                 measured(*(torch.from_numpy(batch[name]) for name in model.input_names))
         finalize_calibration(measured)
         self._quantize(model, out_dir)  # writes the derived scales beside the measurement
+
+    def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
+        self.dump_stats(model, calib, out_dir)
+        for pickled in out_dir.glob("*.npz"):
+            pickled.unlink()  # a pickle of the .json beside it; load() rebuilds it
         return self.finish(out_dir, model, Device.detect())
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
+        for name in artifact.manifest["files"]:
+            if name.endswith(".npz"):
+                check_npz(artifact.file(name))  # names a pickle as such
+                raise ArtifactError(f"{artifact.file(name)}: an inc-fp8-ref artifact holds INC's .json dumps only (INC unpickles any .npz); rebuild it with this qconform")
         with tempfile.TemporaryDirectory(prefix="qconform-inc-fp8-") as tmp:
             for name in artifact.manifest["files"]:  # INC reads its dumps from dump_stats_path
                 shutil.copy(artifact.file(name), Path(tmp) / name)
+                if name.endswith(".json"):
+                    _write_npz(artifact.file(name), Path(tmp) / f"{name.removesuffix('.json')}.npz")
             try:
                 module = self._quantize(model, Path(tmp))
             except (FileNotFoundError, ValueError, KeyError) as exc:

@@ -108,7 +108,7 @@ class IncInt8Qdq(Pathway):
         return self.finish(out_dir, model, Device.detect())
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
-        return OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind])
+        return OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind], artifact_dir=artifact.path)
 
     def float_baseline(self, model: ModelSpec, device: Device) -> Runner:
         """The fp32 model on the same execution provider: what the INT8 graph must beat."""

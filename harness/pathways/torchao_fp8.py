@@ -21,6 +21,7 @@ from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
+from harness.trust import load_torch_file
 
 PAYLOAD = "model.pt"
 MIN_CAPABILITY = (8, 9)
@@ -117,11 +118,10 @@ class TorchaoFp8Rowwise(Pathway):
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         module = quantize_module(self._fresh(model))  # re-apply the config, then take the stored tensors
         path = artifact.file(PAYLOAD)
-        try:
-            # An explicit index: Float8Tensor refuses to mix "cuda" and "cuda:0" storages on assign.
-            state = torch.load(path, map_location=torch.device("cuda", torch.cuda.current_device()), weights_only=True)
-        except Exception as exc:
-            raise ArtifactError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from exc
+        # An explicit index: Float8Tensor refuses to mix "cuda" and "cuda:0" storages on assign.
+        state = load_torch_file(path, map_location=torch.device("cuda", torch.cuda.current_device()))
+        if not isinstance(state, dict):
+            raise ArtifactError(f"{path}: not a state dict (holds a {type(state).__name__})")
         expected = module.state_dict()
         if set(state) != set(expected):
             raise ArtifactError(

@@ -25,10 +25,10 @@ def ort_provider_missing(provider: str) -> str | None:
 class OrtQdqRunner(Runner):
     """Runs a QDQ graph on one ONNX Runtime execution provider, and refuses to fall back."""
 
-    def __init__(self, path: Path, provider: str, provider_options: dict | None = None):
+    def __init__(self, path: Path, provider: str, provider_options: dict | None = None, artifact_dir: Path | None = None):
         import onnxruntime as ort
 
-        self.model = load_model(path)
+        self.model = load_model(path, artifact_dir)  # refuses external data outside it and custom-op domains
         missing = ort_provider_missing(provider)
         if missing:
             raise RuntimeError(missing)
