@@ -43,6 +43,13 @@ def _calibration_reader(batches: list[Tensors]):
     return Reader()
 
 
+def export_for_quantization(model: ModelSpec, recipe: dict[str, Any], tmp: Path) -> tuple[Path, list[str]]:
+    """The fp32 ONNX export at the recipe's opset, and the names of its nodes the recipe keeps in float."""
+    fp32 = model.export_onnx(tmp / "model.fp32.onnx", opset=recipe["opset"])
+    names = [node.name for node in onnx.load(str(fp32)).graph.node]
+    return fp32, [n for n in names if any(re.search(p, n) for p in recipe["keep_float"])]
+
+
 def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: dict[str, Any]) -> Path:
     """INC static PTQ of the fp32 export to a QDQ graph at `out_path`, as `recipe` says
     (IncInt8Qdq.recipe's keys; the TensorRT pathways change the activation dtype and symmetry)."""
@@ -50,9 +57,7 @@ def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: di
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     with tempfile.TemporaryDirectory(prefix="qconform-export-") as tmp:
-        fp32 = model.export_onnx(Path(tmp) / "model.fp32.onnx", opset=recipe["opset"])
-        names = [node.name for node in onnx.load(str(fp32)).graph.node]
-        keep_float = [n for n in names if any(re.search(p, n) for p in recipe["keep_float"])]
+        fp32, keep_float = export_for_quantization(model, recipe, Path(tmp))
         quant_config = config.StaticQuantConfig(
             calibration_data_reader=_calibration_reader(calib),
             calibrate_method=CalibrationMethod.MinMax,

@@ -10,9 +10,10 @@
 One build path for TensorRT 10 and 11. TensorRT 11 removed weak typing (BuilderFlag.INT8/FP16/
 FP8/..., the INT8 calibrator, ICudaEngine.device_memory_size): networks are strongly typed and
 the Q/DQ nodes alone decide what runs quantized. On 10.x the network opts into
-NetworkDefinitionCreationFlag.STRONGLY_TYPED so both versions build the same engine. The rest of
-the graph keeps the ONNX graph's own dtype (fp32), and TF32 -- on by default for fp32 MatMul --
-is cleared so it stays fp32; both are recorded in the manifest recipe.
+NetworkDefinitionCreationFlag.STRONGLY_TYPED so both versions build the same engine (11.4 keeps
+the flag, documented as deprecated and ignored). The rest of the graph keeps the ONNX graph's own
+dtype (fp32), and TF32 -- "Enabled by default" for DataType.FLOAT per the 11.4 BuilderFlag
+docstring -- is cleared so it stays fp32; both are recorded in the manifest recipe.
 
 TensorRT accepts only symmetric quantization (zero point 0), so the TensorRT pathways quantize
 activations to symmetric int8, not INC's default asymmetric uint8.
@@ -34,7 +35,7 @@ from harness.core import Device, Runner, Tensors
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import PAYLOAD as QDQ_PAYLOAD
-from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq
+from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq, export_for_quantization
 from harness.qdq import load_model
 from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
 from harness.runtimes.tensorrt import TensorRTRunner, refuse_plugin_libraries, tensorrt_missing
@@ -129,9 +130,6 @@ def fp8_recipe(model: ModelSpec) -> dict[str, Any]:
 
 def build_fp8_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: dict[str, Any]) -> Path:
     """The FP8 QDQ graph: builds and runs on CPU (ONNX Runtime's CPU EP executes float8 Q/DQ)."""
-    import re
-
-    import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -142,8 +140,7 @@ def build_fp8_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe
             return next(self.batches, None)
 
     with tempfile.TemporaryDirectory(prefix="qconform-export-") as tmp:
-        fp32 = model.export_onnx(Path(tmp) / "model.fp32.onnx", opset=recipe["opset"])
-        names = [node.name for node in onnx.load(str(fp32)).graph.node]
+        fp32, keep_float = export_for_quantization(model, recipe, Path(tmp))
         quantize_static(
             str(fp32),
             str(out_path),
@@ -153,7 +150,7 @@ def build_fp8_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe
             weight_type=QuantType.QFLOAT8E4M3FN,
             calibrate_method=CalibrationMethod.Distribution,
             op_types_to_quantize=recipe["op_types"],
-            nodes_to_exclude=[n for n in names if any(re.search(p, n) for p in recipe["keep_float"])],
+            nodes_to_exclude=keep_float,
             per_channel=recipe["weight_granularity"] == "per-channel",
         )
     return out_path
