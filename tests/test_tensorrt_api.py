@@ -162,3 +162,17 @@ def test_lean_runtime_refuses_host_code_and_bad_engines():
     assert runtime.engine_host_code_allowed is False
     with pytest.raises(ArtifactError, match="could not deserialize the engine"):
         trt_runtime.deserialize(lean, b"not a TensorRT engine" * 64, logger)
+
+
+def test_no_code_is_loaded_into_tensorrt_from_an_artifact():
+    """Engines are deserialized only through open_runtime (host code disallowed), and nothing in
+    harness loads a plugin library or serializes one into an engine."""
+    sources = {path: path.read_text() for path in (REPO / "harness").rglob("*.py")}
+    runtime_source = (REPO / "harness" / "runtimes" / "tensorrt.py").read_text()
+    for path, source in sources.items():
+        for call in (".load_library(", "init_libnvinfer_plugins(", ".plugins_to_serialize", "engine_host_code_allowed = True", "trt_extra_plugin_lib_paths"):
+            assert call not in source, f"{path} uses {call}"
+        if path.name != "tensorrt.py" or path.parent.name != "runtimes":
+            assert ".deserialize_cuda_engine(" not in source, f"{path} deserializes an engine outside harness/runtimes/tensorrt.py"
+    assert runtime_source.count(".deserialize_cuda_engine(") == 1
+    assert runtime_source.index("runtime.engine_host_code_allowed = False") < runtime_source.index(".deserialize_cuda_engine(")
