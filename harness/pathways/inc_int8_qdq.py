@@ -43,6 +43,45 @@ def _calibration_reader(batches: list[Tensors]):
     return Reader()
 
 
+def export_for_quantization(model: ModelSpec, recipe: dict[str, Any], tmp: Path) -> tuple[Path, list[str]]:
+    """The fp32 ONNX export at the recipe's opset, and the names of its nodes the recipe keeps in float."""
+    fp32 = model.export_onnx(tmp / "model.fp32.onnx", opset=recipe["opset"])
+    names = [node.name for node in onnx.load(str(fp32)).graph.node]
+    return fp32, [n for n in names if any(re.search(p, n) for p in recipe["keep_float"])]
+
+
+def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: dict[str, Any]) -> Path:
+    """INC static PTQ of the fp32 export to a QDQ graph at `out_path`, as `recipe` says
+    (IncInt8Qdq.recipe's keys; the TensorRT pathways change the activation dtype and symmetry)."""
+    from onnx_neural_compressor.quantization import config, quantize
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    with tempfile.TemporaryDirectory(prefix="qconform-export-") as tmp:
+        fp32, keep_float = export_for_quantization(model, recipe, Path(tmp))
+        quant_config = config.StaticQuantConfig(
+            calibration_data_reader=_calibration_reader(calib),
+            calibrate_method=CalibrationMethod.MinMax,
+            quant_format=QuantFormat.QDQ,
+            activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[recipe["activation_dtype"]],
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=recipe["op_types"],
+            nodes_to_exclude=keep_float,
+            per_channel=recipe["weight_granularity"] == "per-channel",
+            execution_provider="CPUExecutionProvider",
+            extra_options={"WeightSymmetric": recipe["weight_symmetric"], "ActivationSymmetric": recipe.get("activation_symmetric", False)},
+        )
+        inc_logger = logging.getLogger("onnx_neural_compressor")
+        level = inc_logger.level
+        inc_logger.setLevel(logging.WARNING)  # its per-op statistics table is noise in a test log
+        try:
+            quantize(str(fp32), str(out_path), quant_config)
+        finally:
+            inc_logger.setLevel(level)
+    if not out_path.is_file():
+        raise ArtifactError(f"{out_path}: Neural Compressor produced no model")
+    return out_path
+
+
 @register
 class IncInt8Qdq(Pathway):
     name = "inc-int8-qdq"
@@ -76,35 +115,7 @@ class IncInt8Qdq(Pathway):
         }
 
     def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
-        from onnx_neural_compressor.quantization import config, quantize
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
-
-        recipe = self.recipe(model)
-        with tempfile.TemporaryDirectory(prefix="qconform-export-") as tmp:
-            fp32 = model.export_onnx(Path(tmp) / "model.fp32.onnx", opset=recipe["opset"])
-            names = [node.name for node in onnx.load(str(fp32)).graph.node]
-            keep_float = [n for n in names if any(re.search(p, n) for p in recipe["keep_float"])]
-            quant_config = config.StaticQuantConfig(
-                calibration_data_reader=_calibration_reader(calib),
-                calibrate_method=CalibrationMethod.MinMax,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=recipe["op_types"],
-                nodes_to_exclude=keep_float,
-                per_channel=recipe["weight_granularity"] == "per-channel",
-                execution_provider="CPUExecutionProvider",
-                extra_options={"WeightSymmetric": recipe["weight_symmetric"]},
-            )
-            inc_logger = logging.getLogger("onnx_neural_compressor")
-            level = inc_logger.level
-            inc_logger.setLevel(logging.WARNING)  # its per-op statistics table is noise in a test log
-            try:
-                quantize(str(fp32), str(out_dir / PAYLOAD), quant_config)
-            finally:
-                inc_logger.setLevel(level)
-        if not (out_dir / PAYLOAD).is_file():
-            raise ArtifactError(f"{out_dir / PAYLOAD}: Neural Compressor produced no model")
+        build_qdq(model, calib, out_dir / PAYLOAD, self.recipe(model))
         return self.finish(out_dir, model, Device.detect())
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
