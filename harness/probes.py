@@ -7,8 +7,8 @@ Why: `unavailable()` only checks what is installed and the compute capability. O
 failed with CUBLAS_STATUS_NOT_SUPPORTED in some torch builds (pytorch/pytorch#192707; per-tensor
 scaling works) although torchao only checks capability >= 8.9.
 
-Each probe runs at most once per (pathway, device) per process (`probe_all` caches), and costs
-milliseconds, except the TensorRT one (a one-layer engine build, about a second).
+Each pathway names its probe (`Pathway.probe_operation`); the session runs it at most once per
+(pathway, device), and it costs milliseconds, except the TensorRT one (a one-layer engine build, about a second).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -44,16 +44,6 @@ class Probe:
     def as_dict(self) -> dict:
         """For the report's environment section."""
         return asdict(self)
-
-
-def probe_verdict(probe: Probe, required: bool) -> tuple[str, str]:
-    """("run", "") when the probe passed; otherwise ("skip", reason), or ("fail", reason) when the
-    config requires the pathway: a release gate must not pass because a required backend was skipped."""
-    if probe.ok:
-        return "run", ""
-    if required:
-        return "fail", f"required pathway cannot run: {probe.skip_reason()}"
-    return "skip", probe.skip_reason()
 
 
 # -- the operations ------------------------------------------------------------------------------
@@ -140,26 +130,6 @@ def tensorrt_build(device: Device) -> str:
     return f"TensorRT {trt.__version__}: one-layer engine built and deserialized"
 
 
-def operation_for(pathway: Pathway, device: Device) -> tuple[str, Callable[[Device], str]] | None:
-    """What to try for `pathway` on `device`: (description, callable), or None when it has no probe."""
-    from harness.pathways.inc_int8_qdq import PROVIDERS
-
-    name = pathway.name
-    if name == "torchao-fp8-rowwise":
-        return "torch._scaled_mm, float8_e4m3fn with row-wise scales (torchao's rowwise FP8 GEMM)", rowwise_scaled_mm
-    if name.startswith("inc-fp8-ref"):
-        return "torch float8 cast round trip", float8_round_trip
-    if name == "inc-int8-qdq":
-        provider = PROVIDERS[device.kind]
-        return f"onnxruntime InferenceSession on {provider}", ort_session(provider)
-    if name in ("tensorrt", "tensorrt-fp8"):
-        return "TensorRT Builder (one-layer strongly typed network) + Runtime", tensorrt_build
-    provider = getattr(pathway, "provider", None)
-    if provider:
-        return f"onnxruntime InferenceSession on {provider}", ort_session(provider)
-    return None
-
-
 # -- versions ------------------------------------------------------------------------------------
 
 
@@ -205,13 +175,12 @@ def versions(device: Device) -> dict[str, str]:
 
 # -- running -------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, Device], Probe] = {}
 _VERSIONS: dict[Device, dict[str, str]] = {}
 
 
 def probe(pathway: Pathway, device: Device) -> Probe | None:
-    """Run `pathway`'s probe on `device` (no cache, no availability check); None when it has none."""
-    operation = operation_for(pathway, device)
+    """Run `pathway`'s probe on `device` (the session runs each once); None when it has none."""
+    operation = pathway.probe_operation(device)
     if operation is None:
         return None
     description, run = operation
@@ -222,26 +191,3 @@ def probe(pathway: Pathway, device: Device) -> Probe | None:
     except Exception as exc:  # any failure of the backend is the finding; it is reported, not raised
         detail, ok = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}", False
     return Probe(pathway.name, device.describe(), description, ok, detail, _VERSIONS[device])
-
-
-def probe_all(pathways: Iterable[Pathway], device: Device) -> list[Probe]:
-    """One probe per pathway on `device`, at most once per process. A pathway that is not
-    available (package missing, no GPU) gets a failed probe carrying its `unavailable()` reason,
-    so a required pathway fails the run for that reason too. Pathways without a probe, or that do
-    not run on this kind of device, are left out."""
-    results = []
-    for pathway in pathways:
-        if device.kind not in pathway.devices:
-            continue  # its cases do not run on this device
-        key = (pathway.name, device)
-        if key not in _CACHE:
-            reason = pathway.unavailable(device)
-            if reason:
-                _CACHE[key] = Probe(pathway.name, device.describe(), "availability check", False, reason, _VERSIONS.setdefault(device, versions(device)))
-            else:
-                result = probe(pathway, device)
-                if result is None:
-                    continue
-                _CACHE[key] = result
-        results.append(_CACHE[key])
-    return results

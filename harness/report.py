@@ -179,8 +179,21 @@ def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], co
         "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
         speedup_html(records),
         plots_html(records),
+        probes_html(env.get("probes", [])),
         proven_html(),
     ]
+
+
+def probes_html(probes: list[dict[str, Any]]) -> str:
+    """The capability probes: one tiny real operation per pathway and device, before any case ran."""
+    if not probes:
+        return ""
+    rows = "".join(
+        f"<tr class='qc-{'passed' if p['ok'] else 'failed'}'><td>{_fmt(p['pathway'])}</td><td>{_fmt(p['device'])}</td><td>{_fmt(p['operation'])}</td>"
+        f"<td>{'ok' if p['ok'] else 'FAILED'}: {_fmt(p['detail'])}</td><td><small>{_fmt(', '.join(f'{k} {v}' for k, v in p['versions'].items()))}</small></td></tr>"
+        for p in probes
+    )
+    return f"<h3>Capability probes</h3><table class='qc-table'><tr><th>Pathway</th><th>Device</th><th>Operation</th><th>Result</th><th>Versions</th></tr>{rows}</table>"
 
 
 def proven_html() -> str:

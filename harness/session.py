@@ -98,6 +98,7 @@ class Harness:
         self._profiles: dict[str, Profile] = {}
         self._cases: dict[tuple[str, str, str], Case] = {}
         self._references: dict[str, dict[str, np.ndarray]] = {}
+        self._probes: dict[tuple[str, Device], Any] = {}
         self.store = ArtifactStore(config.getoption("qc_cache"), config.getoption("artifacts"), log=self.log)
 
     def log(self, message: str) -> None:
@@ -175,9 +176,24 @@ class Harness:
         return self._pathway_selection[1]
 
     def case_unavailable(self, pathway: Pathway, kind: str, model: ModelSpec | None = None) -> str | None:
-        """Why a (model,) pathway, device case cannot run here, or None."""
-        reason = (model.unavailable() if model else None) or pathway.unavailable(self.target_device(kind))
-        return reason or (None if self.store.user_dir else pathway.build_unavailable())
+        """Why a (model,) pathway, device case cannot run here, or None. A required pathway whose
+        probe failed is not skipped: its cases fail with the probe's finding (see `case`)."""
+        device = self.target_device(kind)
+        reason = (model.unavailable() if model else None) or pathway.unavailable(device)
+        reason = reason or (None if self.store.user_dir else pathway.build_unavailable())
+        if reason is None and pathway.name not in self.required:
+            probe = self.probe(pathway, device)
+            reason = probe.skip_reason() if probe is not None and not probe.ok else None
+        return reason
+
+    def probe(self, pathway: Pathway, device: Device):
+        """The pathway's capability probe on `device` (one tiny real operation), once per session."""
+        from harness import probes
+
+        key = (pathway.name, device)
+        if key not in self._probes:
+            self._probes[key] = probes.probe(pathway, device) if device.kind in pathway.devices and device.name != "absent" else None
+        return self._probes[key]
 
     def selected(self) -> list[tuple[ModelSpec, Pathway, str]]:
         return [(m, p, kind) for m in self.models for p in self.pathways for kind in p.devices]
@@ -214,6 +230,9 @@ class Harness:
         key = (model_id, pathway_name, kind)
         if key not in self._cases:
             model, pathway, device = get_model(model_id), get_pathway(pathway_name), self.target_device(kind)
+            probe = self.probe(pathway, device)
+            if probe is not None and not probe.ok:  # only reached for a required pathway (others skip)
+                pytest.fail(f"required pathway cannot run here: {probe.skip_reason()}", pytrace=False)
             try:
                 artifact = self.store.get(pathway, model)
                 self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device, model))
@@ -267,6 +286,7 @@ class Harness:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "packages": package_versions(),
+            "probes": [p.as_dict() for p in self._probes.values() if p is not None],
             **gpu_environment(),
         }
 

@@ -73,3 +73,17 @@ class HangingPathway(IncInt8Qdq):
 
     def load(self, artifact, device, model):
         return HangingRunner(super().load(artifact, device, model))
+
+
+@register
+class BrokenKernelPathway(IncInt8Qdq):
+    """Installed and importable, but its kernel fails on this machine (as row-wise FP8 GEMMs fail
+    with CUBLAS_STATUS_NOT_SUPPORTED on some sm_120 builds): the capability probe must say so."""
+
+    name = "planted-broken-kernel"
+
+    def probe_operation(self, device):
+        def kernel(device):
+            raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul")
+
+        return "a planted row-wise GEMM", kernel

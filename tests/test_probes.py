@@ -13,16 +13,10 @@ from harness.pathways.base import get_pathway
 CPU = Device("cpu", "x86_64")
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache(monkeypatch):
-    monkeypatch.setattr(probes, "_CACHE", {})
-
-
 def test_rowwise_fp8_gemm_probe_runs_for_real():
     # torch's CPU build has the row-wise _scaled_mm too: the same call the GPU probe makes.
     probe = probes.probe(get_pathway("torchao-fp8-rowwise"), CPU)
     assert probe.ok, probe.detail
-    assert probes.probe_verdict(probe, required=True) == ("run", "")
 
 
 def test_failing_rowwise_kernel_becomes_a_precise_skip_or_a_failure_when_required(monkeypatch):
@@ -32,13 +26,26 @@ def test_failing_rowwise_kernel_becomes_a_precise_skip_or_a_failure_when_require
     monkeypatch.setattr(torch, "_scaled_mm", not_supported)
     probe = probes.probe(get_pathway("torchao-fp8-rowwise"), CPU)
     assert not probe.ok
-    verdict, reason = probes.probe_verdict(probe, required=False)
-    assert verdict == "skip"
+    reason = probe.skip_reason()
     assert reason.startswith("torchao-fp8-rowwise: capability probe failed on cpu: x86_64: torch._scaled_mm, float8_e4m3fn with row-wise scales")
     assert "RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul" in reason
     assert f"torch {torch.__version__}" in reason and "cuBLAS " in reason and "TensorRT " in reason
-    verdict, message = probes.probe_verdict(probe, required=True)
-    assert verdict == "fail" and message == f"required pathway cannot run: {reason}"
+
+
+def test_a_failing_probe_skips_with_its_reason_and_fails_a_required_pathway(llama_int8, run_suites):
+    args = ("-p", "tests.planted_pathways", "--models=tiny-llama", "-k", "output_agreement")
+    # Not named: every case of the pathway skips with the probe's finding; the run still passes.
+    run = run_suites(*args)
+    [skip] = run.records(pathway="planted-broken-kernel")
+    assert run.returncode == 0 and skip["outcome"] == "skipped", run.output
+    assert "planted-broken-kernel: capability probe failed on cpu" in skip["message"] and "CUBLAS_STATUS_NOT_SUPPORTED" in skip["message"]
+    probe = next(p for p in run.summary["environment"]["probes"] if p["pathway"] == "planted-broken-kernel")
+    assert not probe["ok"] and probe["operation"] == "a planted row-wise GEMM"
+    # Named (required): the same finding fails the run instead of skipping it.
+    run = run_suites(*args, "--pathways=planted-broken-kernel,inc-int8-qdq")
+    [failure] = run.records(pathway="planted-broken-kernel")
+    assert run.returncode == 3 and run.summary["verdict"] == "ERROR" and failure["outcome"] == "error", run.output
+    assert "required pathway cannot run here: planted-broken-kernel: capability probe failed" in failure["message"]
 
 
 def test_wrong_numbers_fail_the_probe_too(monkeypatch):
@@ -59,19 +66,3 @@ def test_ort_probe_asserts_the_requested_provider():
     assert "onnxruntime InferenceSession on CUDAExecutionProvider" in probe.skip_reason()
     assert "offers no CUDAExecutionProvider" in probe.detail
     assert probe.versions["capability"] == "sm_90" and "driver" in probe.versions
-
-
-def test_probes_run_once_per_session_and_unavailable_pathways_carry_their_reason(monkeypatch):
-    calls = []
-    real = probes.float8_round_trip
-    monkeypatch.setattr(probes, "float8_round_trip", lambda device: calls.append(device) or real(device))
-    pathways = [get_pathway("inc-fp8-ref"), get_pathway("torchao-fp8-rowwise")]  # the latter does not run on CPU
-    first = probes.probe_all(pathways, CPU)
-    second = probes.probe_all(pathways, CPU)
-    assert [p.pathway for p in first] == ["inc-fp8-ref"] and first[0].ok
-    assert first[0] is second[0] and len(calls) == 1
-    monkeypatch.setattr(type(get_pathway("inc-fp8-ref")), "unavailable", lambda self, device: "inc-fp8-ref: Python package 'neural_compressor' is not installed")
-    monkeypatch.setattr(probes, "_CACHE", {})
-    (missing,) = probes.probe_all(pathways, CPU)
-    assert not missing.ok and missing.operation == "availability check" and "'neural_compressor' is not installed" in missing.detail
-    assert probes.probe_verdict(missing, required=True)[0] == "fail"

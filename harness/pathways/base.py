@@ -49,6 +49,11 @@ class Pathway:
             return f"{self.name}: needs a CUDA GPU, and torch sees none on this machine"
         return None
 
+    def probe_operation(self, device: Device) -> tuple[str, Callable[[Device], str]] | None:
+        """One tiny real operation of this pathway's backend on `device` (harness/probes.py), as
+        (what it does, callable raising on failure); its failure becomes the cases' skip reason."""
+        return None
+
     def build_unavailable(self) -> str | None:
         for module, hint in self.build_requires.items():
             if importlib.util.find_spec(module) is None:

@@ -31,6 +31,7 @@ import numpy as np
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness import probes
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 from harness.trust import check_npz
@@ -113,6 +114,9 @@ class IncFp8Reference(Pathway):
     requires = {"neural_compressor": "pip install 'qconform[cpu]' (neural-compressor-pt >= 3.5 has the CPU QDQ path)"}
     tool_packages = ("neural-compressor-pt", "torch")
     fp8_format = "E4M3"
+
+    def probe_operation(self, device: Device):
+        return "torch float8 cast round trip", probes.float8_round_trip
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ import onnx
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, Runner, Tensors
+from harness import probes
 from harness.pathways.base import Pathway, register
 from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
 
@@ -98,6 +99,10 @@ class IncInt8Qdq(Pathway):
         return reason
 
     tool_packages = ("onnx-neural-compressor", "onnxruntime", "onnx", "torch")
+
+    def probe_operation(self, device: Device):
+        provider = PROVIDERS[device.kind]
+        return f"onnxruntime InferenceSession on {provider}", probes.ort_session(provider)
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         return {

@@ -33,6 +33,7 @@ from typing import Any
 from harness.artifacts import Artifact, ArtifactError
 from harness.core import Device, Runner, Tensors
 from harness.models.base import ModelSpec
+from harness import probes
 from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import PAYLOAD as QDQ_PAYLOAD
 from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq, export_for_quantization
@@ -189,6 +190,9 @@ class TensorRTEngine(_FromQdq):
         missing = tensorrt_missing()
         return f"{self.name}: {missing}" if missing else super().unavailable(device)
 
+    def probe_operation(self, device: Device):
+        return "TensorRT Builder (one-layer strongly typed network) + Runtime", probes.tensorrt_build
+
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         # The engine cache key: the QDQ recipe, what the builder is told, TensorRT version (tool_packages) and the GPU.
         return {**super().recipe(model), "engine": ENGINE_RECIPE, "gpu": Device.detect().name}
@@ -231,6 +235,9 @@ class TensorRTOrtEP(_FromQdq):
     name = "tensorrt-ort"
     description = "the INC QDQ graph through ONNX Runtime's TensorrtExecutionProvider"
     provider = "TensorrtExecutionProvider"
+
+    def probe_operation(self, device: Device):
+        return f"onnxruntime InferenceSession on {self.provider}", probes.ort_session(self.provider)
 
     def unavailable(self, device: Device) -> str | None:
         reason = super().unavailable(device)

@@ -19,6 +19,7 @@ import torch
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness import probes
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 from harness.trust import load_torch_file
@@ -96,6 +97,9 @@ class TorchaoFp8Rowwise(Pathway):
             cap = f"sm_{device.capability[0]}{device.capability[1]}"
             return f"{self.name}: needs CUDA compute capability >= 8.9 for FP8, {device.name} is {cap}"
         return None
+
+    def probe_operation(self, device: Device):
+        return "torch._scaled_mm, float8_e4m3fn with row-wise scales (torchao's rowwise FP8 GEMM)", probes.rowwise_scaled_mm
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         return {
