@@ -33,12 +33,13 @@ def test_failing_rowwise_kernel_becomes_a_precise_skip_or_a_failure_when_require
 
 
 def test_a_failing_probe_skips_with_its_reason_and_fails_a_required_pathway(llama_int8, run_suites):
-    args = ("-p", "tests.planted_pathways", "--models=tiny-llama", "-k", "output_agreement")
-    # Not named: every case of the pathway skips with the probe's finding; the run still passes.
+    # -k keeps the other planted pathways (one of them hangs on purpose) out of the default selection's run.
+    args = ("-p", "tests.planted_pathways", "--models=tiny-llama", "-k", "output_agreement and (broken or inc-int8-qdq)")
+    # Not named: it is not run on this machine, with the probe's finding as the reason; the run passes.
     run = run_suites(*args)
-    [skip] = run.records(pathway="planted-broken-kernel")
-    assert run.returncode == 0 and skip["outcome"] == "skipped", run.output
-    assert "planted-broken-kernel: capability probe failed on cpu" in skip["message"] and "CUBLAS_STATUS_NOT_SUPPORTED" in skip["message"]
+    skip = run.summary["not_selected"]["planted-broken-kernel"]
+    assert run.returncode == 0 and not run.records(pathway="planted-broken-kernel"), run.output
+    assert "planted-broken-kernel: capability probe failed on cpu" in skip and "CUBLAS_STATUS_NOT_SUPPORTED" in skip
     probe = next(p for p in run.summary["environment"]["probes"] if p["pathway"] == "planted-broken-kernel")
     assert not probe["ok"] and probe["operation"] == "a planted row-wise GEMM"
     # Named (required): the same finding fails the run instead of skipping it.
