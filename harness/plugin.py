@@ -271,9 +271,17 @@ class Reporter:
     def pytest_html_report_title(self, report) -> None:
         self.html_report = report  # titled at the end, once the verdict is known
 
+    @property
+    def selected(self) -> list[str]:
+        """Pathways that must show a check: the named ones; by default, those selected here that
+        kept at least one test after -m/-k/--shard (deselecting a pathway is the user's choice)."""
+        if self.harness.required:
+            return sorted(self.harness.required)
+        return sorted({p.name for p in self.harness.pathways} & {r.pathway for r in self.records})
+
     @functools.cached_property
     def verdict(self):
-        selected = self.harness.required or {p.name for p in self.harness.pathways}
+        selected = self.selected
         complete = getattr(self, "_exitstatus", 0) != pytest.ExitCode.INTERRUPTED
         return verdict(self.records, selected, self.harness.not_selected, complete)
 
@@ -288,7 +296,7 @@ class Reporter:
         if self.html_report is not None:
             self.html_report.title = f"qconform release verdict: {result.word} ({report.counts_text(result)}) on {self.harness.device.describe()}"
         comparison = self.comparison()
-        path = report.write_summary(self.report_dir, self.records, result, self.harness.environment(), sorted(self.harness.required or {p.name for p in self.harness.pathways}), comparison)
+        path = report.write_summary(self.report_dir, self.records, result, self.harness.environment(), self.selected, comparison)
         report.keep_history(path)
         session.exitstatus = result.exit_code  # the exit status is the verdict's
 

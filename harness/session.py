@@ -162,7 +162,7 @@ class Harness:
         for pathway in all_pathways():
             reasons = [self.case_unavailable(pathway, kind) for kind in pathway.devices]
             if all(reasons):
-                not_selected[pathway.name] = reasons[-1]
+                not_selected[pathway.name] = "; ".join(dict.fromkeys(reasons))
             else:
                 selected.append(pathway)
         return selected, not_selected
