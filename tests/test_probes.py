@@ -44,7 +44,7 @@ def test_a_failing_probe_skips_with_its_reason_and_fails_a_required_pathway(llam
     assert not probe["ok"] and probe["operation"] == "a planted row-wise GEMM"
     # Named (required): the same finding fails the run instead of skipping it.
     run = run_suites(*args, "--pathways=planted-broken-kernel,inc-int8-qdq")
-    [failure] = run.records(pathway="planted-broken-kernel")
+    [failure] = run.records(pathway="planted-broken-kernel", device="cpu")
     assert run.returncode == 3 and run.summary["verdict"] == "ERROR" and failure["outcome"] == "error", run.output
     assert "required pathway cannot run here: planted-broken-kernel: capability probe failed" in failure["message"]
 
