@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--qc-cache", type=Path, help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
     group.addoption("--models", help="comma-separated model ids to run (default: all)")
     group.addoption("--pathways", help="comma-separated pathway names to run (default: all)")
+    group.addoption("--perf-full", action="store_true", help="time the whole kernel table (every M), not the CI subset M = 1, 128, 4096 (also QCONFORM_PERF_FULL=1)")
     group.addoption("--shard", help="run shard K/N of the tests (stable split by test id); merge with `qconform merge`")
 
 
@@ -58,6 +60,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(scaleout.WorkerGpus(scaleout.visible_gpu_count()), "qconform-worker-gpus")
     harness = Harness(config)
     config.stash[HARNESS] = harness
+    # Before anything compiles: Inductor/Triton caches persist under the qconform cache (issue 16).
+    from harness.timing import configure_compile_caches
+
+    configure_compile_caches(harness.store.cache_dir)
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
 
 
@@ -196,6 +202,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(key, _case_params(harness, keep))
     if "perf_key" in metafunc.fixturenames:
         metafunc.parametrize("perf_key", _perf_params(harness))
+    if "model_perf_key" in metafunc.fixturenames:
+        metafunc.parametrize("model_perf_key", _perf_params(harness, model_level=True))
 
 
 # Suites ask for one of these keys; each selects the (model, pathway, device) cases it applies to.
@@ -227,16 +235,21 @@ def _case_params(harness: Harness, keep) -> list:
     return params
 
 
-def _perf_params(harness: Harness) -> list:
-    from harness.models.llama8b_perf import WORKLOADS
+def _perf_params(harness: Harness, model_level: bool = False) -> list:
+    """Kernel-table workloads (a layer shape each), or with `model_level` whole causal LMs'
+    prefill and decode points (harness/models/llama8b_perf.py)."""
+    from harness.models.llama8b_perf import kernel_workloads, model_workloads
 
     device = harness.target_device("cuda")
+    workloads = model_workloads() if model_level else kernel_workloads(harness.config.getoption("perf_full"))
     params = []
     for pathway in _pick(harness.config.getoption("pathways"), all_pathways(), get_pathway):
         if not pathway.measures_speed:
             continue
         reason = pathway.unavailable(device)
-        for workload in WORKLOADS:
+        if model_level and not reason and importlib.util.find_spec("transformers") is None:
+            reason = "model-level speed builds the model with transformers, which is not installed"
+        for workload in workloads:
             marks = [getattr(pytest.mark, pathway.marker), pytest.mark.gpu, pytest.mark.perf]
             if reason:
                 marks.append(pytest.mark.skip(reason=reason))
@@ -254,8 +267,7 @@ def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
     return qc.case(*case_key)
 
 
-@pytest.fixture
-def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
+def _perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
     import torch
 
     from harness.models.llama8b_perf import get_workload
@@ -264,6 +276,17 @@ def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]
     case = PerfCase(qc, get_workload(workload_id), get_pathway(pathway_name), qc.target_device(kind))
     with scaleout.exclusive_gpu(str(torch.cuda.get_device_properties(0).uuid)):
         yield case
+
+
+@pytest.fixture
+def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
+    yield from _perf_case(perf_key, qc)
+
+
+@pytest.fixture
+def model_perf_case(model_perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
+    """One model-level perf point (prefill or decode of a whole causal LM) under one pathway."""
+    yield from _perf_case(model_perf_key, qc)
 
 
 class Gates:

@@ -28,6 +28,7 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "min_golden_sqnr_db": ("min", "SQNR of the output against the stored golden output of this pathway, dB"),
     "min_cross_sqnr_db": ("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB"),
     "min_cross_token_agreement": ("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe"),
+    "min_peak_fraction": ("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/roofline.py)"),
     "min_e4m3_over_e5m2_db": ("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range"),
 }
 
@@ -159,7 +160,7 @@ def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
     """A threshold a clean run clears with room, from the worst measured value of repeated runs."""
     if key in POLICY:
         return POLICY[key]
-    if key == "min_speedup":
+    if key in ("min_speedup", "min_peak_fraction"):
         return math.floor(worst * (1 - speed_margin) * 100) / 100
     if key == "min_sqnr_db":
         return math.floor(worst - 2.0)
@@ -168,6 +169,12 @@ def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
     if key in ("min_cosine", "min_row_cosine", "min_ranking_agreement"):
         return math.floor((1 - 2 * (1 - worst)) * 1000) / 1000  # twice the measured distance from 1
     raise KeyError(f"no calibration rule for {key!r}")
+
+
+def toml_table(keys) -> str:
+    """A TOML table header's dotted path; keys with other than [A-Za-z0-9_-] (a model id like
+    "llama-3.1-8b") are quoted, or their dots would nest tables."""
+    return ".".join(k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else f'"{k}"' for k in keys)
 
 
 def calibrated_profile(name: str, description: str, records: list[dict[str, Any]], table_of, provenance: str) -> str:
@@ -193,6 +200,6 @@ def calibrated_profile(name: str, description: str, records: list[dict[str, Any]
     natural = lambda table: [(0, int(part[1:]), "") if part[:1] == "m" and part[1:].isdigit() else (1, 0, part) for part in table]  # noqa: E731
     for table in sorted(worst, key=natural):
         measured = ", ".join(f"{k} {v:.4g}" for k, v in sorted(worst[table].items()))
-        lines += ["", f"[{'.'.join(table)}]", f'note = "worst measured: {measured}"']
+        lines += ["", f"[{toml_table(table)}]", f'note = "worst measured: {measured}"']
         lines += [f"{k} = {margin_for(k, v)}" for k, v in sorted(worst[table].items())]
     return "\n".join(lines) + "\n"
