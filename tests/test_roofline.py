@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness import roofline
 from harness.models import llama8b_perf as perf
 from harness.thresholds import load_profile
-from harness.timing import GreedyDecoder, compile_cache_key, compile_regions, configure_compile_caches, quantize_except_head
+from harness.timing import GreedyDecoder, allow_recompiles, compile_cache_key, compile_regions, configure_compile_caches, quantize_except_head
 
 TINY = {"hidden_size": 64, "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
 
@@ -116,8 +117,19 @@ def test_regional_compilation_and_head_exclusion(tiny_llama):
     model = quantize_except_head(lambda m: _replace_linears(m, DequantizeThenMatmul), copy.deepcopy(tiny_llama))
     assert type(model.lm_head) is torch.nn.Linear and isinstance(model.model.layers[0].mlp.up_proj, DequantizeThenMatmul)
     fresh = copy.deepcopy(tiny_llama)
-    assert compile_regions(fresh) == 2 * (1 + 4)  # per layer: the MLP and q, k, v, o; never lm_head
-    assert fresh.model.layers[1].mlp._compiled_call_impl is not None and fresh.lm_head._compiled_call_impl is None
+    counter = CompileCounter()
+    assert compile_regions(fresh, backend=counter) == 2 * (1 + 4)  # per layer: the MLP and q, k, v, o; never lm_head
+    assert fresh.lm_head._compiled_call_impl is None and type(fresh.lm_head) is torch.nn.Linear
+    torch._dynamo.reset()
+    allow_recompiles()
+    ids = perf.ModelPerfWorkload("tiny", "prefill", 1, 8).prompt(500, device="cpu")
+    with torch.inference_mode():
+        fresh(ids, use_cache=False, logits_to_keep=1)
+    assert counter.frame_count == 3  # MLP, 64->64 (q, o), 64->32 (k, v): both layers reuse them
+    decoder = GreedyDecoder(fresh, ids, 12)  # the prompt runs eager: nothing compiled for its shape
+    assert counter.frame_count == 3
+    decoder.step()
+    assert counter.frame_count == 6  # one token: the same three blocks, once more; no per-layer graphs
 
 
 def _replace_linears(module, wrap):
@@ -158,6 +170,15 @@ def test_workload_tables_and_profile_thresholds(monkeypatch):
     assert perf.get_workload("llama-3.1-8b-decode-16x256").table("p") == ("p", "llama-3.1-8b", "decode-16x256")
     monkeypatch.setenv("QCONFORM_PERF_LAYERS", "4")
     assert perf.llama_config(perf.perf_layers()).num_hidden_layers == 4 and perf.llama_config().hidden_size == 4096
+
+
+def test_model_ids_with_dots_stay_one_toml_key():
+    import tomllib
+
+    from harness.thresholds import toml_table
+
+    table = toml_table(("torchao-fp8-rowwise", "llama-3.1-8b", "decode-8x512"))
+    assert tomllib.loads(f"[{table}]\nmin_speedup = 1.0\n")["torchao-fp8-rowwise"]["llama-3.1-8b"]["decode-8x512"] == {"min_speedup": 1.0}
 
 
 def test_model_speed_suite_skips_without_gpu(run_suites):
