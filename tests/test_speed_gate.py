@@ -47,6 +47,6 @@ def test_slow_candidate_fails_the_model_speed_gate(tmp_path, run_suites, monkeyp
     run = run_suites("-p", "tests.planted_pathways", "--pathways=planted-slow-dequant", f"--profile={profile}", suites=("test_model_speed.py",))
 
     speed = run.records(metric="min_speedup")
-    assert [r["model"] for r in speed] == ["llama-3.1-8b-prefill-1x2048", "llama-3.1-8b-decode-1x512"], run.output
+    assert sorted(r["model"] for r in speed) == ["llama-3.1-8b-decode-1x512", "llama-3.1-8b-prefill-1x2048"], run.output
     assert run.returncode == 1 and all(r["outcome"] == "failed" for r in speed), run.output
-    assert all(r["measured"] < 1.0 and r["workload"]["layers"] == 8 for r in speed), run.output
+    assert all(r["measured"] < 1.05 and r["workload"]["layers"] == 8 for r in speed), run.output
