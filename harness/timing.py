@@ -337,9 +337,16 @@ class GreedyDecoder:
             logits = model(prompt, **kwargs).logits
         self.first_token = logits[:, -1].argmax(-1, keepdim=True)
         self.token = self.first_token.clone()
+        self.key_positions = torch.arange(max_cache_len, device=device)
+        self.mask_dtype = model.get_input_embeddings().weight.dtype
 
     def step(self) -> None:
-        kwargs = {self.cache_arg: self.cache, "position_ids": self.position_ids, "use_cache": True, "logits_to_keep": 1}
+        # Our own 4D additive mask over the static cache (transformers passes a 4D mask through
+        # as-is): its mask-building code then never runs under capture, where versions differ in
+        # what they read back from the GPU.
+        masked = (self.key_positions > self.position_ids)[:, None, None, :]
+        mask = torch.zeros(masked.shape, dtype=self.mask_dtype, device=masked.device).masked_fill_(masked, torch.finfo(self.mask_dtype).min)
+        kwargs = {self.cache_arg: self.cache, "attention_mask": mask, "position_ids": self.position_ids, "use_cache": True, "logits_to_keep": 1}
         if self.takes_cache_position:
             kwargs["cache_position"] = self.cache_position
         with torch.inference_mode():

@@ -94,7 +94,9 @@ def test_decoder_bytes_are_weights_once_plus_kv_cache():
     assert roofline.achieved(fp8, 5e-3, roofline.spec_for("H100 80GB HBM3"), "fp8")["bound"] == "memory"
 
 
-def test_greedy_decoder_reproduces_full_forward_and_rewinds(tiny_llama):
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])  # sdpa: what the GPU run uses
+def test_greedy_decoder_reproduces_full_forward_and_rewinds(attention):
+    tiny_llama = perf.build_causal_lm(perf.llama_config(2, attn_implementation=attention, **TINY), device="cpu")
     prompt = perf.ModelPerfWorkload("tiny", "decode", 2, 10, 5).prompt(500, device="cpu")
     decoder = GreedyDecoder(tiny_llama, prompt, 15)
     tokens = [decoder.token.clone()]
