@@ -174,6 +174,14 @@ def test_workload_tables_and_profile_thresholds(monkeypatch):
     assert perf.llama_config(perf.perf_layers()).num_hidden_layers == 4 and perf.llama_config().hidden_size == 4096
 
 
+def test_registered_model_gets_the_same_points(monkeypatch):
+    monkeypatch.setattr(perf, "PERF_MODELS", dict(perf.PERF_MODELS))
+    perf.register_perf_model("my-lm", lambda: None)
+    assert [w.id for w in perf.model_workloads() if w.model == "my-lm"] == ["my-lm-prefill-1x2048", "my-lm-prefill-8x2048", "my-lm-decode-1x512", "my-lm-decode-8x512"]
+    with pytest.raises(ValueError, match="twice"):
+        perf.register_perf_model("my-lm", lambda: None)
+
+
 def test_model_ids_with_dots_stay_one_toml_key():
     import tomllib
 
