@@ -38,6 +38,7 @@ METRICS: dict[str, Metric] = {
     "min_golden_sqnr_db": Metric("min", "SQNR of the output against the stored golden output of this pathway, dB", ("abs", 1.0), None, 35.0),
     "min_cross_sqnr_db": Metric("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB", ("abs", 0.5), ("minus", 2.0)),
     "min_cross_token_agreement": Metric("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe", ("abs", 0.01), ("minus", 0.03)),
+    "min_peak_fraction": Metric("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/roofline.py)", ("rel", 0.05), ("times", 0.90)),
     "min_e4m3_over_e5m2_db": Metric("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range", ("abs", 0.5), ("minus", 1.0)),
 }
 

@@ -26,7 +26,7 @@ MARKERS = {
     "perf": "measures speed (paired timing); never run two at once on one GPU",
     "slow": "takes minutes",
     "qconform_cases(where): runs once per selected (model, pathway, device) case (harness.session.cases)": None,
-    "qconform_workloads: runs once per perf workload of each selected timeable pathway (harness.session.workloads)": None,
+    "qconform_workloads(model_level): runs once per perf workload of each selected timeable pathway (harness.session.workloads)": None,
 }
 HARNESS = pytest.StashKey[Harness]()
 
@@ -42,6 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--qc-cache", type=Path, help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
     group.addoption("--models", help="comma-separated model ids to run (default: all)")
     group.addoption("--pathways", help="comma-separated pathway names; each must be gated (default: every pathway that can run here)")
+    group.addoption("--perf-full", action="store_true", help="time the whole kernel table (every M), not the CI subset M = 1, 128, 4096 (also QCONFORM_PERF_FULL=1)")
     group.addoption("--shard", help="run shard K/N of the tests (stable split by test id); merge with `qconform merge`")
 
 
@@ -57,6 +58,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(scaleout.WorkerGpus(scaleout.visible_gpu_count()), "qconform-worker-gpus")
     harness = Harness(config)
     config.stash[HARNESS] = harness
+    # Before anything compiles: Inductor/Triton caches persist under the qconform cache.
+    from harness.timing import configure_compile_caches
+
+    configure_compile_caches(harness.store.cache_dir)
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
 
 
@@ -73,8 +78,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     declared = metafunc.definition.get_closest_marker("qconform_cases")
     if declared is not None:
         metafunc.parametrize("case_key", harness.case_params(declared.kwargs["where"]))
-    if metafunc.definition.get_closest_marker("qconform_workloads") is not None:
-        metafunc.parametrize("perf_key", harness.workload_params())
+    declared = metafunc.definition.get_closest_marker("qconform_workloads")
+    if declared is not None:
+        metafunc.parametrize("perf_key", harness.workload_params(declared.kwargs["model_level"]))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import json
 import platform
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ def cases(where: CaseFilter | None = None):
     return pytest.mark.qconform_cases(where=where or (lambda pathway, kind: True))
 
 
-def workloads():
-    """Declare that a test runs once per perf workload of every selected pathway that can be timed."""
-    return pytest.mark.qconform_workloads()
+def workloads(model_level: bool = False):
+    """Declare that a test runs once per perf workload of every selected pathway that can be timed:
+    the kernel table (a layer shape each), or with `model_level` whole causal LMs' prefill and
+    decode points (harness/models/llama8b_perf.py). The test receives it as `perf_case`."""
+    return pytest.mark.qconform_workloads(model_level=model_level)
 
 
 @dataclass
@@ -256,16 +259,19 @@ class Harness:
             params.append(pytest.param((model.id, pathway.name, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
         return params
 
-    def workload_params(self) -> list:
-        from harness.models.llama8b_perf import WORKLOADS
+    def workload_params(self, model_level: bool) -> list:
+        from harness.models.llama8b_perf import kernel_workloads, model_workloads
 
         device = self.target_device("cuda")
+        workloads = model_workloads() if model_level else kernel_workloads(self.config.getoption("perf_full"))
         params = []
         for pathway in self.pathways:
             if not pathway.measures_speed:
                 continue
             reason = pathway.unavailable(device)
-            for workload in WORKLOADS:
+            if model_level and not reason and importlib.util.find_spec("transformers") is None:
+                reason = "model-level speed builds the model with transformers, which is not installed"
+            for workload in workloads:
                 marks = [getattr(pytest.mark, pathway.marker), pytest.mark.gpu, pytest.mark.perf]
                 if reason:
                     marks.append(pytest.mark.skip(reason=reason))

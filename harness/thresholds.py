@@ -126,6 +126,12 @@ def _validate(label: str, data: dict[str, Any]) -> None:
 
 # -- calibration: thresholds from measurements ---------------------------------------------
 
+def toml_table(keys) -> str:
+    """A TOML table header's dotted path; keys with other than [A-Za-z0-9_-] (a model id like
+    "llama-3.1-8b") are quoted, or their dots would nest tables."""
+    return ".".join(k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else f'"{k}"' for k in keys)
+
+
 def calibrated_profile(name: str, description: str, records: list[dict[str, Any]], table_of, provenance: str) -> str:
     """TOML text of a profile whose thresholds sit a margin under the worst of `records`."""
     worst: dict[tuple[str, ...], dict[str, float]] = {}
@@ -149,6 +155,6 @@ def calibrated_profile(name: str, description: str, records: list[dict[str, Any]
     natural = lambda table: [(0, int(part[1:]), "") if part[:1] == "m" and part[1:].isdigit() else (1, 0, part) for part in table]  # noqa: E731
     for table in sorted(worst, key=natural):
         measured = ", ".join(f"{k} {v:.4g}" for k, v in sorted(worst[table].items()))
-        lines += ["", f"[{'.'.join(table)}]", f'note = "worst measured: {measured}"']
+        lines += ["", f"[{toml_table(table)}]", f'note = "worst measured: {measured}"']
         lines += [f"{k} = {calibrated_threshold(k, v)}" for k, v in sorted(worst[table].items())]
     return "\n".join(lines) + "\n"

@@ -7,14 +7,16 @@ import copy
 import pytest
 import torch
 
+from harness import roofline
 from harness.metrics import sqnr_db
 from harness.session import cases, workloads
-from harness.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup
+from harness.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup, progress
 
 
 @workloads()
-def test_speedup(perf_case, gate):
+def test_speedup(perf_case, gate, capsys):
     workload, pathway = perf_case.workload, perf_case.pathway
+    progress(capsys, f"{workload.id} on {pathway.name}: compiling and timing")
     copies = copies_to_defeat_l2(workload.weight_count)  # sized for 1-byte weights: both sides rotate as many
     baselines = [workload.build(seed=i) for i in range(copies)]
     candidates = [pathway.quantize_module(copy.deepcopy(b)) for b in baselines]
@@ -23,18 +25,22 @@ def test_speedup(perf_case, gate):
         sqnr = sqnr_db(baselines[0](inputs[0]).float().cpu().numpy(), candidates[0](inputs[0]).float().cpu().numpy())
 
     result = paired_speedup(baselines, candidates, inputs)
+    peak = roofline.session_peak(perf_case.harness.store.cache_dir)
+    roof = roofline.achieved(workload.work(pathway.compute_dtype), result.candidate_ms / 1e3, peak, pathway.compute_dtype)
+    base_roof = roofline.achieved(workload.work("bf16"), result.baseline_ms / 1e3, peak, "bf16")
 
     detail = (
         f"{workload.id}: bf16 {result.baseline_ms * 1e3:.1f} us, candidate {result.candidate_ms * 1e3:.1f} us, "
         f"speedup {result.speedup:.3f} (95% CI {result.ci_low:.3f}-{result.ci_high:.3f}, {result.repeats} paired repeats, "
-        f"{result.copies} weight copies); compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s"
+        f"{result.copies} weight copies); roofline bf16 {roofline.describe(base_roof)}, candidate {roofline.describe(roof)}; "
+        f"compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s"
     )
-    print(detail)
+    progress(capsys, detail)
     gate.check(
         perf_case,
-        {"min_speedup": result.speedup, "min_sqnr_db": sqnr},
+        {"min_speedup": result.speedup, "min_sqnr_db": sqnr, **roofline.peak_gate(perf_case, roof)},
         detail,
-        extra={"timing": result.as_dict(), "shape": {"m": workload.m, "k": workload.k, "n": workload.n}},
+        extra={"timing": result.as_dict(), "shape": {"m": workload.m, "k": workload.k, "n": workload.n}, "roofline": roof, "baseline_roofline": base_roof},
         judge={"min_speedup": result.ci_high},
     )
 

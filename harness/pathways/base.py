@@ -32,6 +32,9 @@ class Pathway:
     # Whether the perf suite can time it: then quantize_module() turns a bf16 CUDA module into
     # this pathway's candidate in memory.
     measures_speed: bool = False
+    # The dtype its candidate computes in ("bf16", "fp8"): which peak the roofline compares
+    # against, and how many bytes a weight takes (harness/roofline.py).
+    compute_dtype: str = "bf16"
 
     def quantize_module(self, module: Any) -> Any:
         raise NotImplementedError(f"{self.name} has no in-memory candidate for the perf suite")

@@ -84,6 +84,7 @@ class TorchaoFp8Rowwise(Pathway):
     requires = {"torchao": "pip install 'qconform[gpu]' (torchao >= 0.18 needs torch >= 2.11)"}
     tool_packages = ("torchao", "torch")
     measures_speed = True
+    compute_dtype = "fp8"
     reference_pathway = "inc-fp8-ref"
 
     def quantize_module(self, module: torch.nn.Module) -> torch.nn.Module:

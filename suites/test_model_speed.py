@@ -1,0 +1,92 @@
+"""Speed of whole causal LMs: each pathway's candidate against the bf16 model, prefill and decode,
+paired and interleaved in one process (harness/timing.py), with the roofline of both sides.
+
+The model is built once per (model, pathway) and kept for all of that pair's points; its MLP and
+projection blocks are compiled regionally (harness/timing.py compile_regions), so each new shape
+compiles one graph per block type, not per layer."""
+
+import copy
+import os
+import time
+
+import pytest
+import torch
+
+from harness import roofline
+from harness.session import workloads
+from harness.models.llama8b_perf import PERF_MODELS, PUBLISHED, WHY_DIFFERENT, decoder_shape, perf_layers
+from harness.timing import allow_recompiles, compile_regions, decode_sampler, interleaved, prefill_sampler, progress, quantize_except_head, speed_result
+
+REPEATS = int(os.environ.get("QCONFORM_PERF_REPEATS", "") or 15)
+_PAIRS: dict[tuple[str, str], tuple] = {}  # one (baseline, candidate, shape) on the GPU at a time
+
+
+def _pair(model_id: str, pathway, capsys) -> tuple:
+    key = (model_id, pathway.name)
+    if key not in _PAIRS:
+        _PAIRS.clear()
+        torch.cuda.empty_cache()
+        start = time.perf_counter()
+        baseline = PERF_MODELS[model_id]()
+        shape = decoder_shape(baseline)
+        candidate = quantize_except_head(pathway.quantize_module, copy.deepcopy(baseline))
+        for model in (baseline, candidate):
+            compile_regions(model)
+        progress(capsys, f"built {model_id} ({shape.layers} layers) and its {pathway.name} candidate in {time.perf_counter() - start:.1f}s, {torch.cuda.memory_allocated() / 2**30:.1f} GiB on the GPU")
+        _PAIRS[key] = (baseline, candidate, shape)
+    return _PAIRS[key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_models():
+    yield
+    _PAIRS.clear()  # about 24 GiB for the 8B pair: not held through the later suites
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.perf
+@workloads(model_level=True)
+def test_model_speedup(perf_case, gate, capsys):
+    workload, pathway = perf_case.workload, perf_case.pathway
+    allow_recompiles()
+    baseline, candidate, shape = _pair(workload.model, pathway, capsys)
+    progress(capsys, f"{workload.id} on {pathway.name}: compiling and timing")
+    inputs = workload.prompt(baseline.config.vocab_size)
+    if workload.phase == "prefill":
+        sides = [prefill_sampler(model, inputs) for model in (baseline, candidate)]
+    else:
+        sides = [decode_sampler(model, inputs, workload.steps) for model in (baseline, candidate)]
+    (base_sample, base_compile), (cand_sample, cand_compile) = sides
+    base, cand = interleaved(base_sample, cand_sample, REPEATS)
+    result = speed_result(base, cand, baseline_compile_s=base_compile, candidate_compile_s=cand_compile)
+    del sides, base_sample, cand_sample  # CUDA graphs and KV caches of this point
+
+    peak = roofline.session_peak(perf_case.harness.store.cache_dir)
+    roof = {
+        "baseline": roofline.achieved(workload.work(shape, "bf16"), result.baseline_ms / 1e3, peak, "bf16"),
+        "candidate": roofline.achieved(workload.work(shape, pathway.compute_dtype), result.candidate_ms / 1e3, peak, pathway.compute_dtype),
+    }
+    unit = "forward" if workload.phase == "prefill" else "step"
+    tokens_per_s = {side: workload.tokens_per_unit() / (ms / 1e3) for side, ms in (("baseline", result.baseline_ms), ("candidate", result.candidate_ms))}
+    detail = (
+        f"{workload.id} ({shape.layers} layers): bf16 {result.baseline_ms:.2f} ms/{unit} ({tokens_per_s['baseline']:.0f} tok/s), "
+        f"candidate {result.candidate_ms:.2f} ms/{unit} ({tokens_per_s['candidate']:.0f} tok/s), speedup {result.speedup:.3f} "
+        f"(95% CI {result.ci_low:.3f}-{result.ci_high:.3f}, {result.repeats} paired repeats; torchao publishes {PUBLISHED[workload.phase]}x with vLLM); "
+        f"roofline bf16 {roofline.describe(roof['baseline'])}, candidate {roofline.describe(roof['candidate'])}; "
+        f"compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s"
+    )
+    progress(capsys, detail)
+    gate.check(
+        perf_case,
+        {"min_speedup": result.speedup, **roofline.peak_gate(perf_case, roof["candidate"])},
+        detail,
+        extra={
+            "timing": result.as_dict(),
+            "roofline": roof["candidate"],
+            "baseline_roofline": roof["baseline"],
+            "tokens_per_s": tokens_per_s,
+            "workload": {"phase": workload.phase, "batch": workload.batch, "tokens": workload.tokens, "decode_steps": workload.steps, "layers": shape.layers, "QCONFORM_PERF_LAYERS": perf_layers()},
+            "published": {"speedup": PUBLISHED[workload.phase], "runtime": "vLLM, torchao README, H100", "why_ours_differ": WHY_DIFFERENT},
+        },
+        judge={"min_speedup": result.ci_high},
+    )
