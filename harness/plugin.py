@@ -81,7 +81,7 @@ class Case:
 
     @functools.cached_property
     def outputs(self) -> dict[str, np.ndarray]:
-        return self.runner(self.model.eval_inputs())
+        return self.model.evaluate(self.runner)  # eval batches (+ greedy generation for LLMs)
 
     @property
     def reference(self) -> dict[str, np.ndarray]:
@@ -164,7 +164,7 @@ class Harness:
 
     def reference_outputs(self, model: ModelSpec) -> dict[str, np.ndarray]:
         if model.id not in self._references:
-            self._references[model.id] = model.run_reference(model.eval_inputs())
+            self._references[model.id] = model.evaluate(model.run_reference)
         return self._references[model.id]
 
     def case(self, model_id: str, pathway_name: str, kind: str) -> Case:
@@ -219,7 +219,7 @@ def _case_params(harness: Harness, keep) -> list:
         marks = [getattr(pytest.mark, pathway.marker)]
         if kind == "cuda":
             marks.append(pytest.mark.gpu)
-        reason = model.unavailable() or pathway.unavailable(harness.target_device(kind))
+        reason = model.unavailable() or model.unavailable_for(pathway) or pathway.unavailable(harness.target_device(kind))
         reason = reason or (None if harness.store.user_dir else pathway.build_unavailable())
         if reason:
             marks.append(pytest.mark.skip(reason=reason))

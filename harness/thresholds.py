@@ -29,6 +29,14 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "min_cross_sqnr_db": ("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB"),
     "min_cross_token_agreement": ("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe"),
     "min_e4m3_over_e5m2_db": ("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range"),
+    # Language models, as llama.cpp's `perplexity --kl-divergence` reports them (natural log, nats).
+    "max_ppl_ratio_log": ("max", "ln(PPL(quantized)/PPL(reference)) over the evaluation text's fixed windows (0 = same perplexity)"),
+    "max_rel_ppl_increase": ("max", "relative perplexity increase PPL(quantized)/PPL(reference) - 1 (0.01 = 1% worse)"),
+    "max_kl_mean": ("max", "mean KL divergence of the next-token distributions, reference || quantized, nats per token"),
+    "max_kl_p99": ("max", "99th percentile over tokens of the next-token KL divergence, nats"),
+    "max_kl_max": ("max", "largest next-token KL divergence of any evaluated token, nats"),
+    "min_top1_agreement": ("min", "fraction of evaluated tokens whose most likely next token is the reference's ('same top')"),
+    "min_generation_agreement": ("min", "fraction of greedily generated tokens equal to the reference's at the same position, over the prompts"),
 }
 
 
@@ -167,6 +175,19 @@ def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
         return math.floor((worst - 0.03) * 100) / 100
     if key in ("min_cosine", "min_row_cosine", "min_ranking_agreement"):
         return math.floor((1 - 2 * (1 - worst)) * 1000) / 1000  # twice the measured distance from 1
+    if key == "min_top1_agreement":
+        return math.floor((worst - 0.03) * 100) / 100
+    if key == "min_generation_agreement":
+        # Generation compounds: one flipped token changes the rest of the continuation, so clean
+        # runs spread wide (0.31-1.0 on two tiny checkpoints, where top-1 spread 0.86-0.96): half
+        # the worst measured; a broken model generates ~0 (per-tensor weights measured 0.0).
+        return math.floor(worst * 50) / 100
+    if key in ("max_kl_mean", "max_kl_p99", "max_kl_max", "max_ppl_ratio_log", "max_rel_ppl_increase"):
+        # Twice the worst measured divergence, rounded up to two significant digits; at least
+        # 0.001 nats, so a run that measured ~0 does not demand exactly 0 on the next one.
+        value = max(2 * worst, 0.001)
+        digits = 1 - math.floor(math.log10(value))
+        return math.ceil(value * 10**digits) / 10**digits
     raise KeyError(f"no calibration rule for {key!r}")
 
 

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import importlib.util
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -54,6 +55,39 @@ class ModelSpec:
     def task_metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
         """Task-level quality of `candidate` outputs, measured against the reference outputs."""
         raise NotImplementedError
+
+    # -- evaluation, evidence and goldens (defaults: one batch, full outputs) -------------------
+    def eval_batches(self) -> list[Tensors]:
+        """The evaluation data in the batches it is run in; eval_inputs() is their concatenation."""
+        return [self.eval_inputs()]
+
+    def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
+        """Everything the gates compare, from a runner (or run_reference): each eval batch run
+        on its own, outputs concatenated along the batch axis."""
+        outputs = [run(batch) for batch in self.eval_batches()]
+        return {name: np.concatenate([o[name] for o in outputs]) for name in self.output_names}
+
+    def evidence(self, reference: Tensors, candidate: Tensors) -> dict[str, Any]:
+        """What the report shows beside the numbers (e.g. generated text side by side)."""
+        return {}
+
+    def golden_inputs(self) -> Tensors:
+        """Everything a golden's outputs depend on: its hash keys the golden."""
+        return self.eval_inputs()
+
+    def golden_digest(self, outputs: Tensors) -> Tensors:
+        """What a golden stores of `evaluate`'s outputs: by default all of them."""
+        return {name: outputs[name] for name in self.output_names}
+
+    def golden_metrics(self, golden: Tensors, outputs: Tensors) -> dict[str, float]:
+        """Current outputs against a stored digest, as threshold key -> measured value."""
+        from harness.metrics import sqnr_db
+
+        return {"min_golden_sqnr_db": min(sqnr_db(golden[name], outputs[name]) for name in golden)}
+
+    def unavailable_for(self, pathway: Any) -> str | None:
+        """Why this model cannot feed `pathway` (e.g. an ONNX file to a torch pathway), or None."""
+        return None
 
     # -- shared machinery -------------------------------------------------------------------
     @functools.cached_property

@@ -83,6 +83,7 @@ class TorchaoFp8Rowwise(Pathway):
     tool_packages = ("torchao", "torch")
     measures_speed = True
     reference_pathway = "inc-fp8-ref"
+    needs_torch_model = True
 
     def quantize_module(self, module: torch.nn.Module) -> torch.nn.Module:
         return quantize_module(module)
