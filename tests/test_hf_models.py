@@ -164,3 +164,27 @@ def test_model_sources_refuse_what_they_cannot_load(tmp_path):
         model_from_source(str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="has no 'nothing'"):
         model_from_source("harness.models.minilm:nothing")
+
+
+def test_suites_gate_a_checkpoint_and_show_generations(checkpoints, models, store, tmp_path, monkeypatch, run_suites):
+    """End to end through the conformance suites: the clean Llama INT8 artifact passes accuracy and
+    golden gates; its per-tensor twin (given with --artifacts) fails them, and summary.json carries
+    the reference and candidate generations beside the numbers."""
+    model = models["llama"]
+    clean = store.get(get_pathway("inc-int8-qdq"), model)
+    planted = tmp_path / "artifacts" / model.id / "inc-int8-qdq"
+    shutil.copytree(clean.path, planted)
+    rewrite_artifact(clean, planted, PAYLOAD, per_tensor_weights(onnx.load(str(planted / PAYLOAD))), weight_granularity="per-tensor")
+    monkeypatch.setenv("QCONFORM_TEST_CHECKPOINTS", str(checkpoints["llama"]))
+    common = ("-p", "tests.hf_plugin", f"--models={model.id}", "--pathways=inc-int8-qdq", f"--profile={PROFILE}", f"--golden-dir={tmp_path / 'golden'}", f"--qc-cache={store.cache_dir}", "-k", "cpu")
+    suites = ("test_accuracy.py", "test_golden.py")
+    run_suites(*common, "--regen-golden", suites=suites)
+    passed = run_suites(*common, suites=suites)
+    assert passed.returncode == 0, passed.output
+    failed = run_suites(*common, f"--artifacts={tmp_path / 'artifacts'}", suites=suites)
+    assert failed.returncode == 1, failed.output
+    misses = {r["metric"] for r in failed.records(outcome="failed")}
+    assert {"max_kl_mean", "min_top1_agreement", "min_generation_agreement", "min_golden_sqnr_db"} <= misses, failed.output
+    [kl] = failed.records(metric="max_kl_mean")
+    assert kl["statistics"]["kl_mean"] == kl["measured"] and len(kl["generations"]) == 4
+    assert all(g["candidate"] != g["reference"] for g in kl["generations"])

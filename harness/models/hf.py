@@ -347,9 +347,10 @@ class HuggingFaceModel(ModelSpec):
         "reference", "candidate"}] decoded with the tokenizer} for the report."""
         result: dict[str, Any] = {"statistics": self.all_metrics(reference, candidate)}
         if "generated_ids" in reference and "generated_ids" in candidate:
-            decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+            # Special tokens stay visible: a broken model often emits only <pad> or </s>.
+            decode = functools.partial(self.tokenizer.decode, skip_special_tokens=False)
             result["generations"] = [
-                {"prompt": decode(prompt), "reference": decode(ref.tolist()), "candidate": decode(cand.tolist())}
+                {"prompt": self.tokenizer.decode(prompt, skip_special_tokens=True), "reference": decode(ref.tolist()), "candidate": decode(cand.tolist())}
                 for prompt, ref, cand in zip(self.prompt_ids, reference["generated_ids"], candidate["generated_ids"], strict=True)
             ]
         return result
