@@ -1,7 +1,10 @@
 """ModelSpec: how qconform gets a reference model, its data and its task metric.
 
-Users add their own models by subclassing ModelSpec and registering it; pathways and suites see
-nothing else of a model.
+A Hugging Face checkpoint, an fp32 ONNX file or `module:factory` becomes a ModelSpec through
+harness.models.hf.model_from_source; anything else subclasses ModelSpec and registers it. Pathways
+and suites see nothing else of a model: evaluate(run) gives what the gates compare (eval batches,
+plus greedy generations for LLMs), task_metrics and evidence what the report shows, golden_digest
+and golden_metrics what a golden keeps and how it is compared.
 """
 
 from __future__ import annotations
