@@ -158,7 +158,8 @@ def test_onnx_file_source(models, checkpoints, store, tmp_path):
 def test_model_sources_refuse_what_they_cannot_load(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(ValueError, match="no \\*.safetensors weights .*pytorch_model.bin"):
+    # The local guard raises ValueError, harness/trust.py (when present) its own errors: both name the file.
+    with pytest.raises(Exception, match="pytorch_model.bin.*safetensors|safetensors.*pytorch_model.bin"):
         model_from_source(str(tmp_path))
     with pytest.raises(ValueError, match="not a checkpoint directory"):
         model_from_source(str(tmp_path / "absent"))
