@@ -186,5 +186,21 @@ def main(argv: list[str] | None = None) -> int:
     return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
 
 
+# -- `qconform init --model PATH` (helper addition; the lead wires the subparser) -----------------
+
+
+def cmd_init(model: Path, out: Path = Path("qconform.toml")) -> int:
+    """Write a starting project file for a checkpoint directory or .onnx file, every key explained."""
+    from harness.config import init_project
+
+    try:
+        init_project(model, out)
+    except (FileExistsError, ValueError, OSError) as exc:
+        print(f"qconform init: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: review it, then `qconform calibrate` to measure thresholds for the new model")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

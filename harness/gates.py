@@ -38,6 +38,17 @@ METRICS: dict[str, Metric] = {
     "min_golden_sqnr_db": Metric("min", "SQNR of the output against the stored golden output of this pathway, dB", ("abs", 1.0), None, 35.0),
     "min_cross_sqnr_db": Metric("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB", ("abs", 0.5), ("minus", 2.0)),
     "min_cross_token_agreement": Metric("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe", ("abs", 0.01), ("minus", 0.03)),
+    # Language models, as llama.cpp's `perplexity --kl-divergence` reports them (natural log, nats).
+    "max_ppl_ratio_log": Metric("max", "ln(PPL(quantized)/PPL(reference)) over the evaluation text's fixed windows (0 = same perplexity)", ("abs", 0.005), ("twice", 0.001)),
+    "max_rel_ppl_increase": Metric("max", "relative perplexity increase PPL(quantized)/PPL(reference) - 1 (0.01 = 1% worse)", ("abs", 0.005), ("twice", 0.001)),
+    "max_kl_mean": Metric("max", "mean KL divergence of the next-token distributions, reference || quantized, nats per token", ("abs", 0.005), ("twice", 0.001)),
+    "max_kl_p99": Metric("max", "99th percentile over tokens of the next-token KL divergence, nats", ("abs", 0.02), ("twice", 0.001)),
+    "max_kl_max": Metric("max", "largest next-token KL divergence of any evaluated token, nats", ("abs", 0.05), ("twice", 0.001)),
+    "min_top1_agreement": Metric("min", "fraction of evaluated tokens whose most likely next token is the reference's ('same top')", ("abs", 0.01), ("minus", 0.03)),
+    # Generation compounds: one flipped token changes the rest of the continuation, so clean runs
+    # spread wide (0.31-1.0 on two tiny checkpoints, where top-1 spread 0.86-0.96): half the worst
+    # measured; a broken model generates ~0 (per-tensor weights measured 0.0).
+    "min_generation_agreement": Metric("min", "fraction of greedily generated tokens equal to the reference's at the same position, over the prompts", ("abs", 0.05), ("times", 0.5)),
     "min_peak_fraction": Metric("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/roofline.py)", ("rel", 0.05), ("times", 0.90)),
     "min_e4m3_over_e5m2_db": Metric("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range", ("abs", 0.5), ("minus", 1.0)),
 }
@@ -87,8 +98,12 @@ def calibrated_threshold(key: str, worst: float) -> float:
     if rule == "minus":  # dB and fractions: a fixed distance under the worst run
         value = worst - size if m.direction == "min" else worst + size
         return math.floor(value * 100) / 100 if m.direction == "min" else math.ceil(value * 100) / 100
-    if rule == "times":  # speed: a fraction of the worst run
+    if rule == "times":  # speed, generation: a fraction of the worst run
         return math.floor(worst * size * 100) / 100
+    if rule == "twice":  # divergences: twice the worst, two significant digits, at least `size`
+        value = max(2 * worst, size)
+        digits = 1 - math.floor(math.log10(value))
+        return math.ceil(value * 10**digits) / 10**digits
     # "distance": similarity in [0, 1]: `size` times the measured distance from 1
     return math.floor((1 - size * (1 - worst)) * 1000) / 1000
 

@@ -1,5 +1,8 @@
-"""Golden store: the outputs each pathway produced when it was last approved, one folder per
-model / pathway / device class (safetensors + meta.json), compared on every run."""
+"""Golden store: what the gates compare of each pathway's outputs when it was last approved (the
+model's golden_digest: full outputs of small models, top-k log-probabilities and generated token
+ids of LLMs, pooled embeddings of encoders), one folder per model / pathway / device class
+(safetensors + meta.json), compared on every run. Bounded: an 8B model with a 128k vocabulary on
+512 evaluation tokens stores about 33 KB (tests/test_hf_models.py asserts <= 5 MB)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from harness.artifacts import write_json_atomic
 
 OUTPUTS = "outputs.safetensors"
 META = "meta.json"
+# 2: digests (integer arrays kept as int32). Format 1 stored full float32 outputs and no "format".
+FORMAT = 2
+MAX_BYTES = 5 * 1024 * 1024
 
 
 class GoldenError(Exception):
@@ -48,13 +54,17 @@ def write_golden(directory: Path, outputs: dict[str, np.ndarray], inputs: dict[s
     for name, array in outputs.items():
         if not np.isfinite(array).all():
             raise GoldenError(f"refusing to record a golden with non-finite values in output {name!r}")
+    stored = {k: np.ascontiguousarray(v, dtype=np.int32 if np.issubdtype(v.dtype, np.integer) else np.float32) for k, v in outputs.items()}
+    size = sum(a.nbytes for a in stored.values())
+    if size > MAX_BYTES:
+        raise GoldenError(f"refusing to record a {size / 2**20:.1f} MiB golden (limit {MAX_BYTES / 2**20:.0f} MiB): the model's golden_digest must keep less")
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
     os.close(fd)
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outputs.items()}, tmp)
+    save_file(stored, tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, directory / OUTPUTS)
-    full_meta = {**meta, "inputs_sha256": inputs_sha256(inputs), "outputs": sorted(outputs)}
+    full_meta = {**meta, "format": FORMAT, "inputs_sha256": inputs_sha256(inputs), "outputs": sorted(outputs)}
     write_json_atomic(directory / META, full_meta)
     return Golden(directory, outputs, full_meta)
 
@@ -67,6 +77,8 @@ def read_golden(directory: Path, inputs: dict[str, np.ndarray]) -> Golden:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise GoldenError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GoldenError(f"{directory}: golden in an old format (full outputs, format {meta.get('format', 1) if isinstance(meta, dict) else '?'}); re-record it on this device class with --regen-golden")
     try:
         outputs = load_file(str(out_path))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers

@@ -111,6 +111,95 @@ def cross_runtime_metrics(model, reference: dict[str, np.ndarray], other: dict[s
     """How closely two runtimes agree on one model's outputs (threshold keys as measured names)."""
     name = model.primary_output
     measured = {"min_cross_sqnr_db": sqnr_db(reference[name], other[name])}
-    if "token_agreement" in model.task_metric_names:
+    if {"token_agreement", "top1_agreement"} & set(model.task_metric_names):
         measured["min_cross_token_agreement"] = argmax_agreement(reference[name], other[name])
     return measured
+
+
+# -- language-model metrics (llama.cpp `perplexity --kl-divergence`, lm-eval perplexity) ------------
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 along the last axis."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def next_token_stats(reference_logits: np.ndarray, candidate_logits: np.ndarray, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per predicted position (every token but the last of each window): the negative
+    log-likelihood of the real next token under reference and candidate, KL(reference ||
+    candidate) of the next-token distributions, and whether both put the same token on top.
+    One window at a time, so a 128k vocabulary never needs a float64 copy of all logits."""
+    ref_all, cand_all = np.asarray(reference_logits), np.asarray(candidate_logits)
+    if ref_all.shape != cand_all.shape:
+        raise ValueError(f"shape mismatch: reference {ref_all.shape} vs candidate {cand_all.shape}")
+    parts: dict[str, list[np.ndarray]] = {"nll_reference": [], "nll_candidate": [], "kl": [], "same_top": []}
+    for ref_row, cand_row, ids in zip(ref_all, cand_all, np.asarray(input_ids), strict=True):
+        ref, cand, labels = ref_row[:-1], cand_row[:-1], ids[1:]
+        finite = np.isfinite(cand).all(axis=-1)  # a position with NaN/Inf logits is as bad as it gets
+        lp_ref, lp_cand = log_softmax(ref), log_softmax(np.where(np.isfinite(cand), cand, 0.0))
+        rows = np.arange(len(labels))
+        kl = np.sum(np.exp(lp_ref) * (lp_ref - lp_cand), axis=-1)
+        parts["nll_reference"].append(-lp_ref[rows, labels])
+        parts["nll_candidate"].append(np.where(finite, -lp_cand[rows, labels], np.inf))
+        parts["kl"].append(np.where(finite, np.maximum(kl, 0.0), np.inf))
+        parts["same_top"].append((ref.argmax(axis=-1) == cand.argmax(axis=-1)) & finite)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def lm_metrics(reference_logits: np.ndarray, candidate_logits: np.ndarray, input_ids: np.ndarray) -> dict[str, float]:
+    """The numbers llama.cpp's KL-divergence mode prints: ln(PPL(Q)/PPL(base)), KL divergence
+    (mean with its standard error, p99, max), "same top" (top-1 agreement); plus both perplexities."""
+    s = next_token_stats(reference_logits, candidate_logits, input_ids)
+    n = len(s["kl"])
+    diff = s["nll_candidate"] - s["nll_reference"]
+    ln_ratio = float(np.mean(diff))
+    finite = np.isfinite(diff).all()
+    return {
+        "ppl_ratio_log": ln_ratio,
+        "ppl_ratio_log_stderr": float(np.std(diff, ddof=1) / np.sqrt(n)) if finite and n > 1 else float("inf"),
+        "rel_ppl_increase": float(np.expm1(ln_ratio)),
+        "ppl_reference": float(np.exp(np.mean(s["nll_reference"]))),
+        "ppl_candidate": float(np.exp(np.mean(s["nll_candidate"]))),
+        "kl_mean": float(np.mean(s["kl"])),
+        "kl_mean_stderr": float(np.std(s["kl"], ddof=1) / np.sqrt(n)) if finite and n > 1 else float("inf"),
+        "kl_p99": float(np.quantile(s["kl"], 0.99)) if finite else float("inf"),
+        "kl_max": float(np.max(s["kl"])),
+        "top1_agreement": float(np.mean(s["same_top"])),
+        "positions": float(n),
+    }
+
+
+def generation_agreement(reference_ids: np.ndarray, candidate_ids: np.ndarray) -> float:
+    """Fraction of greedily generated tokens identical at the same position (one row per prompt).
+    After the first difference the two continuations usually part ways, so this falls fast."""
+    ref, cand = np.asarray(reference_ids), np.asarray(candidate_ids)
+    if ref.shape != cand.shape:
+        raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}")
+    return float(np.mean(ref == cand)) if ref.size else 1.0
+
+
+def topk_logprobs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k most likely token ids per position and their log-probabilities, sorted, one window
+    at a time: what a golden keeps of an LLM's logits (bounded size whatever the vocabulary)."""
+    flat = np.asarray(logits).reshape(-1, np.asarray(logits).shape[-1])
+    ids = np.empty((len(flat), k), dtype=np.int32)
+    values = np.empty((len(flat), k), dtype=np.float32)
+    for start in range(0, len(flat), 128):
+        lp = log_softmax(flat[start : start + 128])
+        top = np.argpartition(-lp, k - 1, axis=-1)[:, :k]
+        order = np.argsort(-np.take_along_axis(lp, top, axis=-1), axis=-1)
+        top = np.take_along_axis(top, order, axis=-1)
+        ids[start : start + 128], values[start : start + 128] = top, np.take_along_axis(lp, top, axis=-1)
+    return ids, values
+
+
+def logprobs_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Log-probabilities of the given token ids (N, k) under logits (..., V), row by row."""
+    flat = np.asarray(logits).reshape(-1, np.asarray(logits).shape[-1])
+    out = np.empty(ids.shape, dtype=np.float64)
+    for start in range(0, len(flat), 128):
+        lp = log_softmax(np.where(np.isfinite(flat[start : start + 128]), flat[start : start + 128], np.nan))
+        out[start : start + 128] = np.take_along_axis(lp, ids[start : start + 128].astype(np.int64), axis=-1)
+    return out

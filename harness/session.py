@@ -62,7 +62,7 @@ class Case:
 
     @functools.cached_property
     def outputs(self) -> dict[str, np.ndarray]:
-        return self.runner(self.model.eval_inputs())
+        return self.model.evaluate(self.runner)  # eval batches (+ greedy generation for LLMs)
 
     @property
     def reference(self) -> dict[str, np.ndarray]:
@@ -182,7 +182,7 @@ class Harness:
         """Why a (model,) pathway, device case cannot run here, or None. A required pathway whose
         probe failed is not skipped: its cases fail with the probe's finding (see `case`)."""
         device = self.target_device(kind)
-        reason = (model.unavailable() if model else None) or pathway.unavailable(device)
+        reason = (model.unavailable() or model.unavailable_for(pathway) if model else None) or pathway.unavailable(device)
         reason = reason or (None if self.store.user_dir else pathway.build_unavailable())
         if reason is None and pathway.name not in self.required:
             probe = self.probe(pathway, device)
@@ -225,7 +225,7 @@ class Harness:
 
     def reference_outputs(self, model: ModelSpec) -> dict[str, np.ndarray]:
         if model.id not in self._references:
-            self._references[model.id] = model.run_reference(model.eval_inputs())
+            self._references[model.id] = model.evaluate(model.run_reference)
         return self._references[model.id]
 
     def case(self, model_id: str, pathway_name: str, kind: str) -> Case:

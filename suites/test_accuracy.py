@@ -30,4 +30,5 @@ def test_output_agreement(case, gate):
 def test_task_metric(case, gate):
     """The model's task metric (token agreement, ranking, task score) stays within budget."""
     measured = case.model.task_metrics(case.reference, case.outputs)
-    gate.check(case, {threshold_key(name): value for name, value in measured.items()})
+    # evidence: every measured statistic and, for LLMs, reference vs candidate generations (report).
+    gate.check(case, {threshold_key(name): value for name, value in measured.items()}, extra=case.model.evidence(case.reference, case.outputs))

@@ -32,3 +32,25 @@ def test_other_inputs_and_missing(tmp_path):
         read_golden(tmp_path, {"input_ids": INPUTS["input_ids"] + 1})
     with pytest.raises(GoldenError, match="no golden record"):
         read_golden(tmp_path / "absent", INPUTS)
+
+
+def test_old_format_golden_says_to_re_record(tmp_path):
+    """Goldens recorded before digests (full outputs, no "format" in meta.json) fail in one line."""
+    import json
+
+    from harness.golden import META
+
+    write_golden(tmp_path, {"logits": np.ones(2, dtype=np.float32)}, INPUTS, {})
+    meta = json.loads((tmp_path / META).read_text())
+    del meta["format"]
+    (tmp_path / META).write_text(json.dumps(meta))
+    with pytest.raises(GoldenError, match="old format .* re-record it on this device class with --regen-golden") as exc:
+        read_golden(tmp_path, INPUTS)
+    assert "\n" not in str(exc.value)
+
+
+def test_integer_arrays_stay_integers(tmp_path):
+    ids = np.arange(6, dtype=np.int64).reshape(2, 3)
+    write_golden(tmp_path, {"topk_ids": ids}, INPUTS, {})
+    stored = read_golden(tmp_path, INPUTS).outputs["topk_ids"]
+    assert stored.dtype == np.int32 and (stored == ids).all()

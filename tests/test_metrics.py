@@ -41,3 +41,39 @@ def test_spearman():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shape mismatch"):
         metrics.sqnr_db(np.ones(3), np.ones(4))
+
+
+# -- language-model metrics -------------------------------------------------------------------
+
+def test_lm_metrics_by_hand():
+    """Two positions over a 2-token vocabulary, numbers worked out by hand."""
+    ids = np.array([[0, 1, 0]])  # next tokens: 1, then 0
+    ref = np.log(np.array([[[0.5, 0.5], [0.9, 0.1], [0.5, 0.5]]]))
+    cand = np.log(np.array([[[0.5, 0.5], [0.6, 0.4], [0.5, 0.5]]]))
+    m = metrics.lm_metrics(ref, cand, ids)
+    kl_second = 0.9 * np.log(0.9 / 0.6) + 0.1 * np.log(0.1 / 0.4)
+    assert m["kl_mean"] == pytest.approx(kl_second / 2) and m["kl_max"] == pytest.approx(kl_second)
+    # NLL ref: -ln 0.5, -ln 0.9; candidate: -ln 0.5, -ln 0.6.
+    assert m["ppl_ratio_log"] == pytest.approx((np.log(0.9) - np.log(0.6)) / 2)
+    assert m["rel_ppl_increase"] == pytest.approx(np.sqrt(0.9 / 0.6) - 1)
+    assert m["top1_agreement"] == 1.0  # 0.5/0.5 ties break to token 0 in both; 0.9 and 0.6 agree
+    same = metrics.lm_metrics(ref, ref, ids)
+    assert same["kl_mean"] == 0 and same["ppl_ratio_log"] == 0 and same["top1_agreement"] == 1
+
+
+def test_lm_metrics_nan_candidate_scores_worst():
+    ids = np.zeros((1, 3), dtype=np.int64)
+    ref = np.zeros((1, 3, 4))
+    cand = ref.copy()
+    cand[0, 1, 2] = np.nan
+    m = metrics.lm_metrics(ref, cand, ids)
+    assert m["kl_max"] == np.inf and m["ppl_ratio_log"] == np.inf and m["top1_agreement"] == 0.5
+
+
+def test_generation_agreement_and_topk():
+    assert metrics.generation_agreement(np.array([[1, 2, 3, 4]]), np.array([[1, 2, 9, 9]])) == 0.5
+    logits = np.random.default_rng(0).normal(size=(2, 3, 50))
+    ids, lp = metrics.topk_logprobs(logits, 5)
+    assert ids.shape == (6, 5) and (np.diff(lp, axis=1) <= 0).all()
+    np.testing.assert_array_equal(ids[:, 0], logits.reshape(6, 50).argmax(axis=1))
+    np.testing.assert_allclose(metrics.logprobs_at(logits, ids), lp, rtol=1e-6)

@@ -1,7 +1,10 @@
 """ModelSpec: how qconform gets a reference model, its data and its task metric.
 
-Users add their own models by subclassing ModelSpec and registering it; pathways and suites see
-nothing else of a model.
+A Hugging Face checkpoint, an fp32 ONNX file or `module:factory` becomes a ModelSpec through
+harness.models.hf.model_from_source; anything else subclasses ModelSpec and registers it. Pathways
+and suites see nothing else of a model: evaluate(run) gives what the gates compare (eval batches,
+plus greedy generations for LLMs), task_metrics and evidence what the report shows, golden_digest
+and golden_metrics what a golden keeps and how it is compared.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import functools
 import hashlib
 import importlib.util
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -54,6 +58,39 @@ class ModelSpec:
     def task_metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
         """Task-level quality of `candidate` outputs, measured against the reference outputs."""
         raise NotImplementedError
+
+    # -- evaluation, evidence and goldens (defaults: one batch, full outputs) -------------------
+    def eval_batches(self) -> list[Tensors]:
+        """The evaluation data in the batches it is run in; eval_inputs() is their concatenation."""
+        return [self.eval_inputs()]
+
+    def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
+        """Everything the gates compare, from a runner (or run_reference): each eval batch run
+        on its own, outputs concatenated along the batch axis."""
+        outputs = [run(batch) for batch in self.eval_batches()]
+        return {name: np.concatenate([o[name] for o in outputs]) for name in self.output_names}
+
+    def evidence(self, reference: Tensors, candidate: Tensors) -> dict[str, Any]:
+        """What the report shows beside the numbers (e.g. generated text side by side)."""
+        return {}
+
+    def golden_inputs(self) -> Tensors:
+        """Everything a golden's outputs depend on: its hash keys the golden."""
+        return self.eval_inputs()
+
+    def golden_digest(self, outputs: Tensors) -> Tensors:
+        """What a golden stores of `evaluate`'s outputs: by default all of them."""
+        return {name: outputs[name] for name in self.output_names}
+
+    def golden_metrics(self, golden: Tensors, outputs: Tensors) -> dict[str, float]:
+        """Current outputs against a stored digest, as threshold key -> measured value."""
+        from harness.metrics import sqnr_db
+
+        return {"min_golden_sqnr_db": min(sqnr_db(golden[name], outputs[name]) for name in golden)}
+
+    def unavailable_for(self, pathway: Any) -> str | None:
+        """Why this model cannot feed `pathway` (e.g. an ONNX file to a torch pathway), or None."""
+        return None
 
     # -- shared machinery -------------------------------------------------------------------
     @functools.cached_property

@@ -32,6 +32,8 @@ class Pathway:
     # Whether the perf suite can time it: then quantize_module() turns a bf16 CUDA module into
     # this pathway's candidate in memory.
     measures_speed: bool = False
+    # Whether it quantizes the model's torch module (so a model given as an ONNX file can't feed it).
+    needs_torch_model: bool = False
     # The dtype its candidate computes in ("bf16", "fp8"): which peak the roofline compares
     # against, and how many bytes a weight takes (harness/roofline.py).
     compute_dtype: str = "bf16"

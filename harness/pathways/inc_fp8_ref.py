@@ -113,6 +113,7 @@ class IncFp8Reference(Pathway):
     devices = ("cpu",)
     requires = {"neural_compressor": "pip install 'qconform[cpu]' (neural-compressor-pt >= 3.5 has the CPU QDQ path)"}
     tool_packages = ("neural-compressor-pt", "torch")
+    needs_torch_model = True
     fp8_format = "E4M3"
 
     def probe_operation(self, device: Device):

@@ -86,6 +86,7 @@ class TorchaoFp8Rowwise(Pathway):
     measures_speed = True
     compute_dtype = "fp8"
     reference_pathway = "inc-fp8-ref"
+    needs_torch_model = True
 
     def quantize_module(self, module: torch.nn.Module) -> torch.nn.Module:
         return quantize_module(module)

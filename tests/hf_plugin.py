@@ -1,0 +1,16 @@
+"""pytest plugin for child runs (`-p tests.hf_plugin`): registers the checkpoint directories listed in
+$QCONFORM_TEST_CHECKPOINTS (comma-separated) as models, with the small evaluation settings of
+tests/test_hf_models.py. Stands in for `qconform run --model PATH` until the CLI wires that."""
+
+import os
+
+from harness.models.base import register_model
+from harness.models.hf import HuggingFaceModel
+
+SMALL = dict(eval_tokens=256, seq_len=64, new_tokens=8, generation_prompts=4)
+# A random BERT ranks the labeled pairs by chance, so it declares no task-score metric.
+METRICS = {"test-bert": ("row_cosine", "ranking_agreement")}
+
+for path in filter(None, os.environ.get("QCONFORM_TEST_CHECKPOINTS", "").split(",")):
+    model = HuggingFaceModel(path, **SMALL)
+    register_model(HuggingFaceModel(path, metrics=METRICS.get(model.id), **SMALL))
