@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     print("qconform: pytest " + " ".join(argv), flush=True)
     code = int(pytest.main(argv, plugins=[]))
     if code != USAGE_ERROR:
-        print(f"qconform: report at {report_dir / 'conformance.html'}; exit {code} ({', '.join(f'{c} {w}' for w, c in EXIT_CODES.items())}, 4 usage error)")
+        print(f"qconform: report at {report_dir / 'conformance.html'}; exit {code} ({', '.join(f'{c} {w}' for w, c in EXIT_CODES.items())})")
     return code
 
 
@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("summaries", nargs="+")
     merge.add_argument("--out", default="reports/merged")
 
+    init = sub.add_parser("init", help="write a starting qconform.toml for your model, every key explained")
+    init.add_argument("--model", type=Path, required=True, help="Hugging Face checkpoint directory or fp32 .onnx file")
+    init.add_argument("--out", type=Path, default=Path("qconform.toml"))
+
     report = sub.add_parser("report", help="print the verdict of a summary.json")
     report.add_argument("summary", nargs="?", default="reports/summary.json")
 
@@ -183,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_calibrate(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "init":
+        return cmd_init(args.model, args.out)
     return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
 
 

@@ -40,6 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--baseline", type=Path, help="a previous summary.json to compare against")
     group.addoption("--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help="where summary.json goes (default: reports)")
     group.addoption("--qc-cache", type=Path, help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
+    group.addoption("--model", action="append", metavar="SOURCE", help="gate your own model: a Hugging Face checkpoint directory, an fp32 .onnx file or module:factory (repeatable; default: the project file's [[models]], else the embedded demos)")
+    group.addoption("--allow-pickle-checkpoint", action="store_true", help="accept a pickle-based (.bin/.pt) checkpoint for --model; loaded with torch.load(weights_only=True) (default: safetensors only)")
     group.addoption("--models", help="comma-separated model ids to run (default: all)")
     group.addoption("--pathways", help="comma-separated pathway names; each must be gated (default: every pathway that can run here)")
     group.addoption("--perf-full", action="store_true", help="time the whole kernel table (every M), not the CI subset M = 1, 128, 4096 (also QCONFORM_PERF_FULL=1)")

@@ -177,11 +177,27 @@ def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], co
         skipped,
         "<table class='qc-table'><tr><th>Outcome</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
         "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
+        generations_html(records),
         speedup_html(records),
         plots_html(records),
         probes_html(env.get("probes", [])),
         proven_html(),
     ]
+
+
+def generations_html(records: list[Record]) -> str:
+    """Reference and quantized greedy generations side by side, per case: garbage text is obvious."""
+    seen, parts = set(), []
+    for r in sorted(records, key=lambda r: (ORDER.get(r.outcome, 5), r.pathway, r.model)):
+        if not r.extra.get("generations") or (r.pathway, r.model, r.device) in seen:
+            continue
+        seen.add((r.pathway, r.model, r.device))
+        rows = "".join(
+            f"<tr><td>{_fmt(g['prompt'])}</td><td>{_fmt(g['reference'])}</td><td class='qc-{'passed' if g['candidate'] == g['reference'] else 'failed'}'>{_fmt(g['candidate'])}</td></tr>"
+            for g in r.extra["generations"]
+        )
+        parts.append(f"<h4>{_fmt(r.pathway)}/{_fmt(r.device)} {_fmt(r.model)}</h4><table class='qc-table'><tr><th>Prompt</th><th>Reference</th><th>Quantized</th></tr>{rows}</table>")
+    return "<h3>Greedy generations, reference vs quantized</h3>" + "".join(parts) if parts else ""
 
 
 def probes_html(probes: list[dict[str, Any]]) -> str:

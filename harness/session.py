@@ -20,16 +20,17 @@ import pytest
 
 from harness.artifacts import Artifact, ArtifactError
 from harness.core import Device, Runner
-from harness.models.base import ModelSpec, all_models, get_model
+from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.store import ArtifactStore
-from harness.thresholds import Profile, ProfileError, detect_profile_name, load_profile
+from harness.config import ConfigError, Project, load_project
+from harness.thresholds import Profile, ProfileError, default_profile, detect_profile_name, load_profile
 
 CaseFilter = Callable[[Pathway, str], bool]
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 DEFAULT_REPORT_DIR = Path("reports")
 # Options that make any pytest run a conformance run.
-EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard")
+EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "model")
 
 
 def cases(where: CaseFilter | None = None):
@@ -73,7 +74,15 @@ class Case:
         return self.harness.profile_for(self.device.kind)
 
     def threshold(self, key: str):
-        return self.profile.threshold(key, self.pathway.name, self.model.id)
+        """From the device profile's [pathway.model] table; for a model that has none yet (a team's
+        first release), from defaults.toml's policy table for its kind of model."""
+        try:
+            return self.profile.threshold(key, self.pathway.name, self.model.id)
+        except ProfileError:
+            kind = getattr(self.model, "kind", None)
+            if kind is None or self.profile.has_table(self.pathway.name, self.model.id):
+                raise  # a calibrated table that lacks the key is an error, not a fallback
+            return default_profile().threshold(key, self.pathway.name, f"default-{kind}")
 
 
 @dataclass
@@ -102,7 +111,7 @@ class Harness:
         self._cases: dict[tuple[str, str, str], Case] = {}
         self._references: dict[str, dict[str, np.ndarray]] = {}
         self._probes: dict[tuple[str, Device], Any] = {}
-        self.store = ArtifactStore(config.getoption("qc_cache"), config.getoption("artifacts"), log=self.log)
+        self.store = ArtifactStore(config.getoption("qc_cache"), self.artifacts_dir, log=self.log)
 
     def log(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -119,7 +128,7 @@ class Harness:
         option. Any other pytest run (qconform's own tests, a team's unit tests) is left alone: no
         verdict, no summary.json, no change to the exit status."""
         config = self.config
-        if any(config.getoption(name) not in (None, False) for name in EXPLICIT_OPTIONS):
+        if any(config.getoption(name) not in (None, False, []) for name in EXPLICIT_OPTIONS) or self.project is not None:
             return True
         if config.getoption("report_dir") != DEFAULT_REPORT_DIR:
             return True
@@ -134,9 +143,9 @@ class Harness:
             self.pathways
             for kind in {"cpu", self.device.kind}:
                 self.profile_for(kind)
-        except (KeyError, ProfileError) as exc:
+        except (KeyError, ProfileError, ConfigError, ValueError, TypeError, OSError) as exc:
             raise pytest.UsageError(str(exc).strip('"')) from None
-        artifacts = option("artifacts")
+        artifacts = self.artifacts_dir
         if artifacts is not None and not Path(artifacts).is_dir():
             raise pytest.UsageError(f"--artifacts {artifacts}: not a directory (expected DIR/<model>/<pathway>/manifest.json)")
         baseline = option("baseline")
@@ -147,13 +156,47 @@ class Harness:
                 raise pytest.UsageError(f"--baseline {baseline}: not a readable summary.json ({type(exc).__name__}: {exc})") from None
 
     @functools.cached_property
+    def project(self) -> Project | None:
+        """The team's qconform.toml (or [tool.qconform]) in the working directory or a parent."""
+        try:
+            return load_project(Path.cwd())
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    @property
+    def artifacts_dir(self) -> Path | None:
+        return self.config.getoption("artifacts") or (self.project.artifacts if self.project else None)
+
+    @functools.cached_property
+    def user_models(self) -> list[ModelSpec]:
+        """The team's models: `--model SOURCE` (repeatable), else the project file's [[models]]."""
+        from harness.models.hf import model_from_source
+
+        allow_pickle = self.config.getoption("allow_pickle_checkpoint")
+        sources = self.config.getoption("model") or []
+        if sources:
+            specs = [model_from_source(source, **({"allow_pickle": True} if allow_pickle else {})) for source in sources]
+        else:
+            specs = [entry.spec() for entry in (self.project.models if self.project else [])]
+        for spec in specs:
+            if spec.id not in MODELS:
+                register_model(spec)
+        return specs
+
+    @functools.cached_property
     def models(self) -> list[ModelSpec]:
-        return _pick(self.config.getoption("models"), all_models, get_model)
+        """--models names; else the team's own models when it declares any; else the embedded defaults."""
+        self.user_models  # registered first, so --models can name them
+        if self.config.getoption("models"):
+            return _pick(self.config.getoption("models"), all_models, get_model)
+        return self.user_models or all_models()
 
     @functools.cached_property
     def required(self) -> set[str]:
-        """Pathways the user named: each must have a gate run, or the verdict is NOT GATED."""
-        return {p.name for p in _pick(self.config.getoption("pathways"), list, get_pathway)}
+        """Pathways the user named (--pathways, or the project file): each must have a check run,
+        or the verdict is NOT GATED."""
+        named = self.config.getoption("pathways") or ",".join(self.project.pathways if self.project else [])
+        return {p.name for p in _pick(named, list, get_pathway)}
 
     @functools.cached_property
     def _pathway_selection(self) -> tuple[list[Pathway], dict[str, str]]:
@@ -211,7 +254,7 @@ class Harness:
     def profile_for(self, kind: str) -> Profile:
         """The profile gating cases that run on `kind`: --profile if given, else cpu.toml for CPU
         cases and the detected GPU's profile for CUDA cases (one run can hold both)."""
-        name = self.config.getoption("profile") or ("cpu" if kind == "cpu" else detect_profile_name(self.device))
+        name = self.config.getoption("profile") or (self.project.profile if self.project else None) or ("cpu" if kind == "cpu" else detect_profile_name(self.device))
         if name not in self._profiles:
             self._profiles[name] = load_profile(name)
         return self._profiles[name]
@@ -221,7 +264,9 @@ class Harness:
 
     @property
     def golden_root(self) -> Path:
-        return self.config.getoption("golden_dir") or Path(self.config.rootpath) / "golden"
+        """--golden-dir; else golden/ beside the project file (the team's repository); else the rootdir's."""
+        base = self.project.path.parent if self.project else Path(self.config.rootpath)
+        return self.config.getoption("golden_dir") or base / "golden"
 
     def reference_outputs(self, model: ModelSpec) -> dict[str, np.ndarray]:
         if model.id not in self._references:

@@ -6,7 +6,7 @@ prints beside the measured value.
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,6 +69,13 @@ class Profile:
         self.table(*table[: min(2, len(table))])  # names the missing table, if that is the problem
         raise ProfileError(f"{self.path}: table [{'.'.join(table)}] has no {key!r}")
 
+    def has_table(self, *table: str) -> bool:
+        try:
+            self.table(*table)
+            return True
+        except ProfileError:
+            return False
+
     def has(self, key: str, *table: str) -> bool:
         try:
             return key in self.table(*table)
@@ -85,6 +92,12 @@ def detect_profile_name(device: Device) -> str:
     if "5090" in name:
         return "rtx5090"
     return "generic-gpu"
+
+
+@functools.cache
+def default_profile() -> Profile:
+    """defaults.toml: policy thresholds per (pathway, kind of model) for models with no calibrated table."""
+    return load_profile("defaults")
 
 
 def load_profile(name_or_path: str) -> Profile:

@@ -1,6 +1,6 @@
 """pytest plugin for child runs (`-p tests.hf_plugin`): registers the checkpoint directories listed in
 $QCONFORM_TEST_CHECKPOINTS (comma-separated) as models, with the small evaluation settings of
-tests/test_hf_models.py. Stands in for `qconform run --model PATH` until the CLI wires that."""
+tests/test_hf_models.py (`--model PATH` takes the defaults; a qconform.toml can set the same keys)."""
 
 import os
 
