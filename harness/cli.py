@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness import importer
 from harness.artifacts import ArtifactError
 from harness.models.base import all_models, get_model
 from harness.core import Device
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="print the verdict of a summary.json")
     report.add_argument("summary", nargs="?", default="reports/summary.json")
 
+    importer.add_parsers(sub)  # import, hash-weights (harness/importer.py)
+
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args, rest)
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_calibrate(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command in importer.COMMANDS:
+        return importer.COMMANDS[args.command](args)
     return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
 
 

@@ -19,12 +19,12 @@ def test_every_weight_layer_quantized(case):
 
 def test_granularity_matches_recipe(case):
     """Weights are stored in the declared dtype and granularity (per-channel: one scale per output channel)."""
-    layout, recipe = case.runner.layout(), case.artifact.recipe
+    layout = case.runner.layout()
+    weight_dtype = case.artifact.recipe_value("weight_dtype", "the granularity check")
+    weight_granularity = case.artifact.recipe_value("weight_granularity", "the granularity check")
     for layer in layout.layers.values():
-        assert layer.dtype == recipe["weight_dtype"], f"{layer.name}: weights are {layer.dtype}, recipe declares {recipe['weight_dtype']}"
-        assert layer.weight_granularity == recipe["weight_granularity"], (
-            f"{layer.name}: weight scales are {layer.weight_granularity}, recipe declares {recipe['weight_granularity']}"
-        )
+        assert layer.dtype == weight_dtype, f"{layer.name}: weights are {layer.dtype}, recipe declares {weight_dtype}"
+        assert layer.weight_granularity == weight_granularity, f"{layer.name}: weight scales are {layer.weight_granularity}, recipe declares {weight_granularity}"
         if layer.weight_granularity == "per-channel":
             assert layer.weight_scales.size == layer.output_channels, f"{layer.name}: {layer.weight_scales.size} scales for {layer.output_channels} output channels"
 

@@ -7,7 +7,6 @@ nothing else of a model.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -69,11 +68,11 @@ class ModelSpec:
 
     @functools.cached_property
     def weights_sha256(self) -> str:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.reference.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-        return digest.hexdigest()
+        """The state dict's hash as defined in harness/weights.py (docs/artifacts.md): the same
+        value `qconform hash-weights` gives for the checkpoint saved from it with safetensors."""
+        from harness.weights import state_dict_sha256
+
+        return state_dict_sha256(self.reference.state_dict())
 
     def reference_weight(self, layer_name: str) -> np.ndarray | None:
         """The fp32 weight of a layer named as a pathway names it: a module path
