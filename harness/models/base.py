@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.core import Tensors
+from harness.core import Tensors, load_entry_points
 
 
 class ModelSpec:
@@ -116,9 +116,15 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def get_model(model_id: str) -> ModelSpec:
+def _load_models() -> None:
     import harness.models  # noqa: F401  (registers the embedded defaults)
 
+    # Other packages' models: entry points in group "qconform.models" (a module, a ModelSpec or its subclass).
+    load_entry_points("qconform.models", ModelSpec, lambda spec: register_model(spec() if isinstance(spec, type) else spec), lambda spec: spec.id in MODELS)
+
+
+def get_model(model_id: str) -> ModelSpec:
+    _load_models()
     try:
         return MODELS[model_id]
     except KeyError:
@@ -126,6 +132,5 @@ def get_model(model_id: str) -> ModelSpec:
 
 
 def all_models() -> list[ModelSpec]:
-    import harness.models  # noqa: F401
-
+    _load_models()
     return list(MODELS.values())
