@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from setuptools import find_packages
+find_packages = pytest.importorskip("setuptools", reason="building the wheel needs setuptools").find_packages
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "tests" / "example_plugin"
@@ -83,3 +83,9 @@ def test_installed_qconform_runs_the_suites_outside_a_checkout(installed, tmp_pa
     assert any(r.get("metric") == "min_token_agreement" for r in plugin_rows), plugin_rows
     assert run.returncode == 0, output[-3000:]
     assert (work / "reports" / "conformance.html").is_file()
+
+    # Plain pytest finds the same plugin and suites by package name.
+    plain = _run([venv / "bin" / "python", "-m", "pytest", "--pyargs", "harness.suites", "--models=tiny-llama", "--pathways=ort-int8-qdq",
+                  f"--profile={work / 'team.toml'}", "--report-dir=plain", "-k", "test_output_agreement", "-p", "no:cacheprovider"], work)
+    assert plain.returncode == 0, (plain.stdout + plain.stderr)[-3000:]
+    assert {r["pathway"] for r in json.loads((work / "plain" / "summary.json").read_text())["records"]} == {"ort-int8-qdq"}
