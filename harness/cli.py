@@ -198,8 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--pathways", help="comma-separated pathway names (default: all)")
     build.add_argument("--cache", type=Path, help="cache directory (default: $QCONFORM_CACHE or ~/.cache/qconform)")
 
-    run = sub.add_parser("run", help="run the conformance suites; extra arguments go to pytest")
-    run.add_argument("--suites", type=Path, help="suites directory (default: ./suites)")
+    run = sub.add_parser(
+        "run",
+        help="run the conformance suites; extra arguments go to pytest",
+        description="Run the conformance suites. Any argument not listed here goes to pytest (-k, -m gpu, -n auto, ...).",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=28, width=200),  # one line per option
+    )
+    run.add_argument("--suites", type=Path, help="suites directory (default: ./suites, else the checkout's, else the installed package's)")
     run.add_argument("--report-dir", default="reports", help="where the HTML report, junit.xml and summary.json go")
     add_pytest_options(run)
 

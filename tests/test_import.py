@@ -68,6 +68,14 @@ def test_ort_quantize_static_model_imports_and_runs(ort_llama, tmp_path, capsys)
     assert len(runner.layout().layers) == len(model.linear_layer_names())
 
 
+def test_imported_ort_model_is_gated(ort_llama, tmp_path, capsys, run_suites):
+    assert qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(ort_llama), "--out", str(tmp_path / "arts"))[0] == 0
+    run = run_suites(f"--artifacts={tmp_path / 'arts'}", "--pathways=inc-int8-qdq", "--models=tiny-llama", "-k", "cpu", suites=("test_accuracy.py", "test_artifacts.py"))
+    gated = {r["metric"]: r for r in run.records(pathway="inc-int8-qdq", device="cpu") if "metric" in r}
+    assert {"min_sqnr_db", "min_token_agreement"} <= set(gated), run.output[-3000:]
+    assert run.returncode == 0 and run.summary["verdict"] == "PASS", run.output[-3000:]
+
+
 def test_another_models_graph_is_refused(minilm_int8, tmp_path, capsys):
     code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(minilm_int8.file("model.qdq.onnx")), "--out", str(tmp_path))
     assert code == 1

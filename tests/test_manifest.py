@@ -108,3 +108,15 @@ def test_missing_recipe_key_is_named(artifact_dir):
     artifact = load_artifact(artifact_dir)
     with pytest.raises(ArtifactError, match="manifest.json: recipe has no 'activation_dtype', which the test needs"):
         artifact.recipe_value("activation_dtype", "the test")
+
+
+def test_built_in_recipes_follow_the_contract():
+    from harness.models.base import get_model
+    from harness.pathways.base import all_pathways
+    from harness.schema import manifest_problems
+
+    model = get_model("tiny-llama")
+    for pathway in all_pathways():
+        manifest = {"schema_version": 1, "pathway": pathway.name, "model_id": model.id, "recipe": pathway.recipe(model),
+                    "files": {"x": "0" * 64}, "source_weights_sha256": "0" * 64, "tool_versions": {}, "built_on": {"kind": "cpu"}}
+        assert manifest_problems(manifest) == [], pathway.name

@@ -42,3 +42,16 @@ def test_sharding_does_not_change_the_hash(tmp_path):
 def test_hash_weights_refuses_what_it_cannot_hash(tmp_path, capsys):
     assert main(["hash-weights", str(tmp_path)]) == 1
     assert "no *.safetensors files" in capsys.readouterr().out
+
+
+def test_onnx_initializers_hash_like_the_same_tensors_in_safetensors(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weights = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, -2], dtype=np.int8)}
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [], [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    save_file({k: torch.from_numpy(v) for k, v in weights.items()}, tmp_path / "m.safetensors")
+    assert hash_weights(tmp_path / "m.onnx") == hash_weights(tmp_path / "m.safetensors")
