@@ -18,7 +18,7 @@ FIELDS = dict(
 
 @pytest.fixture
 def artifact_dir(tmp_path):
-    (tmp_path / "payload.bin").write_bytes(b"weights")
+    (tmp_path / "model.qdq.onnx").write_bytes(b"weights")  # the payload name inc-int8-qdq needs
     write_manifest(tmp_path, **FIELDS)
     return tmp_path
 
@@ -32,7 +32,7 @@ def _edit(directory, change):
 def test_round_trip(artifact_dir):
     artifact = load_artifact(artifact_dir, pathway="inc-int8-qdq", model_id="tiny-llama")
     assert artifact.recipe == FIELDS["recipe"]
-    assert set(artifact.manifest["files"]) == {"payload.bin"}
+    assert set(artifact.manifest["files"]) == {"model.qdq.onnx"}
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,8 @@ def test_round_trip(artifact_dir):
         (lambda m: m["recipe"].update(weight_dtype="int9"), "manifest.json: recipe.weight_dtype: 'int9' is not one of ['int8', 'uint8']"),
         (lambda m: m["recipe"].pop("weight_dtype"), "manifest.json: recipe: 'weight_dtype' is a required property"),
         (lambda m: m.update(source_weights_sha256="abc"), "manifest.json: source_weights_sha256: 'abc' does not match"),
-        (lambda m: m["files"].update({"payload.bin": 7}), "manifest.json: files.payload.bin: 7 is not of type 'string'"),
+        (lambda m: m["files"].update({"model.qdq.onnx": 7}), "manifest.json: files.model.qdq.onnx: 7 is not of type 'string'"),
+        (lambda m: m.update(files={"model.onnx": "0" * 64}), "manifest.json: files: 'model.qdq.onnx' is a required property"),
         (lambda m: m["files"].update({"../escape": "0" * 64}), "points outside the artifact"),
         (lambda m: m["files"].update({"gone.onnx": "0" * 64}), "gone.onnx: listed in the manifest but missing"),
     ],
@@ -81,8 +82,8 @@ def test_modified_and_unlisted_files(artifact_dir):
     with pytest.raises(ArtifactError, match="not in the manifest: stray.txt"):
         load_artifact(artifact_dir)
     (artifact_dir / "stray.txt").unlink()
-    (artifact_dir / "payload.bin").write_bytes(b"weightz")
-    with pytest.raises(ArtifactError, match="payload.bin: sha256 mismatch"):
+    (artifact_dir / "model.qdq.onnx").write_bytes(b"weightz")
+    with pytest.raises(ArtifactError, match="model.qdq.onnx: sha256 mismatch"):
         load_artifact(artifact_dir)
 
 
@@ -118,5 +119,5 @@ def test_built_in_recipes_follow_the_contract():
     model = get_model("tiny-llama")
     for pathway in all_pathways():
         manifest = {"schema_version": 1, "pathway": pathway.name, "model_id": model.id, "recipe": pathway.recipe(model),
-                    "files": {"x": "0" * 64}, "source_weights_sha256": "0" * 64, "tool_versions": {}, "built_on": {"kind": "cpu"}}
+                    "files": dict.fromkeys(("model.qdq.onnx", "model.engine", "model.pt", "measure_hooks_maxabs.json"), "0" * 64), "source_weights_sha256": "0" * 64, "tool_versions": {}, "built_on": {"kind": "cpu"}}
         assert manifest_problems(manifest) == [], pathway.name
