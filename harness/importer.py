@@ -145,7 +145,7 @@ def read_torchao(payloads: list[Path], model: ModelSpec, pathway: Pathway) -> tu
     import torch
     from torchao.quantization import Float8Tensor  # registers torchao's tensor types as torch.load safe globals
 
-    from harness.pathways.torchao_fp8 import PAYLOAD
+    from harness.pathways.torchao_fp8 import PAYLOAD, describe_float8
 
     payload = _pick(payloads, (".pt", ".pth", ".bin"), "torch state dict")
     try:
@@ -168,20 +168,9 @@ def read_torchao(payloads: list[Path], model: ModelSpec, pathway: Pathway) -> tu
     _refuse(problems, payload, model)
     if not fp8:
         raise ImportRefused(f"{payload}: no Float8Tensor weights: not a torchao FP8 checkpoint")
-    granularities, act_dtypes, act_granularities = set(), set(), set()
-    for tensor in fp8.values():
-        rows, scales = tensor.shape[0], tensor.scale.numel()
-        granularities.add("per-channel" if scales == rows and list(tensor.block_size) == [1, tensor.shape[1]] else "per-tensor" if scales == 1 else f"block {list(tensor.block_size)}")
-        act = tensor.act_quant_kwargs
-        act_dtypes.add(str(act.float8_dtype).removeprefix("torch.") if act is not None else None)
-        act_granularities.add(f"dynamic {type(act.granularity).__name__}" if act is not None else "none (weight-only)")
+    described = [describe_float8(tensor) for tensor in fp8.values()]
+    recipe = {key: _single({d[key] for d in described}, key.replace("_", " "), payload) for key in described[0]}
     floats = {str(v.dtype).removeprefix("torch.") for k, v in state.items() if k not in fp8 and v.is_floating_point()}
-    recipe = {
-        "weight_dtype": _single({str(t.qdata.dtype).removeprefix("torch.") for t in fp8.values()}, "weight dtype", payload),
-        "weight_granularity": _single(granularities, "weight granularity", payload),
-        "activation_dtype": _single(act_dtypes, "activation dtype", payload),
-        "activation_granularity": _single(act_granularities, "activation granularity", payload),
-    }
     if len(floats) == 1:
         recipe["model_dtype"] = floats.pop()
     return {PAYLOAD: payload}, recipe
