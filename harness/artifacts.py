@@ -15,21 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.schema import manifest_problems
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-
-# field -> expected JSON type; every field is required.
-MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int,
-    "pathway": str,
-    "model_id": str,
-    "recipe": dict,
-    "files": dict,  # relative path -> sha256
-    "source_weights_sha256": str,
-    "tool_versions": dict,
-    "built_on": dict,  # device the artifact was built on (matters for engines)
-}
-
 
 class ArtifactError(Exception):
     """An artifact is missing, malformed or does not match its manifest."""
@@ -51,6 +40,12 @@ class Artifact:
     @property
     def recipe(self) -> dict[str, Any]:
         return self.manifest["recipe"]
+
+    def recipe_value(self, key: str, needed_by: str) -> Any:
+        """A recipe entry a check needs; a recipe without it is a named error, not a KeyError."""
+        if key not in self.recipe:
+            raise ArtifactError(f"{self.path / MANIFEST}: recipe has no {key!r}, which {needed_by} needs")
+        return self.recipe[key]
 
     def file(self, name: str) -> Path:
         if name not in self.manifest["files"]:
@@ -128,24 +123,16 @@ def load_artifact(directory: Path | str, *, pathway: str | None = None, model_id
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: top level must be an object, got {type(manifest).__name__}")
 
-    missing = [f for f in MANIFEST_FIELDS if f not in manifest]
-    if missing:
-        raise ArtifactError(f"{manifest_path}: missing field(s) {', '.join(missing)}")
-    extra = sorted(set(manifest) - set(MANIFEST_FIELDS))
-    if extra:
-        raise ArtifactError(f"{manifest_path}: unknown field(s) {', '.join(extra)}")
-    for field, kind in MANIFEST_FIELDS.items():
-        if not isinstance(manifest[field], kind) or isinstance(manifest[field], bool):
-            raise ArtifactError(f"{manifest_path}: field {field!r} must be {kind.__name__}, got {type(manifest[field]).__name__}")
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise ArtifactError(f"{manifest_path}: schema_version {manifest['schema_version']} is not supported (expected {SCHEMA_VERSION})")
+    version = manifest.get("schema_version")
+    if isinstance(version, int) and version != SCHEMA_VERSION:  # a newer contract: say so, not its field errors
+        raise ArtifactError(f"{manifest_path}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
+    problems = manifest_problems(manifest)  # the contract: harness/schema/manifest-v1.json
+    if problems:
+        raise ArtifactError(f"{manifest_path}: " + "; ".join(problems))
     if pathway is not None and manifest["pathway"] != pathway:
         raise ArtifactError(f"{manifest_path}: built by pathway {manifest['pathway']!r}, expected {pathway!r}")
     if model_id is not None and manifest["model_id"] != model_id:
         raise ArtifactError(f"{manifest_path}: built for model {manifest['model_id']!r}, expected {model_id!r}")
-    if not manifest["files"]:
-        raise ArtifactError(f"{manifest_path}: lists no payload files")
-
     for name, expected in manifest["files"].items():
         path = directory / name
         if not path.resolve().is_relative_to(directory.resolve()):

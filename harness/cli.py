@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness import importer
 from harness.artifacts import ArtifactError, write_json_atomic
 from harness.core import Device
 from harness.gates import EXIT_CODES
@@ -46,11 +47,68 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# The suites as installed from a wheel (pyproject maps suites/ to harness.suites).
+PACKAGED_SUITES = Path(__file__).resolve().parent / "suites"
+
+
 def find_suites(explicit: Path | None) -> Path:
-    for candidate in (explicit, Path.cwd() / "suites", REPO_ROOT / "suites"):
+    for candidate in (explicit, Path.cwd() / "suites", REPO_ROOT / "suites", PACKAGED_SUITES):
         if candidate is not None and candidate.is_dir():
             return candidate
     raise SystemExit("qconform: cannot find the suites/ directory; run from a qconform checkout or pass --suites")
+
+
+def _pytest_options() -> list[tuple[tuple[str, ...], dict]]:
+    """qconform's own pytest options, read from the plugin's pytest_addoption (the one place they
+    are declared), so `qconform run --help` lists them and passes them on."""
+    from harness import plugin
+
+    class Collect:
+        def __init__(self):
+            self.options = []
+
+        def getgroup(self, name):
+            return self
+
+        def addoption(self, *flags, **kwargs):
+            self.options.append((flags, kwargs))
+
+    collected = Collect()
+    plugin.pytest_addoption(collected)
+    return collected.options
+
+
+def add_pytest_options(parser: argparse.ArgumentParser) -> None:
+    taken = set(parser._option_string_actions)
+    group = parser.add_argument_group("qconform options (passed to pytest)")
+    for flags, kwargs in _pytest_options():
+        if not taken.intersection(flags):
+            group.add_argument(*flags, **{k: v for k, v in kwargs.items() if k != "default"}, default=None)
+
+
+def pytest_option_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flags, kwargs in _pytest_options():
+        value = getattr(args, flags[0].lstrip("-").replace("-", "_"), None)
+        if value is True:
+            out.append(flags[0])
+        elif isinstance(value, list):  # a repeatable option (--model)
+            out += [f"{flags[0]}={item}" for item in value]
+        elif value not in (None, False) and flags[0] != "--report-dir":
+            out.append(f"{flags[0]}={value}")
+    return out
+
+
+def pytest_plugin_args(suites: Path) -> list[str]:
+    """Make sure the plugin is loaded: the checkout's conftest.py or the installed entry point
+    register it; suites run from elsewhere without either get it by module name."""
+    import importlib.metadata
+
+    if any(ep.value == "harness.plugin" for ep in importlib.metadata.entry_points(group="pytest11")):
+        return ["-p", "qconform"]  # also when PYTEST_DISABLE_PLUGIN_AUTOLOAD is set
+    if (suites.parent / "conftest.py").is_file():
+        return []
+    return ["-p", "harness.plugin"]
 
 
 def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
@@ -60,15 +118,17 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     suites = find_suites(args.suites)
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    # A checkout is its own rootdir (conftest.py, golden/); installed suites run in the user's directory.
+    rootdir = Path.cwd() if suites == PACKAGED_SUITES else suites.parent
     argv = [
         str(suites),
-        f"--rootdir={suites.parent}",
+        f"--rootdir={rootdir}",
+        *pytest_plugin_args(suites),
+        *pytest_option_args(args),
         f"--html={report_dir / 'conformance.html'}",
         "--self-contained-html",
         f"--junitxml={report_dir / 'junit.xml'}",
         f"--report-dir={report_dir}",
-        "-p",
-        "harness.plugin",  # also when the suites are not under a qconform checkout's conftest.py
         *pytest_args,
     ]
     print("qconform: pytest " + " ".join(argv), flush=True)
@@ -156,9 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--pathways", help="comma-separated pathway names (default: all)")
     build.add_argument("--cache", type=Path, help="cache directory (default: $QCONFORM_CACHE or ~/.cache/qconform)")
 
-    run = sub.add_parser("run", help="run the conformance suites; extra arguments go to pytest")
-    run.add_argument("--suites", type=Path, help="suites directory (default: ./suites)")
+    run = sub.add_parser(
+        "run",
+        help="run the conformance suites; extra arguments go to pytest",
+        description="Run the conformance suites. Any argument not listed here goes to pytest (-k, -m gpu, -n auto, ...).",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=28, width=200),  # one line per option
+    )
+    run.add_argument("--suites", type=Path, help="suites directory (default: ./suites, else the checkout's, else the installed package's)")
     run.add_argument("--report-dir", default="reports", help="where the HTML report, junit.xml and summary.json go")
+    add_pytest_options(run)
 
     calibrate = sub.add_parser("calibrate", help="measure this device and write a threshold profile with margins; extra arguments go to pytest")
     calibrate.add_argument("--runs", type=int, default=3, help="repeated runs; the worst value of each metric counts")
@@ -180,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="print the verdict of a summary.json")
     report.add_argument("summary", nargs="?", default="reports/summary.json")
 
+    importer.add_parsers(sub)  # import, hash-weights (harness/importer.py)
+
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args, rest)
@@ -189,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "init":
         return cmd_init(args.model, args.out)
+    if args.command in importer.COMMANDS:
+        return importer.COMMANDS[args.command](args)
     return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
 
 

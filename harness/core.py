@@ -4,7 +4,9 @@ Imports nothing of qconform's, so anything may import it (no cycles)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,3 +80,23 @@ class Runner:
     def describe(self) -> str:
         """Where it runs (execution providers, GPU): shown in the report."""
         return type(self).__name__
+
+
+# -- plugins from other packages -------------------------------------------------------------
+
+_LOADED_GROUPS: set[str] = set()
+
+
+def load_entry_points(group: str, kind: type, add: Callable[[Any], Any], known: Callable[[Any], bool]) -> None:
+    """Load other packages' pathways or models, once: an entry point names a module (which
+    registers on import) or a Pathway subclass / ModelSpec (registered here)."""
+    if group in _LOADED_GROUPS:
+        return
+    _LOADED_GROUPS.add(group)
+    for entry in importlib.metadata.entry_points(group=group):
+        try:
+            obj = entry.load()
+        except Exception as exc:
+            raise RuntimeError(f"entry point {entry.name} = {entry.value} ({group}, from {entry.dist.name if entry.dist else '?'}) failed to load: {type(exc).__name__}: {exc}") from exc
+        if ((isinstance(obj, type) and issubclass(obj, kind)) or isinstance(obj, kind)) and not known(obj):
+            add(obj)

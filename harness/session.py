@@ -27,7 +27,8 @@ from harness.config import ConfigError, Project, load_project
 from harness.thresholds import Profile, ProfileError, default_profile, detect_profile_name, load_profile
 
 CaseFilter = Callable[[Pathway, str], bool]
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+# The checkout's suites/, and the same suites as installed from the wheel (harness/suites).
+SUITES_DIRS = (Path(__file__).resolve().parent.parent / "suites", Path(__file__).resolve().parent / "suites")
 DEFAULT_REPORT_DIR = Path("reports")
 # Options that make any pytest run a conformance run.
 EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "model")
@@ -132,8 +133,8 @@ class Harness:
             return True
         if config.getoption("report_dir") != DEFAULT_REPORT_DIR:
             return True
-        suites = SUITES_DIR.resolve()
-        return any(Path(arg.split("::")[0]).resolve().is_relative_to(suites) for arg in (config.args or [str(suites)]))
+        paths = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+        return any(path.is_relative_to(suites) for path in paths for suites in SUITES_DIRS)
 
     def validate(self) -> None:
         """Every option checked before any test runs; a bad one is one line (pytest.UsageError)."""

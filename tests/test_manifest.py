@@ -9,7 +9,7 @@ from harness.artifacts import MANIFEST, ArtifactError, load_artifact, write_mani
 FIELDS = dict(
     pathway="inc-int8-qdq",
     model_id="tiny-llama",
-    recipe={"weight_granularity": "per-channel"},
+    recipe={"weight_dtype": "int8", "weight_granularity": "per-channel"},  # the minimal int8 QDQ recipe
     source_weights_sha256="ab" * 32,
     tool_versions={"onnx": "1.0"},
     built_on={"kind": "cpu"},
@@ -18,7 +18,7 @@ FIELDS = dict(
 
 @pytest.fixture
 def artifact_dir(tmp_path):
-    (tmp_path / "payload.bin").write_bytes(b"weights")
+    (tmp_path / "model.qdq.onnx").write_bytes(b"weights")  # the payload name inc-int8-qdq needs
     write_manifest(tmp_path, **FIELDS)
     return tmp_path
 
@@ -32,19 +32,24 @@ def _edit(directory, change):
 def test_round_trip(artifact_dir):
     artifact = load_artifact(artifact_dir, pathway="inc-int8-qdq", model_id="tiny-llama")
     assert artifact.recipe == FIELDS["recipe"]
-    assert set(artifact.manifest["files"]) == {"payload.bin"}
+    assert set(artifact.manifest["files"]) == {"model.qdq.onnx"}
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda m: m.pop("recipe"), "missing field(s) recipe"),
-        (lambda m: m.update(extra=1), "unknown field(s) extra"),
+        (lambda m: m.pop("recipe"), "manifest.json: 'recipe' is a required property"),
+        (lambda m: m.update(extra=1), "Additional properties are not allowed ('extra' was unexpected)"),
         (lambda m: m.update(schema_version=99), "schema_version 99 is not supported"),
-        (lambda m: m.update(recipe="per-channel"), "field 'recipe' must be dict"),
-        (lambda m: m.update(files={}), "lists no payload files"),
-        (lambda m: m["files"].update({"../escape": "0"}), "points outside the artifact"),
-        (lambda m: m["files"].update({"gone.onnx": "0"}), "gone.onnx: listed in the manifest but missing"),
+        (lambda m: m.update(recipe="per-channel"), "manifest.json: recipe: 'per-channel' is not of type 'object'"),
+        (lambda m: m.update(files={}), "manifest.json: files: {} should be non-empty"),
+        (lambda m: m["recipe"].update(weight_dtype="int9"), "manifest.json: recipe.weight_dtype: 'int9' is not one of ['int8', 'uint8']"),
+        (lambda m: m["recipe"].pop("weight_dtype"), "manifest.json: recipe: 'weight_dtype' is a required property"),
+        (lambda m: m.update(source_weights_sha256="abc"), "manifest.json: source_weights_sha256: 'abc' does not match"),
+        (lambda m: m["files"].update({"model.qdq.onnx": 7}), "manifest.json: files.model.qdq.onnx: 7 is not of type 'string'"),
+        (lambda m: m.update(files={"model.onnx": "0" * 64}), "manifest.json: files: 'model.qdq.onnx' is a required property"),
+        (lambda m: m["files"].update({"../escape": "0" * 64}), "points outside the artifact"),
+        (lambda m: m["files"].update({"gone.onnx": "0" * 64}), "gone.onnx: listed in the manifest but missing"),
     ],
 )
 def test_bad_manifest_is_named(artifact_dir, change, message):
@@ -77,6 +82,42 @@ def test_modified_and_unlisted_files(artifact_dir):
     with pytest.raises(ArtifactError, match="not in the manifest: stray.txt"):
         load_artifact(artifact_dir)
     (artifact_dir / "stray.txt").unlink()
-    (artifact_dir / "payload.bin").write_bytes(b"weightz")
-    with pytest.raises(ArtifactError, match="payload.bin: sha256 mismatch"):
+    (artifact_dir / "model.qdq.onnx").write_bytes(b"weightz")
+    with pytest.raises(ArtifactError, match="model.qdq.onnx: sha256 mismatch"):
         load_artifact(artifact_dir)
+
+
+def test_every_pathway_example_in_the_contract_validates():
+    from harness.schema import manifest_problems, manifest_schema
+
+    examples = manifest_schema()["examples"]
+    assert {e["pathway"] for e in examples} >= {"inc-int8-qdq", "inc-fp8-ref", "torchao-fp8-rowwise", "tensorrt"}
+    for example in examples:
+        assert manifest_problems(example) == [], example["pathway"]
+
+
+def test_docs_are_generated_from_the_schema():
+    from pathlib import Path
+
+    from harness.schema import render_markdown
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "artifacts.md"
+    assert doc.read_text() == render_markdown(), "docs/artifacts.md is stale: python -m harness.schema > docs/artifacts.md"
+
+
+def test_missing_recipe_key_is_named(artifact_dir):
+    artifact = load_artifact(artifact_dir)
+    with pytest.raises(ArtifactError, match="manifest.json: recipe has no 'activation_dtype', which the test needs"):
+        artifact.recipe_value("activation_dtype", "the test")
+
+
+def test_built_in_recipes_follow_the_contract():
+    from harness.models.base import get_model
+    from harness.pathways.base import all_pathways
+    from harness.schema import manifest_problems
+
+    model = get_model("tiny-llama")
+    for pathway in all_pathways():
+        manifest = {"schema_version": 1, "pathway": pathway.name, "model_id": model.id, "recipe": pathway.recipe(model),
+                    "files": dict.fromkeys(("model.qdq.onnx", "model.engine", "model.pt", "measure_hooks_maxabs.json"), "0" * 64), "source_weights_sha256": "0" * 64, "tool_versions": {}, "built_on": {"kind": "cpu"}}
+        assert manifest_problems(manifest) == [], pathway.name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli import main, pytest_plugin_args
 from harness.core import Device
 from harness.gates import EXIT_CODES, Record, verdict
 from tests.conftest import REPO
@@ -25,7 +25,7 @@ def _pytest(tmp_path: Path, *args: str, test_file: str | None = None, timeout: i
     """A child pytest with the qconform plugin, as a user's run: exit code, output, summary.json."""
     report_dir = tmp_path / "reports"
     targets = [test_file] if test_file else [str(REPO / "suites" / "test_accuracy.py")]
-    cmd = [sys.executable, "-m", "pytest", *targets, "-p", "harness.plugin", f"--report-dir={report_dir}", "-p", "no:cacheprovider", f"--rootdir={REPO}", *args]
+    cmd = [sys.executable, "-m", "pytest", *targets, *pytest_plugin_args(Path(targets[0]).parent), f"--report-dir={report_dir}", "-p", "no:cacheprovider", f"--rootdir={REPO}", *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     path = report_dir / "summary.json"
     return proc.returncode, proc.stdout + proc.stderr, json.loads(path.read_text()) if path.exists() else {}
@@ -109,7 +109,7 @@ def test_a_killed_run_leaves_incomplete_not_an_old_pass(llama_int8, tmp_path):
     assert summary["verdict"] == "PASS", out
     report_dir = tmp_path / "reports"
     hang = _planted_suite(tmp_path, "import time\n\n@pytest.mark.inc_int8_qdq\ndef test_hangs():\n    time.sleep(600)\n")
-    cmd = [sys.executable, "-m", "pytest", hang, "-p", "harness.plugin", f"--report-dir={report_dir}", "-p", "no:cacheprovider", f"--rootdir={REPO}", *INT8]
+    cmd = [sys.executable, "-m", "pytest", hang, *pytest_plugin_args(tmp_path), f"--report-dir={report_dir}", "-p", "no:cacheprovider", f"--rootdir={REPO}", *INT8]
     child = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120

@@ -10,7 +10,6 @@ and golden_metrics what a golden keeps and how it is compared.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.core import Tensors
+from harness.core import Tensors, load_entry_points
 
 
 class ModelSpec:
@@ -106,11 +105,11 @@ class ModelSpec:
 
     @functools.cached_property
     def weights_sha256(self) -> str:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.reference.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-        return digest.hexdigest()
+        """The state dict's hash as defined in harness/weights.py (docs/artifacts.md): the same
+        value `qconform hash-weights` gives for the checkpoint saved from it with safetensors."""
+        from harness.weights import state_dict_sha256
+
+        return state_dict_sha256(self.reference.state_dict())
 
     def reference_weight(self, layer_name: str) -> np.ndarray | None:
         """The fp32 weight of a layer named as a pathway names it: a module path
@@ -154,9 +153,15 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def get_model(model_id: str) -> ModelSpec:
+def _load_models() -> None:
     import harness.models  # noqa: F401  (registers the embedded defaults)
 
+    # Other packages' models: entry points in group "qconform.models" (a module, a ModelSpec or its subclass).
+    load_entry_points("qconform.models", ModelSpec, lambda spec: register_model(spec() if isinstance(spec, type) else spec), lambda spec: spec.id in MODELS)
+
+
+def get_model(model_id: str) -> ModelSpec:
+    _load_models()
     try:
         return MODELS[model_id]
     except KeyError:
@@ -164,6 +169,5 @@ def get_model(model_id: str) -> ModelSpec:
 
 
 def all_models() -> list[ModelSpec]:
-    import harness.models  # noqa: F401
-
+    _load_models()
     return list(MODELS.values())

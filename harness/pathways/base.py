@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from harness.artifacts import Artifact, write_manifest
-from harness.core import Device, Runner, Tensors
+from harness.core import Device, Runner, Tensors, load_entry_points
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
@@ -124,5 +124,15 @@ def all_pathways() -> list[Pathway]:
 
 
 def _load_builtin() -> None:
-    # Importing the package registers the built-in pathways.
+    # Importing the package registers the built-in pathways; then those of installed plugins.
     import harness.pathways  # noqa: F401
+
+    load_entry_points("qconform.pathways", Pathway, _add_pathway, lambda p: p.name in PATHWAYS)
+
+
+def _add_pathway(obj: Any) -> None:
+    if isinstance(obj, type):
+        register(obj)
+    else:
+        PATHWAYS[obj.name] = obj
+

@@ -48,6 +48,19 @@ def is_fp8_weight(weight: torch.Tensor) -> bool:
     return isinstance(weight, Float8Tensor)
 
 
+def describe_float8(weight) -> dict[str, str | None]:
+    """What a Float8Tensor weight holds, in recipe terms (also read by `qconform import`)."""
+    rows = weight.shape[0]
+    per_row = weight.scale.numel() == rows and list(weight.block_size) == [1, weight.shape[1]]
+    act = weight.act_quant_kwargs
+    return {
+        "weight_dtype": str(weight.qdata.dtype).removeprefix("torch."),
+        "weight_granularity": "per-channel" if per_row else ("per-tensor" if weight.scale.numel() == 1 else f"block {list(weight.block_size)}"),
+        "activation_dtype": str(act.float8_dtype).removeprefix("torch.") if act is not None else None,
+        "activation_granularity": f"dynamic {type(act.granularity).__name__}" if act is not None else "none (weight-only)",
+    }
+
+
 def read_layout(module: torch.nn.Module) -> QuantLayout:
     layout = QuantLayout()
     for name, child in module.named_modules():
@@ -58,19 +71,16 @@ def read_layout(module: torch.nn.Module) -> QuantLayout:
             layout.unquantized.append(name)
             continue
         scale = weight.scale.detach().float().cpu().numpy()
-        rows = weight.shape[0]
-        per_row = scale.size == rows and list(weight.block_size) == [1, weight.shape[1]]
-        act = weight.act_quant_kwargs
-        act_granularity = type(act.granularity).__name__ if act is not None else None
+        described = describe_float8(weight)
         layout.layers[name] = QuantLayer(
             name=name,
-            dtype=str(weight.qdata.dtype).removeprefix("torch."),
-            weight_granularity="per-channel" if per_row else ("per-tensor" if scale.size == 1 else f"block {weight.block_size}"),
-            weight_axis=0 if per_row else None,
+            dtype=described["weight_dtype"],
+            weight_granularity=described["weight_granularity"],
+            weight_axis=0 if described["weight_granularity"] == "per-channel" else None,
             weight_scales=scale.reshape(-1).astype(np.float64),
-            activation_dtype=str(act.float8_dtype).removeprefix("torch.") if act is not None else None,
-            activation_granularity=f"dynamic {act_granularity}" if act is not None else "none (weight-only)",
-            output_channels=rows,
+            activation_dtype=described["activation_dtype"],
+            activation_granularity=described["activation_granularity"],
+            output_channels=weight.shape[0],
             dequantized_weight=weight.dequantize(torch.float32).cpu().numpy(),
         )
     return layout

@@ -1,0 +1,3 @@
+from harness.schema import render_markdown
+
+print(render_markdown(), end="")

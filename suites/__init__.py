@@ -1,0 +1,1 @@
+"""The conformance suites; installed as the `harness.suites` package (pyproject maps this folder)."""

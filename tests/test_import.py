@@ -1,0 +1,165 @@
+"""`qconform import` on payloads made outside qconform: the recipe comes from the payload, the
+artifact loads through the pathway's runner, and another model's payload is refused by name."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.artifacts import load_artifact
+from harness.cli import main
+from harness.core import Device
+from harness.metrics import argmax_agreement
+from harness.models.base import get_model
+from harness.models.tiny_llama import TinyLlamaSpec
+from harness.pathways.base import get_pathway
+
+CPU = Device("cpu", "cpu")
+
+
+def ort_quantize_static(spec, out: Path) -> Path:
+    """What a team's own pipeline does: ONNX Runtime static QDQ quantization, per-channel weights."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(spec.calibration_inputs())
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out.mkdir(parents=True, exist_ok=True)
+    fp32 = spec.export_onnx(out / "fp32.onnx")
+    quantize_static(str(fp32), str(out / "ort.qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    return out / "ort.qdq.onnx"
+
+
+@pytest.fixture(scope="module")
+def ort_llama(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    return ort_quantize_static(get_model("tiny-llama"), tmp_path_factory.mktemp("ort"))
+
+
+def qconform_import(capsys, *args: str) -> tuple[int, str]:
+    code = main(["import", *args])
+    return code, capsys.readouterr().out
+
+
+def test_ort_quantize_static_model_imports_and_runs(ort_llama, tmp_path, capsys):
+    code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(ort_llama), "--out", str(tmp_path))
+    assert code == 0, out
+    artifact = load_artifact(tmp_path / "tiny-llama" / "inc-int8-qdq", pathway="inc-int8-qdq", model_id="tiny-llama")
+    model = get_model("tiny-llama")
+    assert artifact.manifest["source_weights_sha256"] == model.weights_sha256
+    # Read from the graph, not assumed: ORT's per_channel=True QInt8 weights, QUInt8 activations.
+    recipe = artifact.recipe
+    assert (recipe["weight_dtype"], recipe["weight_granularity"], recipe["weight_symmetric"]) == ("int8", "per-channel", True)
+    assert (recipe["activation_dtype"], recipe["activation_granularity"], recipe["opset"]) == ("uint8", "per-tensor", 17)
+    runner = get_pathway("inc-int8-qdq").load(artifact, CPU, model)
+    outputs = runner(model.eval_inputs())
+    reference = model.run_reference(model.eval_inputs())
+    assert outputs["logits"].shape == reference["logits"].shape and np.isfinite(outputs["logits"]).all()
+    assert argmax_agreement(reference["logits"], outputs["logits"]) > 0.5  # a working INT8 model, not noise
+    assert len(runner.layout().layers) == len(model.linear_layer_names())
+
+
+def test_imported_ort_model_is_gated(ort_llama, tmp_path, capsys, run_suites):
+    assert qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(ort_llama), "--out", str(tmp_path / "arts"))[0] == 0
+    run = run_suites(f"--artifacts={tmp_path / 'arts'}", "--pathways=inc-int8-qdq", "--models=tiny-llama", "-k", "cpu", suites=("test_accuracy.py", "test_artifacts.py"))
+    gated = {r["metric"]: r for r in run.records(pathway="inc-int8-qdq", device="cpu") if "metric" in r}
+    assert {"min_sqnr_db", "min_token_agreement"} <= set(gated), run.output[-3000:]
+    assert run.returncode == 0 and run.summary["verdict"] == "PASS", run.output[-3000:]
+
+
+def test_another_models_graph_is_refused(minilm_int8, tmp_path, capsys):
+    code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(minilm_int8.file("model.qdq.onnx")), "--out", str(tmp_path))
+    assert code == 1
+    assert "graph inputs ['attention_mask', 'input_ids'] do not match model tiny-llama's inputs ['input_ids']" in out
+    assert not (tmp_path / "tiny-llama").exists()
+
+
+class NarrowLlama(TinyLlamaSpec):
+    id = "narrow-llama"
+    dim, hidden = 96, 192  # dead channels 7 and 93 must exist
+
+
+class OtherSeedLlama(TinyLlamaSpec):
+    id = "other-seed-llama"
+    seed = 7
+
+
+def test_other_shapes_are_refused(tmp_path, capsys):
+    payload = ort_quantize_static(NarrowLlama(), tmp_path / "narrow")
+    code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(payload), "--out", str(tmp_path / "arts"))
+    assert code == 1
+    assert "layer /layers.0/self_attn/q_proj/MatMul: weight shape (96, 96) differs from the model's (128, 128)" in out
+
+
+def test_same_shapes_other_weights_are_refused(tmp_path, capsys):
+    payload = ort_quantize_static(OtherSeedLlama(), tmp_path / "seed")
+    code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(payload), "--out", str(tmp_path / "arts"))
+    assert code == 1
+    assert "weights differ from the model's (cosine" in out and "made from other weights" in out
+
+
+def test_inc_fp8_dumps_import_with_format_from_the_scales(tmp_path, capsys):
+    from tests.conftest import _built
+
+    e4m3, e5m2 = _built("tiny-llama", "inc-fp8-ref"), _built("tiny-llama", "inc-fp8-ref-e5m2")
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    for name in e4m3.manifest["files"]:  # a team's own dump_stats_path prefix
+        (dumps / name.replace("measure", "mystats")).write_bytes(e4m3.file(name).read_bytes())
+    code, out = qconform_import(capsys, "--pathway", "inc-fp8-ref", "--model", "tiny-llama", *map(str, sorted(dumps.iterdir())), "--out", str(tmp_path / "arts"))
+    assert code == 0, out
+    artifact = load_artifact(tmp_path / "arts" / "tiny-llama" / "inc-fp8-ref")
+    assert artifact.manifest["files"] == e4m3.manifest["files"]  # renamed to the prefix INC is given, same bytes
+    assert (artifact.recipe["fp8_format"], artifact.recipe["scale_method"]) == ("E4M3", "maxabs_pow2")
+    model = get_model("tiny-llama")
+    outputs = get_pathway("inc-fp8-ref").load(artifact, CPU, model)(model.eval_inputs())
+    assert np.isfinite(outputs["logits"]).all()
+
+    code, out = qconform_import(capsys, "--pathway", "inc-fp8-ref", "--model", "tiny-llama", *(str(e5m2.file(n)) for n in e5m2.manifest["files"]), "--out", str(tmp_path / "arts2"))
+    assert code == 1 and "the dumps hold E5M2 scales" in out and "pathway inc-fp8-ref quantizes E4M3" in out
+
+
+def test_inc_fp8_dumps_of_another_model_are_refused(tmp_path, capsys):
+    from tests.conftest import _built
+
+    e4m3 = _built("tiny-llama", "inc-fp8-ref")
+    measured = json.loads(e4m3.file("measure_hooks_maxabs.json").read_text())
+    measured["Nodes"]["lm_head"]["params"]["weight"] = [[1.5]]
+    (tmp_path / "x_hooks_maxabs.json").write_text(json.dumps(measured))
+    others = [str(e4m3.file(n)) for n in e4m3.manifest["files"] if not n.startswith("measure_hooks_maxabs.")]
+    code, out = qconform_import(capsys, "--pathway", "inc-fp8-ref", "--model", "tiny-llama", str(tmp_path / "x_hooks_maxabs.json"), *others, "--out", str(tmp_path / "arts"))
+    assert code == 1 and "layer lm_head: measured weight amax 1.5 differs from the model's" in out
+
+
+def test_torchao_fp8_checkpoint_imports_with_types_from_the_state_dict(tmp_path, capsys):
+    """The checkpoint torchao's quantize_ writes on a GPU, made on the CPU by the same Float8Tensor.from_hp call."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    from torchao.quantization import Float8Tensor, PerRow
+    from torchao.quantization.quantize_.workflows.float8.float8_tensor import QuantizeTensorToFloat8Kwargs
+
+    model = get_model("tiny-llama")
+    module = copy.deepcopy(model.reference).to(torch.bfloat16)
+    for linear in (m for m in module.modules() if isinstance(m, torch.nn.Linear)):
+        weight = Float8Tensor.from_hp(linear.weight.detach(), torch.float8_e4m3fn, PerRow(), act_quant_kwargs=QuantizeTensorToFloat8Kwargs(torch.float8_e4m3fn, PerRow()))
+        linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    torch.save(module.state_dict(), tmp_path / "fp8.pt")
+    code, out = qconform_import(capsys, "--pathway", "torchao-fp8-rowwise", "--model", "tiny-llama", str(tmp_path / "fp8.pt"), "--out", str(tmp_path / "arts"))
+    assert code == 0, out
+    recipe = load_artifact(tmp_path / "arts" / "tiny-llama" / "torchao-fp8-rowwise").recipe
+    assert recipe == {"weight_dtype": "float8_e4m3fn", "weight_granularity": "per-channel", "activation_dtype": "float8_e4m3fn",
+                      "activation_granularity": "dynamic PerRow", "model_dtype": "bfloat16"}
+
+    narrow = copy.deepcopy(NarrowLlama().reference)
+    torch.save(narrow.state_dict(), tmp_path / "narrow.pt")
+    code, out = qconform_import(capsys, "--pathway", "torchao-fp8-rowwise", "--model", "tiny-llama", str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "arts2"))
+    assert code == 1 and "layer layers.0.self_attn.q_proj: weight shape (96, 96) differs from the model's (128, 128)" in out

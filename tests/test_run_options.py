@@ -1,0 +1,34 @@
+"""`qconform run` declares qconform's own pytest options (read from the plugin) and passes them on."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from harness import cli
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    cli.add_pytest_options(parser)
+    return parser
+
+
+def test_help_lists_every_plugin_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    for flags, _ in cli._pytest_options():
+        at = [i for i, line in enumerate(lines) if line.strip().split(" ")[0].rstrip(",") == flags[0]]
+        assert len(at) == 1, f"{flags[0]} listed {len(at)} times"
+        # argparse puts the help of a long option name on the next line
+        help_text = lines[at[0]].split(flags[0], 1)[1].strip() or lines[at[0] + 1].strip()
+        assert len(help_text) > 10, f"{flags[0]} has no one-line help"
+
+
+def test_declared_options_go_to_pytest_and_the_rest_passes_through(tmp_path):
+    args, rest = run_parser().parse_known_args(["--models", "tiny-llama", "--regen-golden", f"--artifacts={tmp_path}", "--model", "a", "--model", "b", "-k", "accuracy", "-x"])
+    assert cli.pytest_option_args(args) == [f"--artifacts={tmp_path}", "--regen-golden", "--model=a", "--model=b", "--models=tiny-llama"]
+    assert rest == ["-k", "accuracy", "-x"]
