@@ -66,6 +66,15 @@ class QuantLayout:
         return {layer.weight_granularity for layer in self.layers.values()}
 
 
+def module_path(layer_name: str) -> str:
+    """The torch module path of a layer as a pathway names it: a module path stays as it is
+    ("layers.0.mlp.up_proj"); an ONNX node of the torch export loses its op name
+    ("/layers.0/mlp/up_proj/MatMul_quant" -> "layers.0.mlp.up_proj")."""
+    if layer_name.startswith("/"):
+        return ".".join(layer_name.strip("/").split("/")[:-1])
+    return layer_name
+
+
 class Runner:
     """Executes one loaded artifact. Inputs and outputs use the reference model's names."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.core import Tensors
+from harness.core import Tensors, module_path
 
 
 class ModelSpec:
@@ -78,10 +78,7 @@ class ModelSpec:
     def reference_weight(self, layer_name: str) -> np.ndarray | None:
         """The fp32 weight of a layer named as a pathway names it: a module path
         ("layers.0.mlp.up_proj") or an ONNX node ("/layers.0/mlp/up_proj/MatMul_quant")."""
-        path = layer_name
-        if layer_name.startswith("/"):
-            path = ".".join(layer_name.strip("/").split("/")[:-1])
-        module = dict(self.reference.named_modules()).get(path)
+        module = dict(self.reference.named_modules()).get(module_path(layer_name))
         weight = getattr(module, "weight", None)
         return None if weight is None else weight.detach().float().cpu().numpy()
 

@@ -57,7 +57,7 @@ def read_layout(module) -> QuantLayout:
                 weight_granularity="per-tensor",
                 weight_axis=None,
                 weight_scales=np.array([scale]),
-                activation_dtype=str(weight.dtype).removeprefix("torch."),
+                activation_dtype=str(child.quant_input.lp_dtype).removeprefix("torch."),  # what the input is cast to
                 activation_granularity="per-tensor (measured amax)",
                 activation_scale=np.array([float(child.quant_input.scale)]),
                 output_channels=child.out_features,

@@ -19,6 +19,7 @@ import torch
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.identity import check_state_dict_matches
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 
@@ -122,6 +123,7 @@ class TorchaoFp8Rowwise(Pathway):
             state = torch.load(path, map_location=torch.device("cuda", torch.cuda.current_device()), weights_only=True)
         except Exception as exc:
             raise ArtifactError(f"{path}: not a loadable state dict ({type(exc).__name__}: {exc})") from exc
+        check_state_dict_matches(state, model)
         expected = module.state_dict()
         if set(state) != set(expected):
             raise ArtifactError(
