@@ -10,6 +10,18 @@ import numpy as np
 
 Tensors = dict[str, np.ndarray]
 
+# The recipe keys that describe a quantized layout, checked against what the payload holds.
+# A pathway's expected recipe (Pathway.expected_recipe, overridable per (pathway, model) in a
+# profile's [pathway.model.expect] table) sets them; a manifest's recipe only claims them.
+RECIPE_KEYS = (
+    "weight_dtype",
+    "weight_granularity",
+    "weight_symmetric",
+    "activation_dtype",
+    "activation_granularity",
+    "keep_float",  # regexes over layer names (ONNX node names, or module paths) that stay float
+)
+
 
 @dataclass(frozen=True)
 class Device:

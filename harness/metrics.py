@@ -3,6 +3,8 @@ a non-finite candidate scores as badly as possible instead of raising or passing
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -114,3 +116,34 @@ def cross_runtime_metrics(model, reference: dict[str, np.ndarray], other: dict[s
     if "token_agreement" in model.task_metric_names:
         measured["min_cross_token_agreement"] = argmax_agreement(reference[name], other[name])
     return measured
+
+
+# -- sample size ------------------------------------------------------------------------------
+
+Z_95 = 1.959964  # two-sided 95%
+Z_POWER_80 = 0.841621  # 80% power
+
+
+def wilson_lower(p: float, n: int, z: float = Z_95) -> float:
+    """Lower end of the Wilson score interval of a proportion p measured on n items: what the
+    proportion is at least, with 95% confidence. (Items are treated as independent; tokens of one
+    sequence are correlated, so the true interval is somewhat wider.)"""
+    if n <= 0 or not math.isfinite(p):
+        return float("nan")
+    center = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (center - half) / (1 + z * z / n)
+
+
+def smallest_detectable_change(metric: float, n: int, kind: str = "proportion") -> float:
+    """The smallest true change of a metric measured at `metric` on n items that a two-sided 5%
+    test detects with 80% power. Proportions (token agreement, top-1): (z_a + z_b) sqrt(p(1-p)/n),
+    at least 3/n (rule of three: n agreeing items cannot exclude a 3/n disagreement rate).
+    Correlations (Spearman over n pairs): through Fisher's z, whose s.e. is 1/sqrt(n-3)."""
+    z = Z_95 + Z_POWER_80
+    if kind == "proportion":
+        return max(z * math.sqrt(max(metric * (1 - metric), 0.0) / n), 3.0 / n)
+    if kind == "correlation":
+        r = min(abs(metric), 0.999999)
+        return r - math.tanh(math.atanh(r) - z / math.sqrt(n - 3))
+    raise ValueError(f"unknown metric kind {kind!r}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomllib
 
-from harness.core import Device
+from harness.core import RECIPE_KEYS, Device
 
 # key -> (direction, what it measures). "min": measured must be >= value; "max": <= value.
 EXPLAIN: dict[str, tuple[str, str]] = {
@@ -29,6 +29,14 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "min_cross_sqnr_db": ("min", "SQNR between two runtimes' outputs for the same artifact or recipe (e.g. CPU EP vs CUDA EP), dB"),
     "min_cross_token_agreement": ("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe"),
     "min_e4m3_over_e5m2_db": ("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range"),
+    # Layer-level gates (harness/layout_checks.py, harness/localize.py): the worst layer is named.
+    "min_layer_weight_sqnr_db": ("min", "worst layer's SQNR of the weight the runtime uses against the model's fp32 weight, dB"),
+    "min_layer_activation_sqnr_db": ("min", "worst layer's output SQNR inside the quantized model against the same layer in the fp32 reference, dB"),
+    "min_code_range_use": ("min", "worst layer's fraction of int8 output channels whose largest |code| reaches 126 (max-abs scales reach 127)"),
+    "max_weight_scale_log2_err": ("max", "worst channel's |log2(weight scale * largest code / max|w|)|, against the model's fp32 weights"),
+    "max_activation_scale_log2_err": ("max", "worst layer's |log2(activation scale / scale implied by the fp32 input range on the calibration data)|"),
+    "max_weight_amax_rel_err": ("max", "worst layer's relative error of the recorded weight amax against the model's max |w|"),
+    "max_input_amax_ratio": ("max", "worst layer's factor between the recorded input amax and a fresh measurement on the calibration data"),
 }
 
 
@@ -138,6 +146,10 @@ def _validate(label: str, data: dict[str, Any]) -> None:
 
     def walk(node: dict[str, Any], where: list[str]) -> None:
         for key, value in node.items():
+            if where and where[-1] == "expect":  # [pathway.model.expect]: the expected recipe
+                if key not in RECIPE_KEYS:
+                    raise ProfileError(f"{label}: [{'.'.join(where)}] unknown recipe key {key!r}; known: {', '.join(RECIPE_KEYS)}")
+                continue
             if isinstance(value, dict):
                 walk(value, where + [key])
             elif where and where[0] != "profile" and key != "note":

@@ -55,6 +55,11 @@ class ModelSpec:
         """Task-level quality of `candidate` outputs, measured against the reference outputs."""
         raise NotImplementedError
 
+    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
+        """Per task metric: (items it is measured on, "proportion" or "correlation"), for sample-size
+        aware gates and the smallest detectable change. Empty when not known."""
+        return {}
+
     # -- shared machinery -------------------------------------------------------------------
     @functools.cached_property
     def reference(self) -> torch.nn.Module:

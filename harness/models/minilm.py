@@ -152,5 +152,8 @@ class MiniLMSpec(ModelSpec):
             "rel_task_drop": (ref_score - cand_score) / ref_score,
         }
 
+    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
+        return {"ranking_agreement": (len(PAIRS), "correlation")}
+
 
 SPEC = register_model(MiniLMSpec())

@@ -13,6 +13,7 @@ scales. Both dumps are the artifact; loading re-runs `convert` on a fresh refere
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ import numpy as np
 from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.identity import check_layer_names
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 
@@ -90,6 +92,29 @@ class IncFp8Reference(Pathway):
             "calibration_batches": len(model.calibration_inputs()),
         }
 
+    def expected_recipe(self, model: ModelSpec) -> dict[str, Any]:
+        fp8 = FORMATS[self.fp8_format]
+        return {
+            "weight_dtype": fp8,
+            "weight_granularity": "per-tensor",
+            "weight_symmetric": True,
+            "activation_dtype": fp8,
+            "activation_granularity": "per-tensor (measured amax)",
+            "keep_float": [],
+        }
+
+    def recorded_statistics(self, artifact: Artifact) -> dict[str, dict[str, float]]:
+        """The measured amax INC dumped (its JSON dump; the .npz twin is a pickle, not read here)."""
+        path = artifact.file(f"{STATS}_hooks_maxabs.json")
+        try:
+            nodes = json.loads(path.read_text())["Nodes"]
+            return {
+                name: {"input_amax": float(np.max(node["inputs"])), "weight_amax": float(np.max(node["params"]["weight"]))}
+                for name, node in nodes.items()
+            }
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: not Neural Compressor's maxabs statistics ({type(exc).__name__}: {exc})") from exc
+
     def _quantize(self, model: ModelSpec, stats_dir: Path):
         from neural_compressor.torch.quantization import convert
 
@@ -108,6 +133,7 @@ class IncFp8Reference(Pathway):
         return self.finish(out_dir, model, Device.detect())
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
+        check_layer_names(self.recorded_statistics(artifact), model, "statistics for layers")
         with tempfile.TemporaryDirectory(prefix="qconform-inc-fp8-") as tmp:
             for name in artifact.manifest["files"]:  # INC reads its dumps from dump_stats_path
                 shutil.copy(artifact.file(name), Path(tmp) / name)
