@@ -164,7 +164,7 @@ def _validate(label: str, data: dict[str, Any]) -> None:
 # -- calibration: thresholds from measurements ---------------------------------------------
 
 # Policy thresholds are not measured: they state what the release demands.
-POLICY = {"max_rel_task_drop": 0.01, "min_golden_sqnr_db": 35.0}
+POLICY = {"max_rel_task_drop": 0.01, "min_golden_sqnr_db": 35.0, "max_weight_amax_rel_err": 0.01, "max_input_amax_ratio": 1.05}
 
 
 def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
@@ -173,8 +173,12 @@ def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
         return POLICY[key]
     if key == "min_speedup":
         return math.floor(worst * (1 - speed_margin) * 100) / 100
-    if key == "min_sqnr_db":
+    if key in ("min_sqnr_db", "min_layer_weight_sqnr_db", "min_layer_activation_sqnr_db"):
         return math.floor(worst - 2.0)
+    if key == "min_code_range_use":
+        return math.floor((worst - 0.02) * 100) / 100
+    if key in ("max_weight_scale_log2_err", "max_activation_scale_log2_err"):
+        return math.ceil((worst + 0.05) * 100) / 100
     if key == "min_token_agreement":
         return math.floor((worst - 0.03) * 100) / 100
     if key in ("min_cosine", "min_row_cosine", "min_ranking_agreement"):

@@ -17,7 +17,7 @@ def _gate_worst(case, gate, key: str, values: dict[str, float], what: str, unit:
         gate.expect(case, [f"no quantized layer to measure {what} on"], key)
         return
     name, value = lc.worst(values, case.threshold(key).direction)
-    gate.check(case, {key: value}, f"worst layer {name}: {what} {value:.3g}{unit}", extra={key.removeprefix("min_").removeprefix("max_"): values})
+    gate.check(case, {key: value}, f"worst layer {name}: {what} {value:.3g}{unit}", extra={"per_layer": values})
 
 
 def test_every_weight_layer_quantized(case, gate):

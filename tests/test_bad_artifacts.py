@@ -67,7 +67,8 @@ def test_payload_of_another_model_is_refused_by_name(llama_int8, minilm_int8, us
     from tests.planted_defects import reseal
 
     target = user_artifacts(llama_int8)
-    (target / PAYLOAD).write_bytes(minilm_int8.file(PAYLOAD).read_bytes())
+    for name in minilm_int8.manifest["files"]:  # the graph and its external weights
+        (target / name).write_bytes(minilm_int8.file(name).read_bytes())
     reseal(target, llama_int8)
 
     with pytest.raises(ArtifactError, match=r"this artifact is not model tiny-llama: graph inputs \['attention_mask', 'input_ids'\] do not match"):
