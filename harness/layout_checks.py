@@ -29,10 +29,8 @@ FULL_CODE = 126
 def expected_recipe(pathway: "Pathway", model: "ModelSpec", profile: "Profile") -> dict[str, Any]:
     """The pathway's expected recipe for `model`, with the profile's [pathway.model.expect] keys."""
     expected = pathway.expected_recipe(model)
-    try:
+    if profile.has("expect", pathway.name, model.id):
         expected.update(profile.table(pathway.name, model.id, "expect"))
-    except Exception:  # no [pathway.model.expect] table: the pathway's own expectation stands
-        pass
     return expected
 
 

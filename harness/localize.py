@@ -140,7 +140,12 @@ def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors) -> LayerError
     graph = getattr(runner, "model", None)
     if graph is not None and hasattr(graph, "graph"):  # an ONNX Runtime runner
         provider = getattr(runner, "provider", "CPUExecutionProvider")
-        candidate = onnx_activations(graph, [inputs], provider)
+        try:
+            candidate = onnx_activations(graph, [inputs], provider)
+        except Exception as exc:  # onnxruntime's Fail/InvalidGraph: e.g. an EP that cannot take the extra outputs
+            if provider == "CPUExecutionProvider":
+                raise
+            raise NotLocalizable(f"ONNX Runtime could not run the graph with its layer outputs exposed on {provider} ({type(exc).__name__}: {str(exc)[:200]})") from exc
         reference = onnx_activations(fp32_graph(model), [inputs])
         errors = []
         for name, out, _ in _onnx_layer_tensors(graph):

@@ -17,7 +17,9 @@ def test_output_agreement(case, gate):
     plots = {"error_histogram": log_error_histogram(reference, candidate), "layer_weight_sqnr_db": weight_sqnr(case.runner.layout(), case.model)}
     try:  # where the error starts, for the failure message and the report's per-layer plot
         errors = localize(case)
-        detail += "; " + describe_first_bad(errors, case.threshold("min_layer_activation_sqnr_db").value)
+        key = "min_layer_activation_sqnr_db"  # without it: the layer with the largest drop
+        threshold = case.threshold(key).value if case.profile.has(key, case.pathway.name, case.model.id) else float("-inf")
+        detail += "; " + describe_first_bad(errors, threshold)
         plots["layer_activation_sqnr_db"] = dict(errors)
     except NotLocalizable as exc:
         detail += f"; no per-layer localization ({exc})"
@@ -49,5 +51,5 @@ def test_task_metric(case, gate):
         if kind == "proportion":
             judge[threshold_key(metric)] = wilson_lower(measured[metric], n)
             notes.append(f"{metric} judged on its 95% lower bound {judge[threshold_key(metric)]:.4f} over {n} items")
-    extra = {"detectable": detectable, "samples": {threshold_key(m): n for m, (n, _) in samples.items()}}
+    extra = {"detectable": detectable, "samples": {threshold_key(m): n for m, (n, _) in samples.items()}, "judged_on_lower_bound": judge}
     gate.check(case, {threshold_key(name): value for name, value in measured.items()}, "; ".join(notes), extra=extra, judge=judge)
