@@ -20,7 +20,7 @@ def test_output_agreement(case, gate):
         key = "min_layer_activation_sqnr_db"  # without it: the layer with the largest drop
         threshold = case.threshold(key).value if case.profile.has(key, case.pathway.name, case.model.id) else float("-inf")
         detail += "; " + describe_first_bad(errors, threshold)
-        plots["layer_activation_sqnr_db"] = dict(errors)
+        plots["layer_activation_sqnr_db"] = [list(e) for e in errors]  # a list: execution order survives JSON key sorting
     except NotLocalizable as exc:
         detail += f"; no per-layer localization ({exc})"
     gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail, extra=plots)
@@ -36,7 +36,7 @@ def test_layer_activation_sqnr(case, gate):
     layer, value = min(errors, key=lambda e: e[1])
     threshold = case.threshold("min_layer_activation_sqnr_db").value
     detail = f"worst layer {layer}: {value:.1f} dB; {describe_first_bad(errors, threshold)}"
-    gate.check(case, {"min_layer_activation_sqnr_db": value}, detail, extra={"layer_activation_sqnr_db": dict(errors)})
+    gate.check(case, {"min_layer_activation_sqnr_db": value}, detail, extra={"layer_activation_sqnr_db": [list(e) for e in errors]})
 
 
 def test_task_metric(case, gate):
