@@ -40,7 +40,7 @@ CATALOG: list[ProvenDefect] = [
     # Weight-layout mistakes.
     ProvenDefect("transposed-weights", "square weights stored as W instead of W^T", "layer_weight_sqnr", "min_layer_weight_sqnr_db measured"),
     # Calibration on the wrong data.
-    ProvenDefect("calibration-tiny-range", "activation scales calibrated on data with a 16x smaller range", "activation_scales_plausible", "max_activation_scale_log2_err measured"),
+    ProvenDefect("calibration-tiny-range", "activation scales calibrated on data with a 16x smaller range", "activation_scales_plausible", "min_activation_scale_log2 measured"),
     # Recipe vs artifact: the manifest claims what the payload is not.
     ProvenDefect("fp32-graph-claiming-int8", "the fp32 graph shipped under an INT8 manifest", "every_weight_layer_quantized", "weight layers left unquantized"),
     ProvenDefect("int8-activations-expected-uint8", "activations quantized to int8 where the recipe expects uint8", "granularity_matches_recipe", "activations quantized to int8, expected uint8"),

@@ -158,10 +158,11 @@ def weight_scale_error(layout: QuantLayout, model: "ModelSpec") -> dict[str, flo
     return result
 
 
-def activation_scale_error(layout: QuantLayout, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Per statically quantized layer: |log2(activation scale / the scale its calibration range
-    implies)|, the range measured on the calibration data in the fp32 reference. Asymmetric uint8
-    spans [min(lo, 0), max(hi, 0)] over 255 codes; symmetric types span max|x| over qmax."""
+def activation_scale_log2(layout: QuantLayout, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Per statically quantized layer: log2(activation scale / the scale its calibration range
+    implies), signed (negative: the scale clips inputs the calibration data holds), the range
+    measured on the calibration data in the fp32 reference. Asymmetric uint8 spans
+    [min(lo, 0), max(hi, 0)] over 255 codes; symmetric types span max|x| over qmax."""
     result = {}
     for name, layer in layout.layers.items():
         path = module_path(name)
@@ -170,7 +171,7 @@ def activation_scale_error(layout: QuantLayout, ranges: dict[str, tuple[float, f
         lo, hi = ranges[path]
         implied = (max(hi, 0.0) - min(lo, 0.0)) / 255.0 if layer.activation_dtype == "uint8" else max(abs(lo), abs(hi)) / QMAX[layer.activation_dtype]
         scale = float(np.max(layer.activation_scale))
-        result[path] = abs(math.log2(scale / implied)) if implied > 0 and scale > 0 else math.inf
+        result[path] = math.log2(scale / implied) if implied > 0 and scale > 0 else -math.inf
     return result
 
 

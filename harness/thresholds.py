@@ -34,7 +34,8 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "min_layer_activation_sqnr_db": ("min", "worst layer's output SQNR inside the quantized model against the same layer in the fp32 reference, dB"),
     "min_code_range_use": ("min", "worst layer's fraction of int8 output channels whose largest |code| reaches 126 (max-abs scales reach 127)"),
     "max_weight_scale_log2_err": ("max", "worst channel's |log2(weight scale * largest code / max|w|)|, against the model's fp32 weights"),
-    "max_activation_scale_log2_err": ("max", "worst layer's |log2(activation scale / scale implied by the fp32 input range on the calibration data)|"),
+    "min_activation_scale_log2": ("min", "lowest layer's log2(activation scale / scale implied by the fp32 input range on the calibration data): below, inputs clip"),
+    "max_activation_scale_log2": ("max", "highest layer's log2(activation scale / scale implied by the fp32 input range on the calibration data): above, codes go unused"),
     "max_weight_amax_rel_err": ("max", "worst layer's relative error of the recorded weight amax against the model's max |w|"),
     "max_input_amax_ratio": ("max", "worst layer's factor between the recorded input amax and a fresh measurement on the calibration data"),
 }
@@ -177,8 +178,10 @@ def margin_for(key: str, worst: float, speed_margin: float = 0.10) -> float:
         return math.floor(worst - 2.0)
     if key == "min_code_range_use":
         return math.floor((worst - 0.02) * 100) / 100
-    if key in ("max_weight_scale_log2_err", "max_activation_scale_log2_err"):
+    if key in ("max_weight_scale_log2_err", "max_activation_scale_log2"):
         return math.ceil((worst + 0.05) * 100) / 100
+    if key == "min_activation_scale_log2":
+        return math.floor((worst - 0.05) * 100) / 100
     if key == "min_token_agreement":
         return math.floor((worst - 0.03) * 100) / 100
     if key in ("min_cosine", "min_row_cosine", "min_ranking_agreement"):

@@ -65,8 +65,10 @@ def test_activation_scales_plausible(case, gate):
     layout = case.runner.layout()
     if not any(layer.activation_scale is not None for layer in layout.layers.values()):
         pytest.skip(f"{case.pathway.name}: no static activation scales (dynamic or weight-only)")
-    ranges = calibration_input_ranges(case.runner, case.model)
-    _gate_worst(case, gate, "max_activation_scale_log2_err", lc.activation_scale_error(layout, ranges), "|log2(scale / calibration-range scale)|")
+    values = lc.activation_scale_log2(layout, calibration_input_ranges(case.runner, case.model))
+    (low, lo), (high, hi) = lc.worst(values, "min"), lc.worst(values, "max")
+    detail = f"log2(scale / calibration-range scale): lowest {lo:.3g} at {low}, highest {hi:.3g} at {high}"
+    gate.check(case, {"min_activation_scale_log2": lo, "max_activation_scale_log2": hi}, detail, extra={"per_layer": values})
 
 
 def test_recorded_statistics_match_model(case, gate):
