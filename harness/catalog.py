@@ -22,12 +22,34 @@ CATALOG: list[ProvenDefect] = [
         "per-tensor-undeclared",
         "per-tensor weight scales while the manifest declares per-channel",
         "granularity_matches_recipe",
-        "weight scales are per-tensor, recipe declares per-channel",
+        "weight scales are per-tensor, expected per-channel",
     ),
     ProvenDefect("scales-2x", "weight scales off by 2x", "output_agreement", "min_sqnr_db measured"),
-    ProvenDefect("zero-point-off-by-one", "weight zero point off by one in a symmetric recipe", "scales_valid", "non-zero weight zero points"),
+    ProvenDefect("zero-point-off-by-one", "weight zero point off by one in a symmetric recipe", "granularity_matches_recipe", "non-zero weight zero points"),
     ProvenDefect("scales-wrong-axis", "per-channel scales applied along the wrong axis", "output_agreement", "min_sqnr_db measured"),
     ProvenDefect("layer-left-float", "a Linear layer silently left unquantized", "every_weight_layer_quantized", "weight layers left unquantized"),
+    # Single-layer defects: a layer gate names the layer; the failing output gate names where the error starts.
+    ProvenDefect("one-layer-scales-x4", "one layer's weight scales x4 (layers.1.mlp.down_proj)", "layer_weight_sqnr", "worst layer layers.1.mlp.down_proj"),
+    ProvenDefect("one-layer-permuted", "one layer's output channels permuted, codes with their scales (layers.0.mlp.up_proj)", "layer_weight_sqnr", "worst layer layers.0.mlp.up_proj"),
+    ProvenDefect(
+        "one-layer-coarse-codes",
+        "one layer requantized with 4x too large scales: right values on a quarter of the int8 codes (outputs barely move)",
+        "code_range_use",
+        "worst layer layers.0.self_attn.o_proj",
+    ),
+    # Weight-layout mistakes.
+    ProvenDefect("transposed-weights", "square weights stored as W instead of W^T", "layer_weight_sqnr", "min_layer_weight_sqnr_db measured"),
+    # Calibration on the wrong data.
+    ProvenDefect("calibration-tiny-range", "activation scales calibrated on data with a 16x smaller range", "activation_scales_plausible", "min_activation_scale_log2 measured"),
+    # Recipe vs artifact: the manifest claims what the payload is not.
+    ProvenDefect("fp32-graph-claiming-int8", "the fp32 graph shipped under an INT8 manifest", "every_weight_layer_quantized", "weight layers left unquantized"),
+    ProvenDefect("int8-activations-expected-uint8", "activations quantized to int8 where the recipe expects uint8", "granularity_matches_recipe", "activations quantized to int8, expected uint8"),
+    ProvenDefect("wrong-model", "the payload of another model (minilm-l6) under a tiny-llama manifest", "artifact loading", "this artifact is not model tiny-llama: graph inputs"),
+    # INC FP8 statistics files that do not belong to the model.
+    ProvenDefect("fp8-weight-amax-scaled", "FP8 statistics with weight amax 2x the weights' (numbers unchanged: INC uses its stored scales)", "recorded_statistics_match_model", "max_weight_amax_rel_err measured"),
+    ProvenDefect("fp8-calibrated-on-other-data", "FP8 input amax 16x too small, scales derived from them", "recorded_statistics_match_model", "max_input_amax_ratio measured"),
+    # The golden gate's own proof: the planted thing is the approved record, not the artifact, so
+    # no other gate can see it (every artifact defect above is caught without a golden record).
     ProvenDefect("outputs-drifted", "outputs drifted from the approved golden record", "golden", "min_golden_sqnr_db measured"),
     ProvenDefect("nondeterministic-runner", "a runner whose output changes between identical calls", "runner_deterministic", "property 'deterministic' violated"),
     # Planted quantizers driven through the property checks.
@@ -53,6 +75,10 @@ CATALOG: list[ProvenDefect] = [
     # GPU only (tests/test_speed_gate.py).
     ProvenDefect("slow-kernel", "a slow candidate kernel (dequantize to bf16, then matmul)", "speedup", "min_speedup measured"),
 ]
+
+
+# Defects whose only catching gate may be golden: the record drifted, the artifact is fine.
+GOLDEN_ONLY = {"outputs-drifted"}
 
 
 def by_gate() -> dict[str, list[ProvenDefect]]:

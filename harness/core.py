@@ -12,6 +12,18 @@ import numpy as np
 
 Tensors = dict[str, np.ndarray]
 
+# The recipe keys that describe a quantized layout, checked against what the payload holds.
+# A pathway's expected recipe (Pathway.expected_recipe, overridable per (pathway, model) in a
+# profile's [pathway.model.expect] table) sets them; a manifest's recipe only claims them.
+RECIPE_KEYS = (
+    "weight_dtype",
+    "weight_granularity",
+    "weight_symmetric",
+    "activation_dtype",
+    "activation_granularity",
+    "keep_float",  # regexes over layer names (ONNX node names, or module paths) that stay float
+)
+
 
 @dataclass(frozen=True)
 class Device:
@@ -66,6 +78,15 @@ class QuantLayout:
 
     def granularities(self) -> set[str]:
         return {layer.weight_granularity for layer in self.layers.values()}
+
+
+def module_path(layer_name: str) -> str:
+    """The torch module path of a layer as a pathway names it: a module path stays as it is
+    ("layers.0.mlp.up_proj"); an ONNX node of the torch export loses its op name
+    ("/layers.0/mlp/up_proj/MatMul_quant" -> "layers.0.mlp.up_proj")."""
+    if layer_name.startswith("/"):
+        return ".".join(layer_name.strip("/").split("/")[:-1])
+    return layer_name
 
 
 class Runner:

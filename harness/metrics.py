@@ -3,6 +3,8 @@ a non-finite candidate scores as badly as possible instead of raising or passing
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -203,3 +205,33 @@ def logprobs_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
         lp = log_softmax(np.where(np.isfinite(flat[start : start + 128]), flat[start : start + 128], np.nan))
         out[start : start + 128] = np.take_along_axis(lp, ids[start : start + 128].astype(np.int64), axis=-1)
     return out
+
+# -- sample size ------------------------------------------------------------------------------
+
+Z_95 = 1.959964  # two-sided 95%
+Z_POWER_80 = 0.841621  # 80% power
+
+
+def wilson_lower(p: float, n: int, z: float = Z_95) -> float:
+    """Lower end of the Wilson score interval of a proportion p measured on n items: what the
+    proportion is at least, with 95% confidence. (Items are treated as independent; tokens of one
+    sequence are correlated, so the true interval is somewhat wider.)"""
+    if n <= 0 or not math.isfinite(p):
+        return float("nan")
+    center = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (center - half) / (1 + z * z / n)
+
+
+def smallest_detectable_change(metric: float, n: int, kind: str = "proportion") -> float:
+    """The smallest true change of a metric measured at `metric` on n items that a two-sided 5%
+    test detects with 80% power. Proportions (token agreement, top-1): (z_a + z_b) sqrt(p(1-p)/n),
+    at least 3/n (rule of three: n agreeing items cannot exclude a 3/n disagreement rate).
+    Correlations (Spearman over n pairs): through Fisher's z, whose s.e. is 1/sqrt(n-3)."""
+    z = Z_95 + Z_POWER_80
+    if kind == "proportion":
+        return max(z * math.sqrt(max(metric * (1 - metric), 0.0) / n), 3.0 / n)
+    if kind == "correlation":
+        r = min(abs(metric), 0.999999)
+        return r - math.tanh(math.atanh(r) - z / math.sqrt(n - 3))
+    raise ValueError(f"unknown metric kind {kind!r}")

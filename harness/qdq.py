@@ -63,6 +63,13 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
         axis = graph.axis(dq)
         dims = list(weight.dims)
         per_channel = scales.size > 1
+        # MatMul holds (in, out): output channels on the last axis; Gemm's transB puts them first.
+        out_axis = 0 if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) else len(dims) - 1
+        if node.op_type == "Conv":
+            out_axis = 0
+        granularity = "per-tensor"
+        if per_channel:
+            granularity = "per-channel" if axis % len(dims) == out_axis else f"per-channel on axis {axis}, not the output-channel axis {out_axis}"
         act_dq = graph.dequantize_of(node.input[0])
         act_scale = act_zp = act_dtype = None
         if act_dq is not None and act_dq.input[1] in graph.inits:
@@ -74,12 +81,12 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             shape[axis] = -1
         zp = 0 if zero_points is None else zero_points.astype(np.float64).reshape(shape)
         dequantized = (numpy_helper.to_array(weight).astype(np.float64) - zp) * scales.reshape(shape)
-        if node.op_type == "MatMul":
+        if node.op_type == "MatMul" or (node.op_type == "Gemm" and out_axis == 1):
             dequantized = dequantized.T  # MatMul holds (in, out); the reference Linear holds (out, in)
         layout.layers[name] = QuantLayer(
             name=name,
             dtype=DTYPE_NAMES.get(weight.data_type, str(weight.data_type)),
-            weight_granularity="per-channel" if per_channel else "per-tensor",
+            weight_granularity=granularity,
             weight_axis=axis if per_channel else None,
             weight_scales=scales,
             weight_zero_points=zero_points,

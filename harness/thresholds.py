@@ -14,7 +14,7 @@ from typing import Any
 
 import tomllib
 
-from harness.core import Device
+from harness.core import RECIPE_KEYS, Device
 from harness.gates import METRICS, calibrated_threshold, metric, passes
 
 class ProfileError(Exception):
@@ -126,6 +126,10 @@ def _validate(label: str, data: dict[str, Any]) -> None:
 
     def walk(node: dict[str, Any], where: list[str]) -> None:
         for key, value in node.items():
+            if where and where[-1] == "expect":  # [pathway.model.expect]: the expected recipe
+                if key not in RECIPE_KEYS:
+                    raise ProfileError(f"{label}: [{'.'.join(where)}] unknown recipe key {key!r}; known: {', '.join(RECIPE_KEYS)}")
+                continue
             if isinstance(value, dict):
                 walk(value, where + [key])
             elif where and where[0] != "profile" and key != "note":

@@ -1,58 +1,97 @@
-"""Artifacts: what each quantized artifact holds, read back from the artifact itself."""
+"""Artifacts: what each quantized artifact really holds, read back from its payload, against what it
+must hold: the expected recipe from the pathway and the profile, never the artifact's own claim."""
 
-import re
-
-import numpy as np
 import pytest
 
+from harness import layout_checks as lc
+from harness.localize import calibration_input_ranges
 from harness.session import cases
+
+
+def _expected(case):
+    return lc.expected_recipe(case.pathway, case.model, case.profile)
+
+
+def _gate_worst(case, gate, key: str, values: dict[str, float], what: str, unit: str = "") -> None:
+    """Gate the worst layer's value on `key`, naming the layer; an empty measurement fails."""
+    if not values:
+        gate.expect(case, [f"no quantized layer to measure {what} on"], key)
+        return
+    name, value = lc.worst(values, case.threshold(key).direction)
+    gate.check(case, {key: value}, f"worst layer {name}: {what} {value:.3g}{unit}", extra={"per_layer": values})
 
 
 @cases()
 def test_every_weight_layer_quantized(case, gate):
-    """No Linear layer is silently left in float, unless the recipe keeps it float by name."""
-    layout = case.runner.layout()
-    keep_float = case.artifact.recipe.get("keep_float", [])
-    kept = [name for name in layout.unquantized if any(re.search(p, name) for p in keep_float)]
-    left_float = sorted(set(layout.unquantized) - set(kept))
-    problems = [f"weight layers left unquantized, not declared in the recipe: {left_float}"] if left_float else []
-    expected = len(case.model.linear_layer_names()) - len(kept)
-    if len(layout.layers) != expected:
-        problems.append(f"{len(layout.layers)} quantized weight layers, model has {expected} to quantize")
-    gate.expect(case, problems, "every weight layer quantized")
+    """Every Linear/MatMul weight is quantized, except the layers the expected recipe keeps float."""
+    gate.expect(case, lc.coverage_problems(case.runner.layout(), _expected(case), case.model), "every_weight_layer_quantized")
 
 
 @cases()
 def test_granularity_matches_recipe(case, gate):
-    """Weights are stored in the declared dtype and granularity (per-channel: one scale per output channel)."""
-    layout, recipe = case.runner.layout(), case.artifact.recipe
-    problems = []
-    for layer in layout.layers.values():
-        if layer.dtype != recipe["weight_dtype"]:
-            problems.append(f"{layer.name}: weights are {layer.dtype}, recipe declares {recipe['weight_dtype']}")
-        if layer.weight_granularity != recipe["weight_granularity"]:
-            problems.append(f"{layer.name}: weight scales are {layer.weight_granularity}, recipe declares {recipe['weight_granularity']}")
-        elif layer.weight_granularity == "per-channel" and layer.weight_scales.size != layer.output_channels:
-            problems.append(f"{layer.name}: {layer.weight_scales.size} scales for {layer.output_channels} output channels")
-    gate.expect(case, problems, "dtype and granularity as declared")
+    """Weight dtype, granularity (and its axis), zero points, activation dtype and granularity, as
+    read from the payload, are the expected recipe's."""
+    gate.expect(case, lc.layout_problems(case.runner.layout(), _expected(case)), "granularity_matches_recipe")
+
+
+@cases()
+def test_manifest_recipe_agrees(case, gate):
+    """The manifest's recipe is a claim: it must agree with the expected recipe."""
+    gate.expect(case, lc.claim_problems(case.artifact.recipe, _expected(case)), "manifest_recipe_agrees")
 
 
 @cases()
 def test_scales_valid(case, gate):
-    """Scales are positive and finite; symmetric recipes have all-zero weight zero points."""
-    layout, recipe = case.runner.layout(), case.artifact.recipe
-    problems = []
-    for layer in layout.layers.values():
-        scales = np.asarray(layer.weight_scales)
-        if not (np.isfinite(scales).all() and (scales > 0).all()):
-            problems.append(f"{layer.name}: weight scales not all positive and finite")
-        if layer.activation_scale is not None:
-            act = np.asarray(layer.activation_scale)
-            if not (np.isfinite(act).all() and (act > 0).all()):
-                problems.append(f"{layer.name}: activation scale not positive and finite")
-        if recipe.get("weight_symmetric") and layer.weight_zero_points is not None and np.any(layer.weight_zero_points):
-            problems.append(f"{layer.name}: symmetric recipe but non-zero weight zero points")
-    gate.expect(case, problems, "scales positive, finite, symmetric")
+    """Scales are positive and finite."""
+    gate.expect(case, lc.scale_problems(case.runner.layout()), "scales_valid")
+
+
+@cases()
+def test_layer_weight_sqnr(case, gate):
+    """Each quantized layer's weight, as the runtime uses it, stays close to the model's fp32 weight."""
+    _gate_worst(case, gate, "min_layer_weight_sqnr_db", lc.weight_sqnr(case.runner.layout(), case.model), "weight SQNR", " dB")
+
+
+@cases()
+def test_code_range_use(case, gate):
+    """Symmetric per-channel max-abs int8 puts +-127 into every channel: scales too large for the
+    weights leave the code range unused."""
+    layout = case.runner.layout()
+    if not any(layer.dtype == "int8" and layer.weight_granularity == "per-channel" for layer in layout.layers.values()):
+        pytest.skip(f"{case.pathway.name}: no int8 per-channel weights (code-range use is gated for those)")
+    _gate_worst(case, gate, "min_code_range_use", lc.code_range_use(layout), "fraction of channels reaching |code| >= 126")
+
+
+@cases()
+def test_weight_scales_plausible(case, gate):
+    """Each weight scale times the largest code is about the model's max |w| of its channel."""
+    _gate_worst(case, gate, "max_weight_scale_log2_err", lc.weight_scale_error(case.runner.layout(), case.model), "|log2(scale * qmax / max|w|)|")
+
+
+@cases()
+def test_activation_scales_plausible(case, gate):
+    """Static activation scales fit the range the fp32 model's layer inputs take on the calibration data."""
+    layout = case.runner.layout()
+    if not any(layer.activation_scale is not None for layer in layout.layers.values()):
+        pytest.skip(f"{case.pathway.name}: no static activation scales (dynamic or weight-only)")
+    values = lc.activation_scale_log2(layout, calibration_input_ranges(case.runner, case.model))
+    (low, lo), (high, hi) = lc.worst(values, "min"), lc.worst(values, "max")
+    detail = f"log2(scale / calibration-range scale): lowest {lo:.3g} at {low}, highest {hi:.3g} at {high}"
+    gate.check(case, {"min_activation_scale_log2": lo, "max_activation_scale_log2": hi}, detail, extra={"per_layer": values})
+
+
+@cases()
+def test_recorded_statistics_match_model(case, gate):
+    """Calibration statistics in the artifact (FP8 amax) agree with the model: weight amax with the
+    weights themselves, input amax with a fresh measurement on the calibration data."""
+    stats = case.pathway.recorded_statistics(case.artifact)
+    if stats is None:
+        pytest.skip(f"{case.pathway.name}: the artifact records no calibration statistics")
+    fresh = calibration_input_ranges(case.runner, case.model)
+    weight_err, input_ratio = lc.statistics_errors(stats, case.model, fresh)
+    (w_name, w_err), (i_name, i_ratio) = lc.worst(weight_err, "max"), lc.worst(input_ratio, "max")
+    detail = f"worst weight amax {w_name}: off by {w_err:.2%}; worst input amax {i_name}: off by x{i_ratio:.3g}"
+    gate.check(case, {"max_weight_amax_rel_err": w_err, "max_input_amax_ratio": i_ratio}, detail)
 
 
 @cases()

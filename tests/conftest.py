@@ -35,6 +35,14 @@ def llama_int8() -> Artifact:
     return _built("tiny-llama", "inc-int8-qdq")
 
 
+@pytest.fixture(scope="session")
+def llama_fp8() -> Artifact:
+    reason = get_pathway("inc-fp8-ref").build_unavailable()
+    if reason:
+        pytest.skip(reason)
+    return _built("tiny-llama", "inc-fp8-ref")
+
+
 @pytest.fixture
 def user_artifacts(tmp_path: Path):
     """Copy a built artifact into a `--artifacts` layout the test may then damage."""

@@ -9,6 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from harness.artifacts import Artifact, write_manifest
+from harness.core import module_path
 from harness.qdq import WEIGHT_OPS, Graph
 
 
@@ -49,16 +50,7 @@ def per_tensor_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 def rewrite_artifact(artifact: Artifact, target: Path, onnx_name: str, model: onnx.ModelProto, **recipe_changes) -> Artifact:
     """Save a modified graph into `target` with a consistent manifest, as a user's tool would."""
     onnx.save(model, str(target / onnx_name))
-    m = artifact.manifest
-    return write_manifest(
-        target,
-        pathway=m["pathway"],
-        model_id=m["model_id"],
-        recipe={**m["recipe"], **recipe_changes},
-        source_weights_sha256=m["source_weights_sha256"],
-        tool_versions=m["tool_versions"],
-        built_on=m["built_on"],
-    )
+    return reseal(target, artifact, recipe={**artifact.manifest["recipe"], **recipe_changes})
 
 
 def _weights(model: onnx.ModelProto):
@@ -110,6 +102,86 @@ def one_layer_left_float(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _layer_dq(model: onnx.ModelProto, layer: str) -> tuple[Graph, onnx.NodeProto]:
+    """The weight DequantizeLinear of the MatMul of module `layer` ("layers.1.mlp.down_proj")."""
+    graph = Graph(model)
+    for node in model.graph.node:
+        if node.op_type in WEIGHT_OPS and module_path(node.name) == layer:
+            return graph, graph.dequantize_of(node.input[WEIGHT_OPS[node.op_type]])
+    raise KeyError(layer)
+
+
+# The single-layer defects hit one layer in the middle of the decoder; the output gate must name it.
+ONE_LAYER = "layers.1.mlp.down_proj"
+
+
+def one_layer_scales_x4(model: onnx.ModelProto, layer: str = ONE_LAYER) -> onnx.ModelProto:
+    """One layer's weight scales multiplied by 4 (its weights 4x too large)."""
+    graph, dq = _layer_dq(model, layer)
+    _replace(model, {dq.input[1]: (graph.array(dq.input[1]) * 4).astype(np.float32)})
+    return model
+
+
+def one_layer_permuted(model: onnx.ModelProto, layer: str = "layers.0.mlp.up_proj") -> onnx.ModelProto:
+    """One layer's output channels shuffled, codes and scales together (a wrong row order on export)."""
+    graph, dq = _layer_dq(model, layer)
+    q, scales = graph.array(dq.input[0]), graph.array(dq.input[1])
+    order = np.random.default_rng(0).permutation(q.shape[1])
+    _replace(model, {dq.input[0]: q[:, order], dq.input[1]: scales[order]})
+    return model
+
+
+def one_layer_coarse_codes(model: onnx.ModelProto, layer: str = "layers.0.self_attn.o_proj") -> onnx.ModelProto:
+    """One layer requantized with scales 4x too large (as if its range had been 4x wider): the
+    weights still dequantize to about the right values, on a quarter of the int8 code range."""
+    graph, dq = _layer_dq(model, layer)
+    q, scales = graph.array(dq.input[0]), graph.array(dq.input[1])
+    coarse = (scales * 4).astype(np.float32)
+    _replace(model, {dq.input[0]: np.clip(np.rint(q * scales / coarse), -127, 127).astype(np.int8), dq.input[1]: coarse})
+    return model
+
+
+def transposed_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Square weights stored as W instead of W^T (shapes still fit), each with its own scales."""
+    graph, dqs = _weights(model)
+    for dq in dqs:
+        q = graph.array(dq.input[0])
+        if q.ndim == 2 and q.shape[0] == q.shape[1]:
+            _replace(model, {dq.input[0]: np.ascontiguousarray(q.T)})
+    return model
+
+
+def calibration_tiny_range(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Activation scales as from calibration data with a 16x smaller range than real inputs."""
+    graph = Graph(model)
+    arrays = {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] not in graph.inits:
+            arrays[node.input[1]] = (graph.array(node.input[1]) / 16).astype(np.float32)
+    _replace(model, arrays)
+    return model
+
+
+def int8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Activations quantized to int8 (zero point - 128) where uint8 is expected: the same numbers,
+    a different layout than the recipe promises (and than an int8-activation kernel expects)."""
+    graph = Graph(model)
+    arrays = {name: (graph.array(name).astype(np.int16) - 128).astype(np.int8) for name, init in graph.inits.items() if init.data_type == onnx.TensorProto.UINT8}
+    _replace(model, arrays)
+    del model.graph.value_info[:]  # stale uint8 types; ONNX Runtime infers them again
+    return model
+
+
+def fp32_graph_claiming_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The fp32 export itself, shipped under an INT8 manifest."""
+    from harness.localize import fp32_graph
+    from harness.models.base import get_model
+
+    graph = onnx.ModelProto()
+    graph.CopyFrom(fp32_graph(get_model("tiny-llama")))
+    return graph
+
+
 # catalog id -> (planting function, recipe changes, suites that hold the gate)
 ONNX_DEFECTS = {
     "per-tensor-scales": (per_tensor_weights, {"weight_granularity": "per-tensor"}, ("test_accuracy.py",)),
@@ -118,4 +190,83 @@ ONNX_DEFECTS = {
     "zero-point-off-by-one": (zero_point_off_by_one, {}, ("test_artifacts.py",)),
     "scales-wrong-axis": (scales_on_wrong_axis, {}, ("test_accuracy.py",)),
     "layer-left-float": (one_layer_left_float, {}, ("test_artifacts.py",)),
+    "one-layer-scales-x4": (one_layer_scales_x4, {}, ("test_artifacts.py", "test_accuracy.py")),
+    "one-layer-permuted": (one_layer_permuted, {}, ("test_artifacts.py",)),
+    "one-layer-coarse-codes": (one_layer_coarse_codes, {}, ("test_artifacts.py",)),
+    "transposed-weights": (transposed_weights, {}, ("test_artifacts.py",)),
+    "calibration-tiny-range": (calibration_tiny_range, {}, ("test_artifacts.py",)),
+    "int8-activations-expected-uint8": (int8_activations, {}, ("test_artifacts.py",)),
+    "fp32-graph-claiming-int8": (fp32_graph_claiming_int8, {}, ("test_artifacts.py",)),
 }
+
+
+# -- INC FP8 statistics files -------------------------------------------------------------------
+
+FP8_MEASURE = "measure_hooks_maxabs"  # INC's dump: .json (read by the gates) and .npz (read by INC)
+FP8_SCALES = "measure_hooks_maxabs_MAXABS_POW2"  # scales INC derived; when absent it derives them again
+
+
+def _write_fp8_measure(directory: Path, nodes: dict) -> None:
+    """Write INC's measurement dump as INC does: the JSON, and the .npz holding the same dict
+    (np.savez of a dict object, float32 [[amax]] arrays), built from the JSON, never unpickled."""
+    import json
+
+    path = directory / f"{FP8_MEASURE}.json"
+    data = json.loads(path.read_text())
+    data["Nodes"] = nodes
+    path.write_text(json.dumps(data, indent=4))
+    as_arrays = {
+        **data,
+        "Nodes": {
+            name: {"inputs": [np.array(x, dtype=np.float32) for x in node["inputs"]], "params": {k: np.array(v, dtype=np.float32) for k, v in node["params"].items()}}
+            for name, node in nodes.items()
+        },
+    }
+    np.savez(directory / f"{FP8_MEASURE}.npz", as_arrays)
+
+
+def fp8_weight_amax_scaled(directory: Path) -> None:
+    """Recorded weight amax 2x the weights' real max |w|: statistics that do not belong to the
+    model's weights. INC uses the stored scales, so the numbers do not change: only a check of the
+    statistics against the weights sees it."""
+    import json
+
+    nodes = json.loads((directory / f"{FP8_MEASURE}.json").read_text())["Nodes"]
+    for node in nodes.values():
+        node["params"]["weight"] = (np.asarray(node["params"]["weight"]) * 2).tolist()
+    _write_fp8_measure(directory, nodes)
+
+
+def fp8_calibrated_on_other_data(directory: Path) -> None:
+    """Input amax 16x below what the calibration data gives (calibrated on near-silent inputs),
+    with the scales INC derives from them (the stored scales are dropped, so INC derives anew)."""
+    import json
+
+    nodes = json.loads((directory / f"{FP8_MEASURE}.json").read_text())["Nodes"]
+    for node in nodes.values():
+        node["inputs"] = (np.asarray(node["inputs"]) / 16).tolist()
+    _write_fp8_measure(directory, nodes)
+    for suffix in (".json", ".npz"):
+        (directory / f"{FP8_SCALES}{suffix}").unlink()
+
+
+# catalog id -> planting function on a copy of the inc-fp8-ref tiny-llama artifact directory
+FP8_DEFECTS = {
+    "fp8-weight-amax-scaled": fp8_weight_amax_scaled,
+    "fp8-calibrated-on-other-data": fp8_calibrated_on_other_data,
+}
+
+
+def reseal(directory: Path, artifact: Artifact, **changes) -> Artifact:
+    """Rewrite the manifest so every hash matches the planted files (the numeric gates are tested,
+    not the hash check)."""
+    m = {**artifact.manifest, **changes}
+    return write_manifest(
+        directory,
+        pathway=m["pathway"],
+        model_id=m["model_id"],
+        recipe=m["recipe"],
+        source_weights_sha256=m["source_weights_sha256"],
+        tool_versions=m["tool_versions"],
+        built_on=m["built_on"],
+    )

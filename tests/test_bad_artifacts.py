@@ -63,6 +63,22 @@ def test_artifact_from_other_weights_is_rejected(llama_int8, user_artifacts, run
     _assert_no_numbers(run, "built from other weights")
 
 
+def test_payload_of_another_model_is_refused_by_name(llama_int8, minilm_int8, user_artifacts, run_suites):
+    """minilm-l6's INT8 graph under a tiny-llama manifest whose hashes and weights digest are right."""
+    from tests.planted_defects import reseal
+
+    target = user_artifacts(llama_int8)
+    for name in minilm_int8.manifest["files"]:  # the graph and its external weights
+        (target / name).write_bytes(minilm_int8.file(name).read_bytes())
+    reseal(target, llama_int8)
+
+    with pytest.raises(ArtifactError, match=r"this artifact is not model tiny-llama: graph inputs \['attention_mask', 'input_ids'\] do not match"):
+        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"), get_model("tiny-llama"))
+
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE)
+    _assert_no_numbers(run, "this artifact is not model tiny-llama: graph inputs")
+
+
 def test_missing_artifact_under_user_dir(tmp_path, run_suites):
     (tmp_path / "empty").mkdir()
     run = run_suites(f"--artifacts={tmp_path / 'empty'}", *CASE)

@@ -8,13 +8,15 @@ import onnx
 import pytest
 
 from harness.artifacts import write_manifest
-from harness.catalog import CATALOG
+from harness.catalog import CATALOG, GOLDEN_ONLY
 from harness.core import Device
 from harness.pathways.inc_int8_qdq import PAYLOAD
-from tests.planted_defects import ONNX_DEFECTS, rewrite_artifact
+from tests.planted_defects import FP8_DEFECTS, ONE_LAYER, ONNX_DEFECTS, reseal, rewrite_artifact
 from tests.test_property_checks_catch import PROPERTY_DEFECTS
 
 CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
+# Single-layer defects whose failing output gate must name the layer where the error starts.
+NAMES_LAYER = {"one-layer-scales-x4": ONE_LAYER}
 # Defects proven by a dedicated test elsewhere: catalog id -> (module, test function).
 ELSEWHERE = {
     "truncated-onnx": ("tests.test_bad_artifacts", "test_truncated_onnx_is_rejected_before_running"),
@@ -24,36 +26,78 @@ ELSEWHERE = {
     "runtimes-disagree": ("tests.test_cross_gate", "test_cross_gate_passes_agreeing_runners_and_fails_a_diverging_one"),
     "e5m2-artifact-declared-e4m3": ("tests.test_planted_defects", "test_e5m2_declared_as_e4m3_fails_the_format_gates"),
     "nondeterministic-runner": ("tests.test_planted_defects", "test_nondeterministic_runner_fails_the_determinism_property"),
+    "wrong-model": ("tests.test_bad_artifacts", "test_payload_of_another_model_is_refused_by_name"),
 }
 
 
+def _no_golden(tmp_path) -> str:
+    """Every defect must be caught with no golden record at all (a first release has none)."""
+    empty = tmp_path / "no-golden"
+    empty.mkdir(exist_ok=True)
+    return f"--golden-dir={empty}"
+
+
 def test_catalog_and_planted_tests_are_the_same_list():
-    planted = set(ONNX_DEFECTS) | set(PROPERTY_DEFECTS) | set(ELSEWHERE)
+    planted = set(ONNX_DEFECTS) | set(FP8_DEFECTS) | set(PROPERTY_DEFECTS) | set(ELSEWHERE)
     assert planted == {entry.id for entry in CATALOG}
     for module, function in ELSEWHERE.values():
         assert hasattr(importlib.import_module(module), function), f"{module}.{function} is gone"
 
 
-def test_clean_artifact_passes_every_gate(llama_int8, user_artifacts, run_suites):
+def test_every_defect_is_caught_by_a_gate_other_than_golden():
+    """The golden gate detects change; it does not exist for a first release and is reset by
+    --regen-golden. Each artifact defect must fail another gate (the planted tests run without a
+    golden record); only the golden gate's own proof, a drifted record, is exempt."""
+    assert GOLDEN_ONLY == {"outputs-drifted"}
+    for entry in CATALOG:
+        assert entry.gate != "golden" or entry.id in GOLDEN_ONLY, f"{entry.id} is caught only by the golden gate"
+
+
+def test_clean_artifact_passes_every_gate(llama_int8, user_artifacts, run_suites, tmp_path):
     """Control: the unmodified artifact, supplied the same way, passes (no false alarm)."""
     target = user_artifacts(llama_int8)
-    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=("test_accuracy.py", "test_artifacts.py"))
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, _no_golden(tmp_path), suites=("test_accuracy.py", "test_artifacts.py"))
     assert run.returncode == 0, run.output
     assert run.records(outcome="passed", metric="min_token_agreement")
+    assert run.records(outcome="passed", metric="min_layer_activation_sqnr_db")
 
 
 @pytest.mark.parametrize("entry", [e for e in CATALOG if e.id in ONNX_DEFECTS], ids=lambda e: e.id)
-def test_planted_artifact_defect_fails_its_gate(entry, llama_int8, user_artifacts, run_suites):
+def test_planted_artifact_defect_fails_its_gate(entry, llama_int8, user_artifacts, run_suites, tmp_path):
     plant, recipe_changes, suites = ONNX_DEFECTS[entry.id]
     target = user_artifacts(llama_int8)
     rewrite_artifact(llama_int8, target, PAYLOAD, plant(onnx.load(str(target / PAYLOAD))), **recipe_changes)
 
-    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=suites)
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, _no_golden(tmp_path), suites=suites)
 
     assert run.returncode == 1, run.output
     failed = {r["check"] for r in run.records(outcome="failed")}
     assert entry.gate in failed, f"{entry.gate} did not fail; failed: {failed}\n{run.output}"
     assert entry.cause in run.output
+    if entry.id in NAMES_LAYER:  # the output gate fails and says where the error starts
+        assert "output_agreement" in failed, run.output
+        assert f"error starts at layer {NAMES_LAYER[entry.id]} (SQNR" in run.output, run.output
+
+
+@pytest.mark.parametrize("entry", [e for e in CATALOG if e.id in FP8_DEFECTS], ids=lambda e: e.id)
+def test_planted_fp8_statistics_fail_their_gate(entry, llama_fp8, user_artifacts, run_suites, tmp_path):
+    target = user_artifacts(llama_fp8)
+    FP8_DEFECTS[entry.id](target)
+    reseal(target, llama_fp8)
+
+    run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-fp8-ref", "--models=tiny-llama", _no_golden(tmp_path), suites=("test_artifacts.py",))
+
+    assert run.returncode == 1, run.output
+    failed = {r["check"] for r in run.records(outcome="failed")}
+    assert entry.gate in failed, f"{entry.gate} did not fail; failed: {failed}\n{run.output}"
+    assert entry.cause in run.output
+
+
+def test_clean_fp8_artifact_passes_every_gate(llama_fp8, user_artifacts, run_suites, tmp_path):
+    target = user_artifacts(llama_fp8)
+    run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-fp8-ref", "--models=tiny-llama", _no_golden(tmp_path), suites=("test_accuracy.py", "test_artifacts.py"))
+    assert run.returncode == 0, run.output
+    assert run.records(outcome="passed", metric="max_input_amax_ratio")
 
 
 def test_per_tensor_scales_turn_the_decoder_to_garbage(llama_int8, user_artifacts, run_suites):
@@ -107,7 +151,8 @@ def test_e5m2_declared_as_e4m3_fails_the_format_gates(tmp_path, run_suites):
 
     assert run.returncode == 1, run.output
     failed = {(r["pathway"], r["check"]): r for r in run.records(outcome="failed")}
-    assert set(failed) == {("inc-fp8-ref", "e4m3_at_least_as_accurate_as_e5m2"), ("inc-fp8-ref", "output_agreement"), ("inc-fp8-ref", "task_metric")}, run.output
+    expected = {"e4m3_at_least_as_accurate_as_e5m2", "output_agreement", "task_metric", "layer_activation_sqnr"}
+    assert set(failed) == {("inc-fp8-ref", check) for check in expected}, run.output
     assert failed[("inc-fp8-ref", "e4m3_at_least_as_accurate_as_e5m2")]["measured"] < 0
     assert "e4m3_at_least_as_accurate_as_e5m2 gate failed" in run.output
 

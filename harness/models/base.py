@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.core import Tensors, load_entry_points
+from harness.core import Tensors, load_entry_points, module_path
 
 
 class ModelSpec:
@@ -91,6 +91,11 @@ class ModelSpec:
         """Why this model cannot feed `pathway` (e.g. an ONNX file to a torch pathway), or None."""
         return None
 
+    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
+        """Per task metric: (items it is measured on, "proportion" or "correlation"), for sample-size
+        aware gates and the smallest detectable change. Empty when not known."""
+        return {}
+
     # -- shared machinery -------------------------------------------------------------------
     @functools.cached_property
     def reference(self) -> torch.nn.Module:
@@ -114,10 +119,7 @@ class ModelSpec:
     def reference_weight(self, layer_name: str) -> np.ndarray | None:
         """The fp32 weight of a layer named as a pathway names it: a module path
         ("layers.0.mlp.up_proj") or an ONNX node ("/layers.0/mlp/up_proj/MatMul_quant")."""
-        path = layer_name
-        if layer_name.startswith("/"):
-            path = ".".join(layer_name.strip("/").split("/")[:-1])
-        module = dict(self.reference.named_modules()).get(path)
+        module = dict(self.reference.named_modules()).get(module_path(layer_name))
         weight = getattr(module, "weight", None)
         return None if weight is None else weight.detach().float().cpu().numpy()
 

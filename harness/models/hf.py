@@ -342,6 +342,14 @@ class HuggingFaceModel(ModelSpec):
             raise KeyError(f"model {self.id}: metric(s) {', '.join(unknown)} not measured for a {self.kind}; measured: {', '.join(measured)}")
         return {name: measured[name] for name in self.task_metric_names}
 
+    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
+        """Top-1 agreement is a proportion over every predicted position (each window's last token
+        predicts nothing); the ranking a Spearman correlation over the labeled pairs."""
+        if self.kind == CAUSAL_LM:
+            windows, length = reference["logits"].shape[:2]
+            return {"top1_agreement": (windows * (length - 1), "proportion")} if "top1_agreement" in self.task_metric_names else {}
+        return {"ranking_agreement": (len(self.pairs), "correlation")} if "ranking_agreement" in self.task_metric_names else {}
+
     def evidence(self, reference: Tensors, candidate: Tensors) -> dict[str, Any]:
         """{"statistics": every measured number (gated or not), "generations": [{"prompt",
         "reference", "candidate"}] decoded with the tokenizer} for the report."""

@@ -167,5 +167,8 @@ class TinyLlamaSpec(ModelSpec):
     def task_metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
         return {"token_agreement": argmax_agreement(reference["logits"], candidate["logits"])}
 
+    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
+        return {"token_agreement": (int(np.prod(reference["logits"].shape[:-1])), "proportion")}  # one per position
+
 
 SPEC = register_model(TinyLlamaSpec())

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from harness.artifacts import Artifact, write_manifest
-from harness.core import Device, Runner, Tensors, load_entry_points
+from harness.core import RECIPE_KEYS, Device, Runner, Tensors, load_entry_points
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
@@ -83,6 +83,16 @@ class Pathway:
     def recipe(self, model: "ModelSpec") -> dict[str, Any]:
         """The quantization recipe recorded in the manifest; part of the artifact cache key."""
         raise NotImplementedError
+
+    def expected_recipe(self, model: "ModelSpec") -> dict[str, Any]:
+        """What an artifact of this pathway for `model` must hold (RECIPE_KEYS): the reference the
+        payload's real layout is gated against; the manifest's recipe must agree with it."""
+        return {key: value for key, value in self.recipe(model).items() if key in RECIPE_KEYS}
+
+    def recorded_statistics(self, artifact: Artifact) -> dict[str, dict[str, float]] | None:
+        """Calibration statistics the artifact carries, per layer ("weight_amax", "input_amax"),
+        or None when this pathway records none."""
+        return None
 
     def build(self, model: "ModelSpec", calib: list[Tensors], out_dir: Path) -> Artifact:
         raise NotImplementedError

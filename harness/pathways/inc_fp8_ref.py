@@ -32,6 +32,7 @@ from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness import probes
+from harness.identity import check_layer_names
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 from harness.trust import check_npz
@@ -84,7 +85,7 @@ def read_layout(module) -> QuantLayout:
                 weight_granularity="per-tensor",
                 weight_axis=None,
                 weight_scales=np.array([scale]),
-                activation_dtype=str(weight.dtype).removeprefix("torch."),
+                activation_dtype=str(child.quant_input.lp_dtype).removeprefix("torch."),  # what the input is cast to
                 activation_granularity="per-tensor (measured amax)",
                 activation_scale=np.array([float(child.quant_input.scale)]),
                 output_channels=child.out_features,
@@ -132,6 +133,29 @@ class IncFp8Reference(Pathway):
             "stats_files": "INC .json dumps (no pickled .npz)",
         }
 
+    def expected_recipe(self, model: ModelSpec) -> dict[str, Any]:
+        fp8 = FORMATS[self.fp8_format]
+        return {
+            "weight_dtype": fp8,
+            "weight_granularity": "per-tensor",
+            "weight_symmetric": True,
+            "activation_dtype": fp8,
+            "activation_granularity": "per-tensor (measured amax)",
+            "keep_float": [],
+        }
+
+    def recorded_statistics(self, artifact: Artifact) -> dict[str, dict[str, float]]:
+        """The measured amax INC dumped (its JSON dump; the .npz twin is a pickle, not read here)."""
+        path = artifact.file(f"{STATS}_hooks_maxabs.json")
+        try:
+            nodes = json.loads(path.read_text())["Nodes"]
+            return {
+                name: {"input_amax": float(np.max(node["inputs"])), "weight_amax": float(np.max(node["params"]["weight"]))}
+                for name, node in nodes.items()
+            }
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: not Neural Compressor's maxabs statistics ({type(exc).__name__}: {exc})") from exc
+
     def _quantize(self, model: ModelSpec, stats_dir: Path):
         from neural_compressor.torch.quantization import convert
 
@@ -160,6 +184,7 @@ class IncFp8Reference(Pathway):
             if name.endswith(".npz"):
                 check_npz(artifact.file(name))  # names a pickle as such
                 raise ArtifactError(f"{artifact.file(name)}: an inc-fp8-ref artifact holds INC's .json dumps only (INC unpickles any .npz); rebuild it with this qconform")
+        check_layer_names(self.recorded_statistics(artifact), model, "statistics for layers")
         with tempfile.TemporaryDirectory(prefix="qconform-inc-fp8-") as tmp:
             for name in artifact.manifest["files"]:  # INC reads its dumps from dump_stats_path
                 shutil.copy(artifact.file(name), Path(tmp) / name)

@@ -21,6 +21,7 @@ from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, Runner, Tensors
 from harness import probes
+from harness.identity import check_onnx_matches
 from harness.pathways.base import Pathway, register
 from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
 
@@ -124,7 +125,9 @@ class IncInt8Qdq(Pathway):
         return self.finish(out_dir, model, Device.detect())
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
-        return OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind], artifact_dir=artifact.path)
+        runner = OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind], artifact_dir=artifact.path)
+        check_onnx_matches(runner.model, model)
+        return runner
 
     def float_baseline(self, model: ModelSpec, device: Device) -> Runner:
         """The fp32 model on the same execution provider: what the INT8 graph must beat."""

@@ -1,0 +1,92 @@
+"""Model identity: an artifact must be a quantization of *this* model. A payload made from another
+model is refused by name, before any number is produced, instead of failing later on a missing
+input or a layer count. Used when a pathway loads an artifact (and by `qconform import`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from harness.artifacts import ArtifactError
+from harness.core import module_path
+
+if TYPE_CHECKING:
+    import onnx
+
+    from harness.models.base import ModelSpec
+
+SHOWN = 5  # problems named in one message; the rest are counted
+
+
+def _refuse(model: "ModelSpec", problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+        raise ArtifactError(f"this artifact is not model {model.id}: " + "; ".join(problems[:SHOWN]) + more)
+
+
+def _linear_shapes(model: "ModelSpec") -> dict[str, tuple[int, ...]]:
+    import torch
+
+    return {name: tuple(m.weight.shape) for name, m in model.reference.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def check_layer_names(names: Iterable[str], model: "ModelSpec", what: str = "layers") -> None:
+    """Every layer the artifact names must be a Linear layer of the model, and every Linear of the
+    model must be there (kept-float layers included: they are still in the graph)."""
+    names = {module_path(n) for n in names}
+    expected = set(_linear_shapes(model))
+    problems = []
+    if names - expected:
+        problems.append(f"{what} {sorted(names - expected)[:SHOWN]} are not layers of the model")
+    if expected - names:
+        problems.append(f"the model's layers {sorted(expected - names)[:SHOWN]} are missing")
+    _refuse(model, problems)
+
+
+def check_onnx_matches(graph: "onnx.ModelProto", model: "ModelSpec") -> None:
+    """Graph inputs and every weight-bearing op (quantized or float) against the model's inputs
+    and Linear layers: names and weight shapes. Raises ArtifactError naming the difference."""
+    from harness.qdq import WEIGHT_OPS, Graph
+
+    g = Graph(graph)
+    inputs = [i.name for i in graph.graph.input if i.name not in g.inits]
+    if sorted(inputs) != sorted(model.input_names):
+        _refuse(model, [f"graph inputs {sorted(inputs)} do not match the model's inputs {sorted(model.input_names)}"])
+    shapes = _linear_shapes(model)
+    problems, seen = [], []
+    for node in graph.graph.node:
+        if node.op_type not in WEIGHT_OPS or len(node.input) <= WEIGHT_OPS[node.op_type]:
+            continue
+        weight = node.input[WEIGHT_OPS[node.op_type]]
+        dq = g.dequantize_of(weight)
+        stored = g.inits.get(weight) or (g.inits.get(dq.input[0]) if dq is not None else None)
+        if stored is None:
+            continue  # activation x activation (attention scores)
+        name, dims = node.name or node.output[0], tuple(stored.dims)
+        seen.append(name)
+        if node.op_type == "MatMul" or (node.op_type == "Gemm" and not _attr(node, "transB")):
+            dims = dims[::-1]  # stored (in, out); the model's Linear holds (out, in)
+        expected = shapes.get(module_path(name))
+        if expected is not None and dims != expected:
+            problems.append(f"layer {module_path(name)}: weight shape {dims} differs from the model's {expected}")
+    _refuse(model, problems)
+    check_layer_names(seen, model, "graph layers")
+
+
+def _attr(node, name: str) -> Any:
+    return next((a.i for a in node.attribute if a.name == name), 0)
+
+
+def check_state_dict_matches(state: dict[str, Any], model: "ModelSpec") -> None:
+    """A torch state dict (torchao's quantized tensors included) against the model's own."""
+    expected = {k: tuple(v.shape) for k, v in model.reference.state_dict().items()}
+    problems = []
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        problems.append(f"tensors do not match the model's: missing {missing[:SHOWN]}, extra {extra[:SHOWN]}")
+    for key in sorted(set(state) & set(expected)):
+        shape = tuple(state[key].shape) if hasattr(state[key], "shape") else np.shape(state[key])
+        if shape != expected[key]:
+            problems.append(f"layer {key.removesuffix('.weight')}: weight shape {shape} differs from the model's {expected[key]}")
+    _refuse(model, problems)

@@ -1,0 +1,198 @@
+"""What an artifact really holds, judged against what it must hold: the expected recipe (from the
+pathway, overridable in the profile), never the artifact's own manifest, which is only a claim.
+Yes/no checks return the list of problems; layer-level measurements return {layer: value} so a
+gate can take the worst layer and name it."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.core import RECIPE_KEYS, QuantLayout, module_path
+from harness.metrics import sqnr_db
+
+if TYPE_CHECKING:
+    from harness.models.base import ModelSpec
+    from harness.pathways.base import Pathway
+    from harness.thresholds import Profile
+
+# Largest code of each storage dtype: a max-abs scale maps a channel's max |w| onto it.
+QMAX = {"int8": 127.0, "uint8": 255.0, "float8_e4m3fn": 448.0, "float8_e5m2": 57344.0}
+# A channel "uses the code range" when its largest |code| is at least this: symmetric per-channel
+# max-abs scales put +-127 into every channel (round(max|w| / (max|w|/127)) = 127).
+FULL_CODE = 126
+
+
+def expected_recipe(pathway: "Pathway", model: "ModelSpec", profile: "Profile") -> dict[str, Any]:
+    """The pathway's expected recipe for `model`, with the profile's [pathway.model.expect] keys."""
+    expected = pathway.expected_recipe(model)
+    if profile.has("expect", pathway.name, model.id):
+        expected.update(profile.table(pathway.name, model.id, "expect"))
+    return expected
+
+
+def claim_problems(claimed: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Where the manifest's recipe claims a layout other than the expected one."""
+    return [
+        f"manifest claims {key}={claimed.get(key)!r}, expected {expected[key]!r}"
+        for key in RECIPE_KEYS
+        if key in expected and key in claimed and _norm(claimed[key]) != _norm(expected[key])
+    ]
+
+
+def _norm(value: Any) -> Any:
+    return sorted(value) if isinstance(value, (list, tuple)) else value
+
+
+def _kept_float(name: str, keep_float: list[str]) -> bool:
+    name = name.removesuffix("_quant")  # ONNX QDQ renames a quantized node X to X_quant
+    return any(re.search(pattern, name) for pattern in keep_float)
+
+
+def coverage_problems(layout: QuantLayout, expected: dict[str, Any], model: "ModelSpec") -> list[str]:
+    """Every Linear/MatMul weight quantized except the expected keep_float layers."""
+    keep = list(expected.get("keep_float", []))
+    problems = []
+    left_float = sorted(n for n in layout.unquantized if not _kept_float(n, keep))
+    if left_float:
+        problems.append(f"weight layers left unquantized, not expected float: {left_float}")
+    quantized_kept = sorted(n for n in layout.layers if _kept_float(n, keep))
+    if quantized_kept:
+        problems.append(f"layers expected to stay float are quantized: {quantized_kept}")
+    total = len(layout.layers) + len(layout.unquantized)
+    if total != len(model.linear_layer_names()):
+        problems.append(f"{total} weight layers in the artifact, the model has {len(model.linear_layer_names())}")
+    return problems
+
+
+def layout_problems(layout: QuantLayout, expected: dict[str, Any]) -> list[str]:
+    """Each quantized layer's weight dtype, granularity, zero points and activation quantization
+    against the expected recipe, as read from the payload."""
+    problems = []
+    for layer in layout.layers.values():
+        where = layer.name
+        if "weight_dtype" in expected and layer.dtype != expected["weight_dtype"]:
+            problems.append(f"{where}: weights are {layer.dtype}, expected {expected['weight_dtype']}")
+        if "weight_granularity" in expected and layer.weight_granularity != expected["weight_granularity"]:
+            problems.append(f"{where}: weight scales are {layer.weight_granularity}, expected {expected['weight_granularity']}")
+        if layer.weight_granularity == "per-channel" and layer.weight_scales.size != layer.output_channels:
+            problems.append(f"{where}: {layer.weight_scales.size} scales for {layer.output_channels} output channels")
+        if expected.get("weight_symmetric") and layer.weight_zero_points is not None and np.any(layer.weight_zero_points):
+            problems.append(f"{where}: symmetric weights expected, but non-zero weight zero points")
+        if "activation_dtype" in expected and layer.activation_dtype != expected["activation_dtype"]:
+            found = "no activation quantization" if layer.activation_dtype is None else f"activations quantized to {layer.activation_dtype}"
+            problems.append(f"{where}: {found}, expected {expected['activation_dtype']}")
+        if "activation_granularity" in expected and layer.activation_granularity != expected["activation_granularity"]:
+            problems.append(f"{where}: activation quantization is {layer.activation_granularity}, expected {expected['activation_granularity']}")
+    return problems
+
+
+def scale_problems(layout: QuantLayout) -> list[str]:
+    """Scales positive and finite (a zero or NaN scale destroys the layer)."""
+    problems = []
+    for layer in layout.layers.values():
+        scales = np.asarray(layer.weight_scales)
+        if not (np.isfinite(scales).all() and (scales > 0).all()):
+            problems.append(f"{layer.name}: weight scales not all positive and finite")
+        if layer.activation_scale is not None:
+            act = np.asarray(layer.activation_scale)
+            if not (np.isfinite(act).all() and (act > 0).all()):
+                problems.append(f"{layer.name}: activation scale not positive and finite")
+    return problems
+
+
+# -- layer-level measurements -------------------------------------------------------------------
+
+
+def weight_sqnr(layout: QuantLayout, model: "ModelSpec") -> dict[str, float]:
+    """Per quantized layer: SQNR of the weight the runtime uses against the fp32 weight, dB."""
+    result = {}
+    for name, layer in layout.layers.items():
+        reference = model.reference_weight(name)
+        if reference is None or layer.dequantized_weight is None:
+            continue
+        if reference.shape != layer.dequantized_weight.shape:
+            result[module_path(name)] = -math.inf
+        else:
+            result[module_path(name)] = sqnr_db(reference, layer.dequantized_weight)
+    return result
+
+
+def _codes(layer) -> np.ndarray:
+    """The stored integer codes, (out, in), recovered from the dequantized weight and its scales."""
+    scales = np.asarray(layer.weight_scales, dtype=np.float64).reshape(-1)
+    zero = 0.0 if layer.weight_zero_points is None else np.asarray(layer.weight_zero_points, dtype=np.float64).reshape(-1, 1)
+    return np.rint(layer.dequantized_weight / scales.reshape(-1, 1)) + zero
+
+
+def code_range_use(layout: QuantLayout) -> dict[str, float]:
+    """Per int8 per-channel layer: fraction of output channels whose largest |code| reaches
+    FULL_CODE. Scales that are too large (x2, x4) leave codes unused; a clean symmetric max-abs
+    recipe uses the full range in every channel."""
+    result = {}
+    for name, layer in layout.layers.items():
+        if layer.dtype == "int8" and layer.weight_granularity == "per-channel" and layer.dequantized_weight is not None:
+            peak = np.abs(_codes(layer)).max(axis=1)
+            result[module_path(name)] = float(np.mean(peak >= FULL_CODE))
+    return result
+
+
+def weight_scale_error(layout: QuantLayout, model: "ModelSpec") -> dict[str, float]:
+    """Per layer: worst |log2(scale * qmax / max|w|)| over channels, max|w| from the model's fp32
+    weights: 0 when each scale maps the channel's (or tensor's) max |w| onto the largest code."""
+    result = {}
+    for name, layer in layout.layers.items():
+        reference = model.reference_weight(name)
+        if reference is None or layer.dtype not in QMAX:
+            continue
+        scales = np.asarray(layer.weight_scales, dtype=np.float64).reshape(-1)
+        if layer.weight_granularity == "per-channel" and scales.size == reference.shape[0]:
+            amax = np.abs(reference).max(axis=1).astype(np.float64)
+        else:
+            amax = np.full(scales.shape, float(np.abs(reference).max()))
+        ok = amax > 0
+        result[module_path(name)] = float(np.max(np.abs(np.log2(scales[ok] * QMAX[layer.dtype] / amax[ok])))) if ok.any() else 0.0
+    return result
+
+
+def activation_scale_log2(layout: QuantLayout, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Per statically quantized layer: log2(activation scale / the scale its calibration range
+    implies), signed (negative: the scale clips inputs the calibration data holds), the range
+    measured on the calibration data in the fp32 reference. Asymmetric uint8 spans
+    [min(lo, 0), max(hi, 0)] over 255 codes; symmetric types span max|x| over qmax."""
+    result = {}
+    for name, layer in layout.layers.items():
+        path = module_path(name)
+        if layer.activation_scale is None or path not in ranges or layer.activation_dtype not in QMAX:
+            continue
+        lo, hi = ranges[path]
+        implied = (max(hi, 0.0) - min(lo, 0.0)) / 255.0 if layer.activation_dtype == "uint8" else max(abs(lo), abs(hi)) / QMAX[layer.activation_dtype]
+        scale = float(np.max(layer.activation_scale))
+        result[path] = math.log2(scale / implied) if implied > 0 and scale > 0 else -math.inf
+    return result
+
+
+def worst(values: dict[str, float], direction: str) -> tuple[str, float]:
+    """(layer, value) of the worst layer: the lowest for "min" gates, the highest for "max"."""
+    name = (min if direction == "min" else max)(values, key=values.__getitem__)
+    return name, values[name]
+
+
+def statistics_errors(stats: dict[str, dict[str, float]], model: "ModelSpec", fresh: dict[str, tuple[float, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Recorded statistics against the model: per layer, the relative error of the recorded weight
+    amax against max |w| of the fp32 weight, and the factor (>= 1) between the recorded input amax
+    and a fresh max |x| of the layer's input on the calibration data."""
+    weight_err, input_ratio = {}, {}
+    for name, recorded in stats.items():
+        reference = model.reference_weight(name)
+        if reference is not None:
+            amax = float(np.abs(reference).max())
+            weight_err[name] = abs(recorded["weight_amax"] - amax) / amax if amax > 0 else math.inf
+        if name in fresh:
+            amax = max(abs(fresh[name][0]), abs(fresh[name][1]))
+            ratio = recorded["input_amax"] / amax if amax > 0 else math.inf
+            input_ratio[name] = max(ratio, 1 / ratio) if ratio > 0 else math.inf
+    return weight_err, input_ratio

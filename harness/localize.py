@@ -1,0 +1,209 @@
+"""Per-layer error localization: run the fp32 reference and the candidate with every weight layer's
+output exposed, compute each layer's activation SQNR in execution order, and name the layer where
+the error starts.
+
+ONNX graphs use ONNX Runtime's own debugging module (onnxruntime.quantization.qdq_loss_debug:
+`modify_model_output_intermediate_tensors` adds every MatMul/Gemm input and output as a graph
+output, `collect_activations` runs it); the reference is the fp32 ONNX export of the model, and a
+QDQ tensor `X_QuantizeInput` (the float output before its output QDQ) is matched with the fp32
+tensor `X`, as ORT's `create_activation_matching` does. Torch pathways (INC FP8, TorchAO) use
+forward hooks on the same named Linear modules of the candidate and of the fp32 reference.
+The same captures, run on the calibration data, give the activation ranges that static scales
+and FP8 statistics are checked against.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.core import Tensors, module_path
+from harness.metrics import sqnr_db
+
+if TYPE_CHECKING:
+    import onnx
+
+    from harness.models.base import ModelSpec
+
+LayerErrors = list[tuple[str, float]]  # (layer, activation SQNR in dB), in execution order
+WEIGHT_OP_TYPES = ("MatMul", "Gemm")
+QUANT_INPUT_SUFFIX = "_QuantizeInput"  # onnxruntime.quantization.quant_utils.QUANT_INPUT_SUFFIX
+
+
+class NotLocalizable(Exception):
+    """This runner exposes no per-layer outputs (e.g. a TensorRT engine)."""
+
+
+# -- capture ------------------------------------------------------------------------------------
+
+
+def onnx_activations(graph: "onnx.ModelProto", batches: list[Tensors], provider: str = "CPUExecutionProvider") -> dict[str, np.ndarray]:
+    """Every MatMul/Gemm input and output tensor of `graph`, flattened and concatenated over batches."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+
+    names = {i.name for i in graph.graph.input}
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{k: v for k, v in b.items() if k in names} for b in batches])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory(prefix="qconform-localize-") as tmp:
+        plain, augmented = Path(tmp) / "model.onnx", Path(tmp) / "augmented.onnx"
+        onnx.save(graph, str(plain))
+        modify_model_output_intermediate_tensors(plain, augmented, op_types_for_saving=list(WEIGHT_OP_TYPES))
+        found = collect_activations(str(augmented), Reader(), execution_providers=[provider])
+    return {name: np.concatenate([np.ravel(t) for t in tensors]) for name, tensors in found.items()}
+
+
+def torch_activations(module: Any, layers: list[str], batches: list[Tensors], input_names: tuple[str, ...], device: str = "cpu", which: str = "output") -> dict[str, np.ndarray]:
+    """The output (or input) of each named module over `batches`, flattened, in the order the
+    modules first ran."""
+    import torch
+
+    found: dict[str, list[np.ndarray]] = {}
+    modules = dict(module.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise NotLocalizable(f"modules {missing[:5]} are not in the module")
+
+    def hook(name):
+        def record(_mod, args, output):
+            tensor = args[0] if which == "input" else output
+            found.setdefault(name, []).append(tensor.detach().float().cpu().numpy().ravel())
+
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                module(*(torch.from_numpy(batch[name]).to(device) for name in input_names))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: np.concatenate(parts) for name, parts in found.items()}
+
+
+_FP32_GRAPHS: dict[str, "onnx.ModelProto"] = {}
+
+
+def fp32_graph(model: "ModelSpec") -> "onnx.ModelProto":
+    """The model's fp32 ONNX export (what the INT8 QDQ graph was quantized from); once per model."""
+    if model.id not in _FP32_GRAPHS:
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="qconform-fp32-") as tmp:
+            _FP32_GRAPHS[model.id] = onnx.load(str(model.export_onnx(Path(tmp) / "model.fp32.onnx")))
+    return _FP32_GRAPHS[model.id]
+
+
+def _onnx_layer_tensors(graph: "onnx.ModelProto") -> list[tuple[str, str, str]]:
+    """(layer node name, fp32 output tensor, fp32 input tensor) of each weight op, in graph order."""
+    from harness.qdq import WEIGHT_OPS, Graph
+
+    g = Graph(graph)
+    layers = []
+    for node in graph.graph.node:
+        if node.op_type not in WEIGHT_OP_TYPES or len(node.input) <= WEIGHT_OPS[node.op_type]:
+            continue
+        weight = node.input[WEIGHT_OPS[node.op_type]]
+        dq = g.dequantize_of(weight)
+        if weight not in g.inits and (dq is None or dq.input[0] not in g.inits):
+            continue  # activation x activation
+        source = node.input[0]
+        act_dq = g.dequantize_of(source)
+        if act_dq is not None and act_dq.input[0] in g.producer:  # X -> Q -> DQ -> MatMul: back to X
+            source = g.producer[act_dq.input[0]].input[0].removesuffix(QUANT_INPUT_SUFFIX)
+        layers.append((node.name or node.output[0], node.output[0].removesuffix(QUANT_INPUT_SUFFIX), source))
+    return layers
+
+
+def _torch_layers(runner: Any) -> list[str]:
+    layout = runner.layout()
+    return list(layout.layers) + list(layout.unquantized)
+
+
+# -- per-layer errors ---------------------------------------------------------------------------
+
+
+def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors) -> LayerErrors:
+    """Per-layer activation SQNR of `runner` against the fp32 reference on `inputs`."""
+    graph = getattr(runner, "model", None)
+    if graph is not None and hasattr(graph, "graph"):  # an ONNX Runtime runner
+        provider = getattr(runner, "provider", "CPUExecutionProvider")
+        try:
+            candidate = onnx_activations(graph, [inputs], provider)
+        except Exception as exc:  # onnxruntime's Fail/InvalidGraph: e.g. an EP that cannot take the extra outputs
+            if provider == "CPUExecutionProvider":
+                raise
+            raise NotLocalizable(f"ONNX Runtime could not run the graph with its layer outputs exposed on {provider} ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        reference = onnx_activations(fp32_graph(model), [inputs])
+        errors = []
+        for name, out, _ in _onnx_layer_tensors(graph):
+            cand = candidate.get(out + QUANT_INPUT_SUFFIX, candidate.get(out))
+            if cand is not None and out in reference:
+                errors.append((module_path(name), sqnr_db(reference[out], cand)))
+        if not errors:
+            raise NotLocalizable("no weight-op output of the graph matches a tensor of the model's fp32 ONNX export")
+        return errors
+    module = getattr(runner, "module", None)
+    if module is None:
+        raise NotLocalizable(f"{runner.describe()} exposes no per-layer outputs")
+    layers = _torch_layers(runner)
+    candidate = torch_activations(module, layers, [inputs], model.input_names, getattr(runner, "device", "cpu"))
+    reference = torch_activations(model.reference, layers, [inputs], model.input_names)
+    return [(name, sqnr_db(reference[name], candidate[name])) for name in candidate if name in reference]
+
+
+def localize(case: Any) -> LayerErrors:
+    """Per-layer activation SQNR of the case's artifact on its evaluation inputs (cached per case)."""
+    if getattr(case, "_qc_layer_errors", None) is None:
+        case._qc_layer_errors = layer_errors(case.runner, case.model, case.model.eval_inputs())
+    return case._qc_layer_errors
+
+
+def first_bad_layer(errors: LayerErrors, threshold: float) -> tuple[str, float, float] | None:
+    """(layer, SQNR before it, its SQNR): the first layer below `threshold`, else the layer with the
+    largest drop from the layer before it. None for no layers."""
+    if not errors:
+        return None
+    before = [math.inf] + [sqnr for _, sqnr in errors[:-1]]
+    for (name, sqnr), prev in zip(errors, before, strict=True):
+        if sqnr < threshold:
+            return name, prev, sqnr
+    drops = [(prev - sqnr if math.isfinite(prev) else -math.inf, i) for i, ((_, sqnr), prev) in enumerate(zip(errors, before, strict=True))]
+    i = max(drops)[1]
+    return errors[i][0], before[i], errors[i][1]
+
+
+def describe_first_bad(errors: LayerErrors, threshold: float) -> str:
+    found = first_bad_layer(errors, threshold)
+    if found is None:
+        return ""
+    name, prev, sqnr = found
+    return f"error starts at layer {name} (SQNR {prev:.1f} dB -> {sqnr:.1f} dB)"
+
+
+# -- activation ranges on the calibration data --------------------------------------------------
+
+
+def calibration_input_ranges(runner: Any, model: "ModelSpec") -> dict[str, tuple[float, float]]:
+    """(min, max) of each weight layer's input in the fp32 reference over the calibration data:
+    what static activation scales and recorded input statistics must agree with."""
+    batches = model.calibration_inputs()
+    graph = getattr(runner, "model", None)
+    if graph is not None and hasattr(graph, "graph"):
+        reference = onnx_activations(fp32_graph(model), batches)
+        return {module_path(name): (float(reference[src].min()), float(reference[src].max())) for name, _, src in _onnx_layer_tensors(graph) if src in reference}
+    layers = _torch_layers(runner)
+    found = torch_activations(model.reference, layers, batches, model.input_names, which="input")
+    return {name: (float(values.min()), float(values.max())) for name, values in found.items()}
