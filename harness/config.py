@@ -231,3 +231,19 @@ def init_project(model_path: Path, out: Path) -> str:
     )
     out.write_text(text)
     return text
+
+
+def find_model(name_or_source: str, start: Path):
+    """A model for commands outside a run (`qconform import`): a checkpoint directory, .onnx file or
+    module:factory; else a [[models]] id of the project file found from `start`; else a built-in id."""
+    from harness.models.base import get_model
+    from harness.models.hf import model_from_source
+
+    if Path(name_or_source).expanduser().exists() or ":" in name_or_source:
+        return model_from_source(name_or_source)
+    project = load_project(start)
+    for entry in project.models if project else []:
+        spec = entry.spec()
+        if spec.id == name_or_source:
+            return spec
+    return get_model(name_or_source)

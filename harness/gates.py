@@ -210,7 +210,7 @@ def verdict(records: list[Record], selected: Iterable[str] = (), not_selected: d
     not_gated = {}
     for pathway in selected:
         if pathway not in gated:
-            reasons = sorted({r.message for r in records if r.pathway == pathway and r.outcome == "skipped" and r.message})
+            reasons = sorted({r.message for r in records if r.pathway == pathway and r.outcome in ("skipped", "error") and r.message})
             not_gated[pathway] = "; ".join(reasons[:3]) or "none of its tests ran in this selection (-m, -k, --shard or --models)"
     if counts["error"]:
         word = "ERROR"

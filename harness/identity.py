@@ -78,6 +78,20 @@ def _attr(node, name: str) -> Any:
     return next((a.i for a in node.attribute if a.name == name), 0)
 
 
+def align_state_dict(state: dict[str, Any], expected: Iterable[str]) -> dict[str, Any]:
+    """A state dict saved from the bare model (`model.state_dict()` of the AutoModel, as a team's
+    pipeline saves it) keyed like qconform's reference, which wraps that model in a module of its
+    own: the one key prefix that makes the two key sets equal is added; otherwise unchanged."""
+    expected = set(expected)
+    if not state or set(state) == expected:
+        return state
+    first = next(iter(state))
+    for prefix in {key[: len(key) - len(first)] for key in expected if key.endswith(first)}:
+        if {prefix + key for key in state} == expected:
+            return {prefix + key: value for key, value in state.items()}
+    return state
+
+
 def check_state_dict_matches(state: dict[str, Any], model: "ModelSpec") -> None:
     """A torch state dict (torchao's quantized tensors included) against the model's own."""
     expected = {k: tuple(v.shape) for k, v in model.reference.state_dict().items()}

@@ -20,7 +20,9 @@ import numpy as np
 
 from harness.artifacts import ArtifactError, load_artifact, write_manifest
 from harness.core import Device, QuantLayout
-from harness.models.base import ModelSpec, get_model
+from harness.config import find_model
+from harness.identity import align_state_dict
+from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, get_pathway
 
 # A dequantized weight this far from the reference weight is another model's (same shapes,
@@ -155,6 +157,7 @@ def read_torchao(payloads: list[Path], model: ModelSpec, pathway: Pathway) -> tu
     if not isinstance(state, dict):
         raise ImportRefused(f"{payload}: holds a {type(state).__name__}, not a state dict (save module.state_dict())")
     expected = model.reference.state_dict()
+    state = align_state_dict(state, expected)  # saved from the bare AutoModel: keys without the wrapper's prefix
     problems = [f"tensor {k}: model {model.id} has no such tensor" for k in sorted(set(state) - set(expected))]
     problems += [f"tensor {k}: missing from the payload" for k in sorted(set(expected) - set(state))]
     fp8 = {k: v for k, v in state.items() if isinstance(v, Float8Tensor)}
@@ -289,7 +292,7 @@ def import_artifact(pathway: Pathway, model: ModelSpec, payloads: list[Path], ou
 
 def cmd_import(args: argparse.Namespace) -> int:
     try:
-        pathway, model = get_pathway(args.pathway), get_model(args.model)
+        pathway, model = get_pathway(args.pathway), find_model(args.model, Path.cwd())
         target = import_artifact(pathway, model, [Path(p) for p in args.payload], Path(args.out), _assignments(args.set, "--set"), _assignments(args.tool_version, "--tool-version", parse=False))
     except (ImportRefused, ArtifactError, KeyError) as exc:
         print(f"qconform import: {exc.args[0] if isinstance(exc, KeyError) else exc}")
@@ -316,7 +319,7 @@ def add_parsers(sub) -> None:
     """The `import` and `hash-weights` subcommands (cli.main dispatches through COMMANDS)."""
     imp = sub.add_parser("import", help="wrap an artifact made by your own pipeline in a manifest (checked against the model)")
     imp.add_argument("--pathway", required=True, help="pathway that will load it, e.g. inc-int8-qdq")
-    imp.add_argument("--model", required=True, help="model id the payload was made from")
+    imp.add_argument("--model", required=True, help="the model the payload was made from: a checkpoint directory, .onnx file, module:factory, or a model id (project file or built-in)")
     imp.add_argument("payload", nargs="+", help="payload file(s): a QDQ .onnx (+ .engine for tensorrt), a torchao state dict .pt, INC FP8 *_hooks_*.json dumps")
     imp.add_argument("--out", required=True, help="artifacts root; writes OUT/<model>/<pathway>/ for `qconform run --artifacts OUT`")
     imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="add or override a recipe entry (VALUE parsed as JSON if it can be)")

@@ -185,18 +185,32 @@ class Harness:
         return specs
 
     @functools.cached_property
+    def artifact_pairs(self) -> set[tuple[str, str]]:
+        """(model id, pathway) of every artifact under the artifacts directory (DIR/<model>/<pathway>/)."""
+        root = self.artifacts_dir
+        if root is None or not Path(root).is_dir():
+            return set()
+        return {(path.parent.parent.name, path.parent.name) for path in Path(root).glob("*/*/manifest.json")}
+
+    @functools.cached_property
     def models(self) -> list[ModelSpec]:
-        """--models names; else the team's own models when it declares any; else the embedded defaults."""
+        """--models names; else the team's own models when it declares any; else the models the
+        artifacts directory holds; else the embedded defaults."""
         self.user_models  # registered first, so --models can name them
         if self.config.getoption("models"):
             return _pick(self.config.getoption("models"), all_models, get_model)
-        return self.user_models or all_models()
+        if self.user_models:
+            return self.user_models
+        held = sorted({model for model, _ in self.artifact_pairs})
+        return [get_model(model) for model in held] if held else all_models()
 
     @functools.cached_property
     def required(self) -> set[str]:
-        """Pathways the user named (--pathways, or the project file): each must have a check run,
-        or the verdict is NOT GATED."""
+        """Pathways the user named (--pathways, or the project file), else those the artifacts
+        directory holds: each must have a check run, or the verdict is NOT GATED."""
         named = self.config.getoption("pathways") or ",".join(self.project.pathways if self.project else [])
+        if not named:
+            named = ",".join(sorted({pathway for _, pathway in self.artifact_pairs}))
         return {p.name for p in _pick(named, list, get_pathway)}
 
     @functools.cached_property
@@ -243,7 +257,10 @@ class Harness:
         return self._probes[key]
 
     def selected(self) -> list[tuple[ModelSpec, Pathway, str]]:
-        return [(m, p, kind) for m in self.models for p in self.pathways for kind in p.devices]
+        """The cases: every selected model x pathway x device kind; with an artifacts directory and
+        neither --models nor --pathways, exactly the (model, pathway) pairs it holds."""
+        pairs = self.artifact_pairs if not (self.config.getoption("models") or self.config.getoption("pathways")) else set()
+        return [(m, p, kind) for m in self.models for p in self.pathways for kind in p.devices if not pairs or (m.id, p.name) in pairs]
 
     def target_device(self, kind: str) -> Device:
         if kind == self.device.kind:

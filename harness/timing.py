@@ -357,14 +357,16 @@ class GreedyDecoder:
 
     def rewind(self) -> None:
         """Back to just after the prompt (the cache keeps the prompt's keys and values): every
-        sample then decodes the same tokens."""
-        self.token.copy_(self.first_token)
-        self.position_ids.fill_(self.prompt_len)
-        self.cache_position.fill_(self.prompt_len)
-        for layer in getattr(self.cache, "layers", ()):
-            length = getattr(layer, "cumulative_length", None)
-            if isinstance(length, torch.Tensor):
-                length.fill_(self.prompt_len)
+        sample then decodes the same tokens. Under inference_mode: the cache's position tensors
+        were made there, and an in-place update outside it is refused (seen on the H100, torch 2.11)."""
+        with torch.inference_mode():
+            self.token.copy_(self.first_token)
+            self.position_ids.fill_(self.prompt_len)
+            self.cache_position.fill_(self.prompt_len)
+            for layer in getattr(self.cache, "layers", ()):
+                length = getattr(layer, "cumulative_length", None)
+                if isinstance(length, torch.Tensor):
+                    length.fill_(self.prompt_len)
 
 
 def decode_sampler(model: torch.nn.Module, prompt: torch.Tensor, steps: int, warmup: int = 3) -> tuple[Callable[[], float], float]:

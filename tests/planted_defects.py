@@ -202,27 +202,19 @@ ONNX_DEFECTS = {
 
 # -- INC FP8 statistics files -------------------------------------------------------------------
 
-FP8_MEASURE = "measure_hooks_maxabs"  # INC's dump: .json (read by the gates) and .npz (read by INC)
+FP8_MEASURE = "measure_hooks_maxabs"  # INC's dump, kept as .json (its pickled .npz twin is rebuilt at load)
 FP8_SCALES = "measure_hooks_maxabs_MAXABS_POW2"  # scales INC derived; when absent it derives them again
 
 
 def _write_fp8_measure(directory: Path, nodes: dict) -> None:
-    """Write INC's measurement dump as INC does: the JSON, and the .npz holding the same dict
-    (np.savez of a dict object, float32 [[amax]] arrays), built from the JSON, never unpickled."""
+    """Write INC's measurement dump as the artifact keeps it: the JSON only (qconform writes the
+    .npz INC reads from it at load; an artifact's own .npz is refused as a possible pickle)."""
     import json
 
     path = directory / f"{FP8_MEASURE}.json"
     data = json.loads(path.read_text())
     data["Nodes"] = nodes
     path.write_text(json.dumps(data, indent=4))
-    as_arrays = {
-        **data,
-        "Nodes": {
-            name: {"inputs": [np.array(x, dtype=np.float32) for x in node["inputs"]], "params": {k: np.array(v, dtype=np.float32) for k, v in node["params"].items()}}
-            for name, node in nodes.items()
-        },
-    }
-    np.savez(directory / f"{FP8_MEASURE}.npz", as_arrays)
 
 
 def fp8_weight_amax_scaled(directory: Path) -> None:
@@ -246,8 +238,7 @@ def fp8_calibrated_on_other_data(directory: Path) -> None:
     for node in nodes.values():
         node["inputs"] = (np.asarray(node["inputs"]) / 16).tolist()
     _write_fp8_measure(directory, nodes)
-    for suffix in (".json", ".npz"):
-        (directory / f"{FP8_SCALES}{suffix}").unlink()
+    (directory / f"{FP8_SCALES}.json").unlink()
 
 
 # catalog id -> planting function on a copy of the inc-fp8-ref tiny-llama artifact directory

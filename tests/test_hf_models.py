@@ -19,7 +19,8 @@ from harness.models.hf import CAUSAL_LM, ENCODER, HuggingFaceModel, model_from_s
 from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from harness.store import ArtifactStore
-from harness.thresholds import load_profile, threshold_key
+from harness.gates import threshold_key
+from harness.thresholds import load_profile
 from tests.hf_checkpoints import BUILDERS
 from tests.planted_defects import per_tensor_weights, rewrite_artifact
 

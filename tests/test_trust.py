@@ -79,9 +79,10 @@ def test_pickled_npz_fails_the_run_without_running(fp8_artifact, user_artifacts,
     np.savez(target / "measure_hooks_maxabs.npz", np.array(Payload(marker), dtype=object))
     reseal(target)
     run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-fp8-ref", "--models=tiny-llama")
-    assert run.returncode == 1, run.output
+    # The artifact cannot be loaded: every case errors (verdict ERROR, exit 3), naming the file.
+    assert run.returncode == 3, run.output
     records = run.records(model="tiny-llama", pathway="inc-fp8-ref")
-    assert records and all(r["outcome"] == "failed" and "holds pickled Python objects" in r["reason"] for r in records), records
+    assert records and all(r["outcome"] == "error" and "holds pickled Python objects" in r["message"] for r in records), records
     assert not marker.exists()
 
 

@@ -20,7 +20,7 @@ from harness.artifacts import Artifact, ArtifactError
 from harness.models.base import ModelSpec
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness import probes
-from harness.identity import check_state_dict_matches
+from harness.identity import align_state_dict, check_state_dict_matches
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 from harness.trust import load_torch_file
@@ -139,8 +139,9 @@ class TorchaoFp8Rowwise(Pathway):
         state = load_torch_file(path, map_location=torch.device("cuda", torch.cuda.current_device()))
         if not isinstance(state, dict):
             raise ArtifactError(f"{path}: not a state dict (holds a {type(state).__name__})")
-        check_state_dict_matches(state, model)
         expected = module.state_dict()
+        state = align_state_dict(state, expected)
+        check_state_dict_matches(state, model)
         if set(state) != set(expected):
             raise ArtifactError(
                 f"{path}: tensors differ from the config's layout: missing {sorted(set(expected) - set(state))[:5]}, extra {sorted(set(state) - set(expected))[:5]}"
