@@ -11,11 +11,13 @@ from harness.core import Device
 from harness.pathways.base import get_pathway
 
 CPU = Device("cpu", "x86_64")
+# The GPU where there is one; else the CPU, whose row-wise _scaled_mm exists from torch 2.12 on
+# (torch 2.11's CPU kernel takes per-tensor scales only: seen on the H100 machine's torch 2.11).
+HERE = Device.detect()
 
 
 def test_rowwise_fp8_gemm_probe_runs_for_real():
-    # torch's CPU build has the row-wise _scaled_mm too: the same call the GPU probe makes.
-    probe = probes.probe(get_pathway("torchao-fp8-rowwise"), CPU)
+    probe = probes.probe(get_pathway("torchao-fp8-rowwise"), HERE)
     assert probe.ok, probe.detail
 
 
@@ -24,10 +26,10 @@ def test_failing_rowwise_kernel_becomes_a_precise_skip_or_a_failure_when_require
         raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul")
 
     monkeypatch.setattr(torch, "_scaled_mm", not_supported)
-    probe = probes.probe(get_pathway("torchao-fp8-rowwise"), CPU)
+    probe = probes.probe(get_pathway("torchao-fp8-rowwise"), HERE)
     assert not probe.ok
     reason = probe.skip_reason()
-    assert reason.startswith("torchao-fp8-rowwise: capability probe failed on cpu: x86_64: torch._scaled_mm, float8_e4m3fn with row-wise scales")
+    assert reason.startswith(f"torchao-fp8-rowwise: capability probe failed on {HERE.describe()}: torch._scaled_mm, float8_e4m3fn with row-wise scales")
     assert "RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul" in reason
     assert f"torch {torch.__version__}" in reason and "cuBLAS " in reason and "TensorRT " in reason
 
@@ -52,7 +54,7 @@ def test_a_failing_probe_skips_with_its_reason_and_fails_a_required_pathway(llam
 def test_wrong_numbers_fail_the_probe_too(monkeypatch):
     real = torch._scaled_mm
     monkeypatch.setattr(torch, "_scaled_mm", lambda *a, **k: real(*a, **k) * 2)
-    probe = probes.probe(get_pathway("torchao-fp8-rowwise"), CPU)
+    probe = probes.probe(get_pathway("torchao-fp8-rowwise"), HERE)
     assert not probe.ok and "row-wise _scaled_mm returned wrong values" in probe.detail
 
 

@@ -124,7 +124,11 @@ class ModelSpec:
         return None if weight is None else weight.detach().float().cpu().numpy()
 
     def linear_layer_names(self) -> list[str]:
-        return [name for name, mod in self.reference.named_modules() if isinstance(mod, torch.nn.Linear)]
+        return list(self.linear_weight_shapes())
+
+    def linear_weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every Linear layer's weight shape (out, in), by module path: what an artifact must match."""
+        return {name: tuple(mod.weight.shape) for name, mod in self.reference.named_modules() if isinstance(mod, torch.nn.Linear)}
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         """Export the fp32 reference with the TorchScript-based exporter (no onnxscript needed)."""
