@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def add_pytest_options(parser: argparse.ArgumentParser) -> None:
 
 def pytest_option_args(args: argparse.Namespace) -> list[str]:
     out = []
-    for flags, kwargs in _pytest_options():
+    for flags, _ in _pytest_options():
         value = getattr(args, flags[0].lstrip("-").replace("-", "_"), None)
         if value is True:
             out.append(flags[0])

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.artifacts import ArtifactError, load_artifact, write_manifest
-from harness.core import Device, QuantLayout
 from harness.config import find_model
+from harness.core import Device, QuantLayout
 from harness.identity import align_state_dict
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, get_pathway

@@ -161,7 +161,6 @@ def measure_peak(gpu_name: str) -> Peak:
             tflops["fp8"] = 2 * n**3 / best_s(lambda: torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)) / 1e12
         except RuntimeError:  # rowwise scaled_mm unsupported in this build (RTX 5090 + some torch builds)
             pass
-    del a, b
     big = torch.empty(2**30, dtype=torch.uint8, device="cuda")
     gbps = 2 * big.numel() / best_s(lambda: big.clone()) / 1e9
     return Peak(gpu_name, tflops, gbps, "measured")

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from harness.artifacts import Artifact, ArtifactError
+from harness.config import ConfigError, Project, load_project
 from harness.core import Device, Runner
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.store import ArtifactStore
-from harness.config import ConfigError, Project, load_project
 from harness.thresholds import Profile, ProfileError, default_profile, detect_profile_name, load_profile
 
 CaseFilter = Callable[[Pathway, str], bool]
@@ -140,8 +140,7 @@ class Harness:
         """Every option checked before any test runs; a bad one is one line (pytest.UsageError)."""
         option = self.config.getoption
         try:
-            self.models
-            self.pathways
+            _ = (self.models, self.pathways)  # resolving them validates every model and pathway name
             for kind in {"cpu", self.device.kind}:
                 self.profile_for(kind)
         except (KeyError, ProfileError, ConfigError, ValueError, TypeError, OSError) as exc:
@@ -196,11 +195,11 @@ class Harness:
     def models(self) -> list[ModelSpec]:
         """--models names; else the team's own models when it declares any; else the models the
         artifacts directory holds; else the embedded defaults."""
-        self.user_models  # registered first, so --models can name them
+        user_models = self.user_models  # registered first, so --models can name them
         if self.config.getoption("models"):
             return _pick(self.config.getoption("models"), all_models, get_model)
-        if self.user_models:
-            return self.user_models
+        if user_models:
+            return user_models
         held = sorted({model for model, _ in self.artifact_pairs})
         return [get_model(model) for model in held] if held else all_models()
 

@@ -17,6 +17,7 @@ import tomllib
 from harness.core import RECIPE_KEYS, Device
 from harness.gates import METRICS, calibrated_threshold, metric, passes
 
+
 class ProfileError(Exception):
     """A profile is missing, unreadable, or lacks a threshold a gate needs."""
 

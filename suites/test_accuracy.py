@@ -2,10 +2,10 @@
 
 import pytest
 
+from harness.gates import threshold_key
 from harness.layout_checks import weight_sqnr
 from harness.localize import NotLocalizable, describe_first_bad, localize
 from harness.metrics import log_error_histogram, output_metrics, smallest_detectable_change, wilson_lower
-from harness.gates import threshold_key
 from harness.session import cases
 
 

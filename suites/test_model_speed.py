@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from harness import roofline
-from harness.session import workloads
 from harness.models.llama8b_perf import PERF_MODELS, PUBLISHED, WHY_DIFFERENT, decoder_shape, perf_layers
+from harness.session import workloads
 from harness.timing import allow_recompiles, compile_regions, decode_sampler, interleaved, prefill_sampler, progress, quantize_except_head, speed_result
 
 REPEATS = int(os.environ.get("QCONFORM_PERF_REPEATS", "") or 15)

@@ -14,7 +14,6 @@ from hypothesis.extra.numpy import arrays
 
 from harness.core import Device
 from harness.pathways.base import get_pathway
-from harness.session import cases
 from harness.properties import (
     FP8_FORMATS,
     check_channels_independent,
@@ -26,6 +25,7 @@ from harness.properties import (
     check_rows_independent,
     check_saturates,
 )
+from harness.session import cases
 
 
 def _needs(pathway_name: str, device: Device, *modules: str):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.artifacts import Artifact
-from harness.models.base import get_model
 from harness.core import Device
+from harness.models.base import get_model
 from harness.pathways.base import get_pathway
 from harness.store import ArtifactStore
 

@@ -14,12 +14,12 @@ import pytest
 
 from harness.artifacts import load_artifact
 from harness.core import Device
+from harness.gates import threshold_key
 from harness.golden import MAX_BYTES, read_golden, write_golden
 from harness.models.hf import CAUSAL_LM, ENCODER, HuggingFaceModel, model_from_source
 from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from harness.store import ArtifactStore
-from harness.gates import threshold_key
 from harness.thresholds import load_profile
 from tests.hf_checkpoints import BUILDERS
 from tests.planted_defects import per_tensor_weights, rewrite_artifact

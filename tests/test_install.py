@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+
 find_packages = pytest.importorskip("setuptools", reason="building the wheel needs setuptools").find_packages
 
 REPO = Path(__file__).resolve().parent.parent

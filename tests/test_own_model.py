@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.hf_checkpoints import BUILDERS
 
 pytest.importorskip("transformers")

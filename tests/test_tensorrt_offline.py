@@ -4,12 +4,12 @@ cache key, engine/GPU/version validation, optimization profiles, EP provider ass
 import numpy as np
 import pytest
 
+from harness.core import Device
 from harness.models.base import get_model
 from harness.pathways import tensorrt as trt_pathway
-from harness.runtimes.tensorrt import tensorrt_missing
-from harness.core import Device
 from harness.pathways.base import get_pathway
 from harness.runtimes.onnxruntime import OrtQdqRunner
+from harness.runtimes.tensorrt import tensorrt_missing
 from harness.store import ArtifactStore
 
 H100 = Device("cuda", "NVIDIA H100 80GB HBM3", (9, 0))

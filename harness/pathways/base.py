@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
-
-import numpy as np
 
 from harness.artifacts import Artifact, write_manifest
 from harness.core import RECIPE_KEYS, Device, Runner, Tensors, load_entry_points

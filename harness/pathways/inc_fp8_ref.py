@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.artifacts import Artifact, ArtifactError
-from harness.models.base import ModelSpec
-from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness import probes
+from harness.artifacts import Artifact, ArtifactError
+from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.identity import check_layer_names
+from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 from harness.trust import check_npz

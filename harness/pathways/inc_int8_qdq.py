@@ -17,11 +17,11 @@ from typing import Any
 
 import onnx
 
-from harness.artifacts import Artifact, ArtifactError
-from harness.models.base import ModelSpec
-from harness.core import Device, Runner, Tensors
 from harness import probes
+from harness.artifacts import Artifact, ArtifactError
+from harness.core import Device, Runner, Tensors
 from harness.identity import check_onnx_matches
+from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
 

@@ -30,10 +30,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness import probes
 from harness.artifacts import Artifact, ArtifactError
 from harness.core import Device, Runner, Tensors
 from harness.models.base import ModelSpec
-from harness import probes
 from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import PAYLOAD as QDQ_PAYLOAD
 from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq, export_for_quantization

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.artifacts import Artifact, ArtifactError
-from harness.models.base import ModelSpec
-from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness import probes
+from harness.artifacts import Artifact, ArtifactError
+from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.identity import align_state_dict, check_state_dict_matches
+from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 from harness.trust import load_torch_file
