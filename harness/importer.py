@@ -21,7 +21,7 @@ import numpy as np
 from harness.artifacts import ArtifactError, load_artifact, write_manifest
 from harness.config import find_model
 from harness.core import Device, QuantLayout
-from harness.identity import align_state_dict
+from harness.identity import align_state_dict, check_onnx_matches, check_state_dict_matches, weight_value_mismatch
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, get_pathway
 
@@ -29,7 +29,6 @@ from harness.pathways.base import Pathway, get_pathway
 # other values). Measured on tiny-llama (ORT quantize_static), worst layer's cosine to the
 # reference: per-channel int8 0.99995, per-tensor int8 (outliers set the scale) 0.989; the same
 # architecture with another seed's weights 0.011 at best.
-MIN_WEIGHT_COSINE = 0.5
 FP8_MAX = {"E4M3": 448.0, "E5M2": 57344.0}
 FP8_DTYPES = {"E4M3": "float8_e4m3fn", "E5M2": "float8_e5m2"}
 
@@ -41,26 +40,12 @@ class ImportRefused(ValueError):
 # -- identity checks: does the payload belong to the model? ------------------------------------
 
 
-def graph_input_mismatch(graph_inputs: list[str], model: ModelSpec) -> str | None:
-    if sorted(graph_inputs) != sorted(model.input_names):
-        return f"graph inputs {sorted(graph_inputs)} do not match model {model.id}'s inputs {sorted(model.input_names)}"
-    return None
-
-
-def weight_shape_mismatch(layer: str, shape: tuple[int, ...], reference: np.ndarray | None, model: ModelSpec) -> str | None:
-    if reference is None:
-        return f"layer {layer}: model {model.id} has no weight layer of that name"
-    if tuple(shape) != tuple(reference.shape):
-        return f"layer {layer}: weight shape {tuple(shape)} differs from the model's {tuple(reference.shape)}"
-    return None
-
-
-def weight_value_mismatch(layer: str, weight: np.ndarray, reference: np.ndarray) -> str | None:
-    a, b = weight.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
-    cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-    if cosine < MIN_WEIGHT_COSINE:
-        return f"layer {layer}: weights differ from the model's (cosine {cosine:.3f} < {MIN_WEIGHT_COSINE}): made from other weights"
-    return None
+def _same_model(check: Callable, payload_content: Any, model: ModelSpec, payload: Path) -> None:
+    """The shared identity checks (harness/identity.py, also run when artifacts load), as a refusal."""
+    try:
+        check(payload_content, model)
+    except ArtifactError as exc:
+        raise ImportRefused(f"{payload}: {exc}") from None
 
 
 def _refuse(problems: list[str], payload: Path, model: ModelSpec) -> None:
@@ -123,15 +108,10 @@ def read_qdq(payloads: list[Path], model: ModelSpec, pathway: Pathway) -> tuple[
         onnx_model = load_model(payload)
     except ArtifactError as exc:
         raise ImportRefused(str(exc)) from exc
-    initializers = {t.name for t in onnx_model.graph.initializer}
-    _refuse([graph_input_mismatch([i.name for i in onnx_model.graph.input if i.name not in initializers], model)], payload, model)
+    _same_model(check_onnx_matches, onnx_model, model, payload)  # graph inputs, layer names, weight shapes
     layout = read_layout(onnx_model)
-    problems = []
-    for name, layer in layout.layers.items():
-        reference = model.reference_weight(name)
-        problem = weight_shape_mismatch(name, layer.dequantized_weight.shape, reference, model)
-        problems.append(problem or weight_value_mismatch(name, layer.dequantized_weight, reference))
-    _refuse(problems, payload, model)
+    references = {name: model.reference_weight(name) for name in layout.layers}
+    _refuse([weight_value_mismatch(name, layer.dequantized_weight, references[name]) for name, layer in layout.layers.items() if references[name] is not None], payload, model)
     files = {PAYLOAD: payload}
     if pathway.name == "tensorrt":
         from harness.pathways.tensorrt import ENGINE
@@ -158,17 +138,10 @@ def read_torchao(payloads: list[Path], model: ModelSpec, pathway: Pathway) -> tu
         raise ImportRefused(f"{payload}: holds a {type(state).__name__}, not a state dict (save module.state_dict())")
     expected = model.reference.state_dict()
     state = align_state_dict(state, expected)  # saved from the bare AutoModel: keys without the wrapper's prefix
-    problems = [f"tensor {k}: model {model.id} has no such tensor" for k in sorted(set(state) - set(expected))]
-    problems += [f"tensor {k}: missing from the payload" for k in sorted(set(expected) - set(state))]
+    _same_model(check_state_dict_matches, state, model, payload)  # tensor names and shapes
     fp8 = {k: v for k, v in state.items() if isinstance(v, Float8Tensor)}
-    for key, tensor in state.items():
-        if key in expected:
-            layer = key.removesuffix(".weight")
-            problem = weight_shape_mismatch(layer, tuple(tensor.shape), expected[key].numpy(), model)
-            if problem is None and key in fp8:
-                problem = weight_value_mismatch(layer, tensor.dequantize(torch.float32).numpy(), expected[key].float().numpy())
-            problems.append(problem)
-    _refuse(problems, payload, model)
+    values = [weight_value_mismatch(k.removesuffix(".weight"), v.dequantize(torch.float32).numpy(), expected[k].float().numpy()) for k, v in fp8.items()]
+    _refuse(values, payload, model)
     if not fp8:
         raise ImportRefused(f"{payload}: no Float8Tensor weights: not a torchao FP8 checkpoint")
     described = [describe_float8(tensor) for tensor in fp8.values()]

@@ -79,7 +79,7 @@ def test_imported_ort_model_is_gated(ort_llama, tmp_path, capsys, run_suites):
 def test_another_models_graph_is_refused(minilm_int8, tmp_path, capsys):
     code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(minilm_int8.file("model.qdq.onnx")), "--out", str(tmp_path))
     assert code == 1
-    assert "graph inputs ['attention_mask', 'input_ids'] do not match model tiny-llama's inputs ['input_ids']" in out
+    assert "this artifact is not model tiny-llama: graph inputs ['attention_mask', 'input_ids'] do not match the model's inputs ['input_ids']" in out
     assert not (tmp_path / "tiny-llama").exists()
 
 
@@ -97,7 +97,7 @@ def test_other_shapes_are_refused(tmp_path, capsys):
     payload = ort_quantize_static(NarrowLlama(), tmp_path / "narrow")
     code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(payload), "--out", str(tmp_path / "arts"))
     assert code == 1
-    assert "layer /layers.0/self_attn/q_proj/MatMul: weight shape (96, 96) differs from the model's (128, 128)" in out
+    assert "layer layers.0.self_attn.q_proj: weight shape (96, 96) differs from the model's (128, 128)" in out
 
 
 def test_same_shapes_other_weights_are_refused(tmp_path, capsys):
@@ -162,4 +162,6 @@ def test_torchao_fp8_checkpoint_imports_with_types_from_the_state_dict(tmp_path,
     narrow = copy.deepcopy(NarrowLlama().reference)
     torch.save(narrow.state_dict(), tmp_path / "narrow.pt")
     code, out = qconform_import(capsys, "--pathway", "torchao-fp8-rowwise", "--model", "tiny-llama", str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "arts2"))
-    assert code == 1 and "layer layers.0.self_attn.q_proj: weight shape (96, 96) differs from the model's (128, 128)" in out
+    # The shared identity check names the first layers whose shapes differ (sorted by name).
+    assert code == 1 and "narrow.pt: this artifact is not model tiny-llama: " in out
+    assert "layer layers.0.mlp.up_proj: weight shape (192, 96) differs from the model's (256, 128)" in out
