@@ -171,7 +171,7 @@ def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], co
         ".qc-failed,.qc-error{background:#ffebe9}.qc-passed{background:#dafbe1}.qc-skipped,.qc-xfailed{background:#fff8c5}</style>",
         f"<h2 id='qc-verdict' style='color:{COLOURS.get(result.word, '#9a6700')}'>Release verdict: {result.word} (exit {result.exit_code})</h2>",
         comparison_html(comparison, baseline_path),
-        f"<p>Tests: {counts_text(result)}; {result.gates} gate value(s) checked against their thresholds. "
+        f"<p>Tests: {counts_text(result)}; {result.gates} check(s) ran (threshold gates, artifact checks, properties). "
         f"Device: {_fmt(env.get('device', ''))}{gpu_line}. Profile: {_fmt(env.get('profile', ''))}.<br><small>{_fmt(packages)}</small></p>",
         missing,
         skipped,
