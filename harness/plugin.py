@@ -303,11 +303,15 @@ class Reporter:
         result = self.verdict
         if self.html_report is not None:
             self.html_report.title = f"qconform release verdict: {result.word} ({report.counts_text(result)}) on {self.harness.device.describe()}"
-        comparison = self.comparison()
-        path = report.write_summary(self.report_dir, self.records, result, self.harness.environment(), self.selected, comparison)
+        path = report.write_summary(self.report_dir, self.records, result, self.environment, self.selected, self.comparison)
         report.keep_history(path)
         session.exitstatus = result.exit_code  # the exit status is the verdict's
 
+    @functools.cached_property
+    def environment(self) -> dict[str, Any]:
+        return self.harness.environment()  # once: summary.json and the HTML page show the same
+
+    @functools.cached_property
     def comparison(self) -> dict | None:
         baseline = self.harness.config.getoption("baseline")
         if baseline is None:
@@ -322,4 +326,4 @@ class Reporter:
         if not self.harness.is_conformance_run:
             return
         baseline = str(self.harness.config.getoption("baseline") or "")
-        prefix.extend(report.verdict_html(self.records, self.verdict, self.harness.environment(), self.comparison(), baseline))
+        prefix.extend(report.verdict_html(self.records, self.verdict, self.environment, self.comparison, baseline))

@@ -142,7 +142,8 @@ def _distribution_version(*names: str) -> str | None:
     return None
 
 
-def _driver_version() -> str | None:
+def driver_version() -> str | None:
+    """The NVIDIA driver version nvidia-smi reports, or None where there is none."""
     if shutil.which("nvidia-smi") is None:
         return None
     try:
@@ -168,7 +169,7 @@ def versions(device: Device) -> dict[str, str]:
     found["TensorRT"] = _distribution_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings") if importlib.util.find_spec("tensorrt") else None
     found["onnxruntime"] = _distribution_version("onnxruntime", "onnxruntime-gpu")
     if device.kind == "cuda":
-        found["driver"] = _driver_version()
+        found["driver"] = driver_version()
         found["capability"] = f"sm_{device.capability[0]}{device.capability[1]}" if device.capability else None
     return {key: value or "not found" for key, value in found.items()}
 

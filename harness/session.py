@@ -380,7 +380,7 @@ def package_versions() -> dict[str, str]:
 
 def gpu_environment() -> dict[str, Any]:
     """GPU, compute capability, CUDA and driver versions, where there is a GPU."""
-    import subprocess
+    from harness.probes import driver_version
 
     try:
         import torch
@@ -390,9 +390,5 @@ def gpu_environment() -> dict[str, Any]:
         return {}
     major, minor = torch.cuda.get_device_capability(0)
     env = {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-        env["driver"] = out.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        env["driver"] = "unknown (nvidia-smi unavailable)"
+    env["driver"] = driver_version() or "unknown (nvidia-smi unavailable)"
     return env
