@@ -24,6 +24,12 @@ class ArtifactError(Exception):
     """An artifact is missing, malformed or does not match its manifest."""
 
 
+class ArtifactIdentityError(ArtifactError):
+    """The artifact loads but is not the model's: built from other weights, for another model, or
+    its payload's inputs, layers or weights are another model's. A gate finding (FAIL, the
+    `artifact_identity` check), not a failure to produce evidence (ERROR)."""
+
+
 @dataclass(frozen=True)
 class Artifact:
     path: Path
@@ -132,7 +138,7 @@ def load_artifact(directory: Path | str, *, pathway: str | None = None, model_id
     if pathway is not None and manifest["pathway"] != pathway:
         raise ArtifactError(f"{manifest_path}: built by pathway {manifest['pathway']!r}, expected {pathway!r}")
     if model_id is not None and manifest["model_id"] != model_id:
-        raise ArtifactError(f"{manifest_path}: built for model {manifest['model_id']!r}, expected {model_id!r}")
+        raise ArtifactIdentityError(f"{manifest_path}: built for model {manifest['model_id']!r}, expected {model_id!r}")
     for name, expected in manifest["files"].items():
         path = directory / name
         if not path.resolve().is_relative_to(directory.resolve()):
@@ -145,7 +151,27 @@ def load_artifact(directory: Path | str, *, pathway: str | None = None, model_id
     unlisted = sorted(set(_payload_files(directory)) - set(manifest["files"]))
     if unlisted:
         raise ArtifactError(f"{directory}: file(s) not in the manifest: {', '.join(unlisted)}")
+    for name in manifest["files"]:
+        if name.endswith(".onnx"):
+            _check_external_data(directory, name, manifest["files"])
     return Artifact(directory, manifest)
+
+
+def _check_external_data(directory: Path, name: str, listed: dict[str, str]) -> None:
+    """Every external data file an ONNX payload references is a file of the artifact, listed (and so
+    hashed) in the manifest: a graph whose weights were left behind is named here, not by a loader."""
+    from harness.trust import onnx_external_data
+
+    try:
+        locations = onnx_external_data(directory / name)
+    except ArtifactError:
+        return  # an unparsable graph is the pathway loader's finding (it does not load)
+    base = Path(name).parent
+    for tensor, location in locations.items():
+        member = os.path.normpath(base / location)
+        if member not in listed:
+            where = "missing from the artifact" if not (directory / member).is_file() else "not listed in the manifest"
+            raise ArtifactError(f"{directory / name}: tensor {tensor!r} stores its data in {location!r}, which is {where}")
 
 
 def publish(staging: Path, final: Path) -> Path:

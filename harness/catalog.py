@@ -37,6 +37,15 @@ CATALOG: list[ProvenDefect] = [
         "code_range_use",
         "worst layer layers.0.self_attn.o_proj",
     ),
+    # Planted into a real torchao-int8-dynamic artifact (its state dict's Int8Tensor weights) of the outlier decoder.
+    ProvenDefect("torchao-int8-per-tensor-scales", "torchao int8: per-tensor weight scales on a model with outlier channels (garbage text)", "task_metric", "min_token_agreement measured"),
+    ProvenDefect(
+        "torchao-int8-per-tensor-undeclared",
+        "torchao int8: per-tensor weight scales while the manifest declares per-channel",
+        "granularity_matches_recipe",
+        "weight scales are per-tensor, expected per-channel",
+    ),
+    ProvenDefect("torchao-int8-one-layer-scales-x4", "torchao int8: one layer's weight scales x4 (layers.1.mlp.down_proj)", "layer_weight_sqnr", "worst layer layers.1.mlp.down_proj"),
     # Weight-layout mistakes.
     ProvenDefect("transposed-weights", "square weights stored as W instead of W^T", "layer_weight_sqnr", "min_layer_weight_sqnr_db measured"),
     # Calibration on the wrong data.

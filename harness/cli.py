@@ -1,36 +1,76 @@
-"""`qconform build | run | report`: the commands a release pipeline calls."""
+"""`qconform build | run | report`: the commands a release pipeline calls.
+
+Every subcommand exits with the verdict table's codes (harness/gates.py EXIT_CODES): a usage problem
+(a missing file, a bad argument, an unknown model or pathway, an existing qconform.toml) is 4 with
+one line on stderr, `qconform <command>: <why>`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
 
 from harness import importer
-from harness.artifacts import ArtifactError, write_json_atomic
+from harness.artifacts import ArtifactError
+from harness.config import ConfigError, load_project
 from harness.core import Device
 from harness.gates import EXIT_CODES
-from harness.models.base import all_models, get_model
+from harness.models.base import all_models
 from harness.pathways.base import all_pathways, get_pathway
-from harness.report import SummaryError, json_safe, merge_summaries, read_summary, records_from, standalone_html, table_rows
+from harness.report import SummaryError, merge_summaries, read_summary, records_from, standalone_html, table_rows, write_summary
+from harness.session import check_project_pathways, find_model, pick, user_models
 from harness.store import ArtifactStore
 
-USAGE_ERROR = 4  # pytest's code for bad options: the same for qconform's own commands
+USAGE_ERROR = EXIT_CODES["USAGE ERROR"]  # pytest's code for bad options: the same for qconform's own commands
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _selection(names: str | None, everything, lookup):
-    return everything() if not names else [lookup(n.strip()) for n in names.split(",") if n.strip()]
+class UsageError(Exception):
+    """A usage problem of a subcommand: printed as `qconform <command>: <why>`, exit 4."""
+
+
+def usage_line(command: str, problem: BaseException | str) -> str:
+    text = problem.args[0] if isinstance(problem, KeyError) and problem.args else str(problem)
+    return f"qconform {command}: {' '.join(str(text).split())}"
+
+
+# What a bad model, pathway, checkpoint or data file raises while it is resolved.
+INPUT_ERRORS = (UsageError, KeyError, ValueError, TypeError, OSError, ImportError, ArtifactError, ConfigError)
+
+
+def build_selection(args: argparse.Namespace) -> tuple[list, list]:
+    """(models, pathways) as `qconform run` picks them: --model SOURCE; else --models ids (a project
+    [[models]] id, else a built-in); else the project file's models; else the embedded defaults.
+    Pathways: --pathways, else the project file's, else all. Each model's inputs are validated."""
+    project = load_project(Path.cwd())
+    if project is not None:
+        check_project_pathways(project)
+    if args.models and not args.model:
+        models = pick(args.models, all_models, lambda name: find_model(name, Path.cwd()))
+    else:
+        models = user_models(args.model, args.allow_pickle_checkpoint, project) or all_models()
+    for model in models:
+        if model.unavailable() is None:
+            model.validate()  # tokenizer, data, architecture: before anything is built
+    names = args.pathways or ",".join(project.pathways if project else [])
+    return models, pick(names, all_pathways, get_pathway)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build (or validate the cached) artifacts of every available pathway for the chosen models."""
+    try:
+        models, pathways = build_selection(args)
+    except INPUT_ERRORS as exc:
+        print(usage_line("build", exc), file=sys.stderr)
+        return USAGE_ERROR
     device = Device.detect()
     store = ArtifactStore(args.cache)
     failed = 0
-    for model in _selection(args.models, all_models, get_model):
-        for pathway in _selection(args.pathways, all_pathways, get_pathway):
+    for model in models:
+        for pathway in pathways:
             kind = device.kind if device.kind in pathway.devices else pathway.devices[0]
             reason = model.unavailable() or pathway.unavailable(device if kind == device.kind else Device(kind, "absent")) or pathway.build_unavailable()
             if reason:
@@ -38,7 +78,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 continue
             try:
                 artifact = store.get(pathway, model)
-            except (ArtifactError, RuntimeError) as exc:
+            except (ArtifactError, RuntimeError, ValueError) as exc:
                 failed += 1
                 print(f"FAIL  {pathway.name:22} {model.id:12} {exc}")
                 continue
@@ -54,7 +94,7 @@ def find_suites(explicit: Path | None) -> Path:
     for candidate in (explicit, Path.cwd() / "suites", REPO_ROOT / "suites", PACKAGED_SUITES):
         if candidate is not None and candidate.is_dir():
             return candidate
-    raise SystemExit("qconform: cannot find the suites/ directory; run from a qconform checkout or pass --suites")
+    raise UsageError(f"cannot find the suites directory{f' {explicit}' if explicit else ''}; run from a qconform checkout or pass --suites DIR")
 
 
 def _pytest_options() -> list[tuple[tuple[str, ...], dict]]:
@@ -114,7 +154,11 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     """Run the conformance suites and write the HTML report, JUnit XML and summary.json."""
     import pytest
 
-    suites = find_suites(args.suites)
+    try:
+        suites = find_suites(args.suites)
+    except UsageError as exc:
+        print(usage_line("run", exc), file=sys.stderr)
+        return USAGE_ERROR
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     # A checkout is its own rootdir (conftest.py, golden/); installed suites run in the user's directory.
@@ -131,19 +175,59 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         *pytest_args,
     ]
     print("qconform: pytest " + " ".join(argv), flush=True)
-    code = int(pytest.main(argv, plugins=[]))
+    stderr, sys.stderr = sys.stderr, UsageLinePrefix(sys.stderr, "run")
+    try:
+        code = int(pytest.main(argv, plugins=[]))
+    finally:
+        sys.stderr = stderr
     if code != USAGE_ERROR:
         print(f"qconform: report at {report_dir / 'conformance.html'}; exit {code} ({', '.join(f'{c} {w}' for w, c in EXIT_CODES.items())})")
     return code
 
 
+class UsageLinePrefix:
+    """stderr while pytest runs under `qconform <command>`: pytest's usage-error line (`ERROR: ...`,
+    one line, exit 4) reads `qconform <command>: ...` as every other subcommand's does."""
+
+    PATTERN = re.compile(r"^((?:\x1b\[[0-9;]*m)*)ERROR: ", re.MULTILINE)
+
+    def __init__(self, stream, command: str):
+        self._stream, self._prefix = stream, f"qconform {command}: "
+
+    def write(self, text: str) -> int:
+        return self._stream.write(self.PATTERN.sub(lambda m: m.group(1) + self._prefix, text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def read_summaries(command: str, paths: list[str]) -> list[dict] | int:
+    """The summaries of finished runs, or the exit code after one stderr line: a missing or unreadable
+    file is a usage error (4); a run that did not finish keeps its own word (INCOMPLETE 2, USAGE ERROR 4)."""
+    summaries = []
+    for name in paths:
+        path = Path(name)
+        try:
+            summaries.append(read_summary(path))
+        except SummaryError as exc:
+            print(usage_line(command, exc), file=sys.stderr)
+            return exc.exit_code if _unfinished_run(path) else USAGE_ERROR
+    return summaries
+
+
+def _unfinished_run(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("verdict") in ("INCOMPLETE", "USAGE ERROR")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the verdict of a summary.json: one line per failed or skipped gate; exit with its code."""
-    try:
-        summary = read_summary(Path(args.summary))
-    except SummaryError as exc:
-        print(f"qconform: {exc}", file=sys.stderr)
-        return exc.exit_code
+    summaries = read_summaries("report", [args.summary])
+    if isinstance(summaries, int):
+        return summaries
+    summary = summaries[0]
     print(f"verdict: {summary.get('line', summary['verdict'])}")
     for record in table_rows(records_from(summary)):
         if record.outcome != "passed":
@@ -174,12 +258,10 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
             cmd_run(run_args, pytest_args)  # gates may fail here: the thresholds are what we are making
             summaries.append(report_dir / "summary.json")
     records, devices = [], set()
-    for path in summaries:
-        try:
-            summary = read_summary(path)
-        except SummaryError as exc:
-            print(f"qconform: {exc}", file=sys.stderr)
-            return exc.exit_code
+    read = read_summaries("calibrate", [str(path) for path in summaries])
+    if isinstance(read, int):
+        return read
+    for summary in read:
         records += summary["records"]
         devices.add(summary["environment"]["device"])
     provenance = f"{len(summaries)} run(s) on {', '.join(sorted(devices))}"
@@ -191,28 +273,33 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Merge the summary.json files of shards (several CI machines) into one summary and page."""
-    try:
-        summaries = [read_summary(Path(p)) for p in args.summaries]
-    except SummaryError as exc:
-        print(f"qconform: {exc}", file=sys.stderr)
-        return exc.exit_code
+    summaries = read_summaries("merge", args.summaries)
+    if isinstance(summaries, int):
+        return summaries
     records, result, env, selected = merge_summaries(summaries)
     out = Path(args.out)
-    merged = {"verdict": result.word, "exit_code": result.exit_code, "line": result.line(), "counts": result.counts, "gates": result.gates,
-              "selected": selected, "not_gated": result.not_gated, "not_selected": result.not_selected, "environment": env, "records": [r.to_json() for r in records]}
-    write_json_atomic(out / "summary.json", json_safe(merged))
+    write_summary(out, records, result, env, selected)
     (out / "conformance-merged.html").write_text(standalone_html(records, result, env))
     print(f"qconform: merged {len(args.summaries)} shard(s): {result.line()} -> {out}")
     return result.exit_code
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qconform", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """A bad argument is one line, `qconform <command>: <why>`, and exit 4 (argparse's is usage + 2)."""
 
-    build = sub.add_parser("build", help="build the embedded default artifacts into the cache")
-    build.add_argument("--models", help="comma-separated model ids (default: all)")
-    build.add_argument("--pathways", help="comma-separated pathway names (default: all)")
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="qconform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)  # subcommands are Parsers too
+
+    build = sub.add_parser("build", help="build the artifacts of the project's models (else the embedded defaults) into the cache")
+    build.add_argument("--models", help="comma-separated model ids: a [[models]] id of qconform.toml or a built-in (default: the project's models, else all)")
+    build.add_argument("--model", action="append", metavar="SOURCE", help="a Hugging Face checkpoint directory, fp32 .onnx file or module:factory (repeatable)")
+    build.add_argument("--allow-pickle-checkpoint", action="store_true", help="accept a pickle-based (.bin) checkpoint for --model, loaded with weights_only=True")
+    build.add_argument("--pathways", help="comma-separated pathway names (default: the project's, else all)")
     build.add_argument("--cache", type=Path, help="cache directory (default: $QCONFORM_CACHE or ~/.cache/qconform)")
 
     run = sub.add_parser(
@@ -247,13 +334,16 @@ def main(argv: list[str] | None = None) -> int:
 
     importer.add_parsers(sub)  # import, hash-weights (harness/importer.py)
 
-    args, rest = parser.parse_known_args(argv)
+    try:
+        args, rest = parser.parse_known_args(argv)
+        if args.command not in ("run", "calibrate") and rest:
+            sub.choices[args.command].error(f"unrecognized arguments: {' '.join(rest)}")
+    except SystemExit as exc:  # --help (0) or a bad argument (4): returned, as every other outcome
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     if args.command == "run":
         return cmd_run(args, rest)
     if args.command == "calibrate":
         return cmd_calibrate(args, rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "init":
         return cmd_init(args.model, args.out)
     if args.command in importer.COMMANDS:
@@ -261,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
 
 
-# -- `qconform init --model PATH` (helper addition; the lead wires the subparser) -----------------
+# -- `qconform init --model PATH` ------------------------------------------------------------------
 
 
 def cmd_init(model: Path, out: Path = Path("qconform.toml")) -> int:
@@ -271,8 +361,8 @@ def cmd_init(model: Path, out: Path = Path("qconform.toml")) -> int:
     try:
         init_project(model, out)
     except (FileExistsError, ValueError, OSError) as exc:
-        print(f"qconform init: {exc}", file=sys.stderr)
-        return 2
+        print(usage_line("init", exc), file=sys.stderr)
+        return USAGE_ERROR
     print(f"wrote {out}: review it, then `qconform calibrate` to measure thresholds for the new model")
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import tomllib
 
@@ -42,11 +42,6 @@ class ModelEntry:
         """Keyword arguments for model_from_source (only the keys the file sets)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source" and getattr(self, f.name) not in (None, False)}
 
-    def spec(self):
-        from harness.models.hf import model_from_source
-
-        return model_from_source(self.source, **self.options())
-
 
 @dataclass
 class Project:
@@ -56,6 +51,15 @@ class Project:
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # pathway -> recipe fields the artifact must have
     artifacts: Path | None = None
     profile: str | None = None  # built-in name or a .toml path
+    label: str = ""  # how messages name the file ("<path> [tool.qconform]" for a pyproject.toml)
+
+    def check_pathway_names(self, known: Iterable[str]) -> None:
+        """Every pathway the file names (`pathways`, `[recipes.<pathway>]`) is one of `known`; the
+        caller gives the registered names (this module only parses)."""
+        known = set(known)
+        for name in [*self.pathways, *self.recipes]:
+            if name not in known:
+                raise ConfigError(f"{self.label or self.path}: unknown pathway {name!r}; known: {', '.join(sorted(known))}")
 
     def recipe_mismatches(self, pathway: str, recipe: dict[str, Any]) -> list[str]:
         """Where an artifact's manifest recipe differs from what the project expects."""
@@ -106,17 +110,11 @@ def parse_project(data: dict[str, Any], path: Path, label: str) -> Project:
         models.append(entry)
     pathways = data.get("pathways", [])
     recipes = data.get("recipes", {})
-    from harness.pathways.base import all_pathways
-
-    known = {p.name for p in all_pathways()}
-    for name in [*pathways, *recipes]:
-        if name not in known:
-            raise ConfigError(f"{label}: unknown pathway {name!r}; known: {', '.join(sorted(known))}")
     artifacts = Path(resolve(data["artifacts"])) if data.get("artifacts") else None
     profile = data.get("profile")
     if profile and profile.endswith(".toml"):
         profile = resolve(profile)
-    return Project(path, models, list(pathways), dict(recipes), artifacts, profile)
+    return Project(path, models, list(pathways), dict(recipes), artifacts, profile, label)
 
 
 def load_project(start: Path) -> Project | None:
@@ -143,16 +141,32 @@ def load_project(start: Path) -> Project | None:
 
 def init_project(model_path: Path, out: Path) -> str:
     """Write a starting qconform.toml for a checkpoint directory (or .onnx file), every key explained;
-    returns the text. Refuses to overwrite an existing file."""
-    from harness.models.hf import CAUSAL_LM, DEFAULT_METRICS, checkpoint_kind, sanitize_id
+    returns the text. Refuses to overwrite an existing file. The metrics and data keys are the model
+    kind's (harness/models/kinds.py), detected as a run detects them."""
+    from harness.gates import METRICS, threshold_key
+    from harness.models.hf import sanitize_id
+    from harness.models.kinds import kind_for_config, kind_for_onnx
 
     model_path, out = Path(model_path).resolve(), Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; edit it or remove it first")
     if model_path.is_dir():
-        kind = checkpoint_kind(json.loads((model_path / "config.json").read_text())) if (model_path / "config.json").is_file() else CAUSAL_LM
+        config = model_path / "config.json"
+        if not config.is_file():
+            raise ValueError(f"{model_path}: not a Hugging Face checkpoint directory (no config.json)")
+        try:
+            kind = kind_for_config(json.loads(config.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{config}: not valid JSON ({exc})") from None
     elif model_path.suffix == ".onnx":
-        kind = "unknown"
+        if not model_path.is_file():
+            raise ValueError(f"{model_path}: no such ONNX file")
+        import onnx
+
+        try:
+            kind = kind_for_onnx([o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output])
+        except Exception as exc:  # onnx's DecodeError and friends
+            raise ValueError(f"{model_path}: not a readable ONNX file ({type(exc).__name__})") from None
     else:
         raise ValueError(f"{model_path}: not a checkpoint directory or an .onnx file")
     try:
@@ -160,39 +174,16 @@ def init_project(model_path: Path, out: Path) -> str:
     except ValueError:
         source = model_path
     model_id = sanitize_id(model_path.stem if model_path.is_file() else model_path.name)
-    causal = kind != "encoder"
-    metrics = DEFAULT_METRICS["causal-lm" if causal else "encoder"]
-    data_lines = (
-        [
-            "# Evaluation text: perplexity and KL divergence over fixed windows of seq_len tokens",
-            "# (default: qconform's shipped English text). Keep it apart from the calibration text.",
-            '# eval_text = "data/eval.txt"',
-            "# Prompts for greedy generation, one JSON object per line: {\"prompt\": \"...\"} (default: shipped).",
-            '# eval_prompts = "data/prompts.jsonl"',
-            "# Text the quantizer calibrates activation ranges on (default: a different shipped text).",
-            '# calibration_text = "data/calibration.txt"',
-            "# Evaluation tokens in total, window length, windows per batch.",
-            "eval_tokens = 512",
-            "seq_len = 128",
-            "batch_size = 2",
-            "# Calibration tokens (windows of seq_len).",
-            "calibration_tokens = 512",
-            "# Greedy generation: tokens per prompt and how many prompts.",
-            "new_tokens = 16",
-            "generation_prompts = 8",
-        ]
-        if causal
-        else [
-            '# Labeled sentence pairs, one JSON object per line: {"a": "...", "b": "...", "label": 2}',
-            "# (higher label = more similar; default: qconform's shipped 24 pairs).",
-            '# eval_pairs = "data/pairs.jsonl"',
-            "# Calibration sentences, one per line (default: shipped).",
-            '# calibration_text = "data/calibration_sentences.txt"',
-            "# Tokens per sentence (padded/truncated) and pairs per batch.",
-            "seq_len = 64",
-            "batch_size = 2",
-        ]
-    )
+    metrics = kind.default_metrics
+
+    def gateable(name: str) -> bool:
+        try:
+            return threshold_key(name) in METRICS
+        except KeyError:
+            return False
+
+    also = sorted(name for name in kind.measurable_metrics() if name not in metrics and gateable(name))
+    data_lines = kind.init_lines()
     text = "\n".join(
         [
             f"# qconform project file (written by `qconform init --model {model_path}`).",
@@ -218,8 +209,8 @@ def init_project(model_path: Path, out: Path) -> str:
             f'source = "{source}"',
             "# The id used in reports, profiles, golden and artifact folders (default: the folder name).",
             f'id = "{model_id}"',
-            f"# Gated metrics ({'causal LM' if causal else 'encoder'}); each needs a threshold in the profile.",
-            "# Also available: " + ("kl_max, rel_ppl_increase" if causal else "(none)") + ".",
+            f"# Gated metrics ({kind.title}); each needs a threshold in the profile.",
+            "# Also available: " + (", ".join(also) or "(none)") + ".",
             f"metrics = [{', '.join(json.dumps(m) for m in metrics)}]",
             *data_lines,
             "# Weight layers INT8 keeps in float: regexes over ONNX node names.",
@@ -232,18 +223,3 @@ def init_project(model_path: Path, out: Path) -> str:
     out.write_text(text)
     return text
 
-
-def find_model(name_or_source: str, start: Path):
-    """A model for commands outside a run (`qconform import`): a checkpoint directory, .onnx file or
-    module:factory; else a [[models]] id of the project file found from `start`; else a built-in id."""
-    from harness.models.base import get_model
-    from harness.models.hf import model_from_source
-
-    if Path(name_or_source).expanduser().exists() or ":" in name_or_source:
-        return model_from_source(name_or_source)
-    project = load_project(start)
-    for entry in project.models if project else []:
-        spec = entry.spec()
-        if spec.id == name_or_source:
-            return spec
-    return get_model(name_or_source)

@@ -5,6 +5,7 @@ Imports nothing of qconform's, so anything may import it (no cycles)."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,8 +22,59 @@ RECIPE_KEYS = (
     "weight_symmetric",
     "activation_dtype",
     "activation_granularity",
+    "weight_group_size",  # per-group weights (int4): elements along the input axis sharing one scale
     "keep_float",  # regexes over layer names (ONNX node names, or module paths) that stay float
 )
+
+
+# -- the one dtype table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DType:
+    """Facts about one storage or compute dtype. `qmax`/`qmin`: the largest and smallest code of an
+    integer type, the largest finite value of a float (a max-abs scale maps max |w| onto qmax)."""
+
+    name: str  # as QuantLayer.dtype and the recipes spell it (torch's name)
+    bits: int
+    qmax: float
+    qmin: float
+    quantized: bool  # a code type read with a scale (int8, FP8, ...), not a plain float
+    fp8_format: str | None = None  # "E4M3" / "E5M2": INC's and the recipes' name of an FP8 format
+    mantissa_bits: int | None = None  # floats
+    min_subnormal: float | None = None  # floats: the smallest positive subnormal (OCP FP8 spec for FP8)
+
+    @property
+    def bytes(self) -> float:
+        return self.bits / 8
+
+
+DTYPES: dict[str, DType] = {
+    d.name: d
+    for d in (
+        DType("int8", 8, 127.0, -128.0, True),
+        DType("uint8", 8, 255.0, 0.0, True),
+        DType("int4", 4, 7.0, -8.0, True),
+        DType("float8_e4m3fn", 8, 448.0, -448.0, True, "E4M3", 3, 2.0**-9),
+        DType("float8_e5m2", 8, 57344.0, -57344.0, True, "E5M2", 2, 2.0**-16),
+        DType("bfloat16", 16, 3.3895313892515355e38, -3.3895313892515355e38, False, None, 7, 2.0**-133),
+        DType("float16", 16, 65504.0, -65504.0, False, None, 10, 2.0**-24),
+        DType("float32", 32, 3.4028234663852886e38, -3.4028234663852886e38, False, None, 23, 2.0**-149),
+    )
+}
+# Short names used for compute dtypes (Pathway.compute_dtype, the roofline's peaks) and in profiles.
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp8": "float8_e4m3fn"}
+# FP8 format name -> storage dtype ("E4M3" -> "float8_e4m3fn"), from the table.
+FP8_FORMATS = {d.fp8_format: d.name for d in DTYPES.values() if d.fp8_format}
+
+
+def dtype_info(name: str) -> DType:
+    """The table's entry for a dtype name or alias ("int8", "float8_e4m3fn", "bf16", "torch.float16")."""
+    name = name.removeprefix("torch.")
+    try:
+        return DTYPES[DTYPE_ALIASES.get(name, name)]
+    except KeyError:
+        raise KeyError(f"unknown dtype {name!r}; known: {', '.join([*DTYPES, *DTYPE_ALIASES])}") from None
 
 
 @dataclass(frozen=True)
@@ -50,6 +102,36 @@ class Device:
         cap = f" (sm_{self.capability[0]}{self.capability[1]})" if self.capability else ""
         return f"{self.kind}: {self.name}{cap}"
 
+    @property
+    def device_class(self) -> str:
+        """What outputs depend on: the CPU's int8 class (cpu_class), or the GPU model ("h100", "h200",
+        "rtx5090", "l40s"; else the name, sanitized). Goldens are keyed by it, never by a profile's name."""
+        if self.kind == "cpu":
+            return cpu_class()
+        if self.kind != "cuda":
+            return self.kind
+        name = self.name.lower()
+        family = re.search(r"\b(rtx\s?(?:pro\s?)?\d{4}\w*|[a-z]{1,2}\d{1,3}[a-z]?)\b", re.sub(r"\b(nvidia|geforce|tesla)\b", " ", name))
+        return re.sub(r"\s+", "", family.group(1)) if family else re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+def cpu_class() -> str:
+    """This CPU's class as its int8 kernels see it. x86 without VNNI (AVX2, AVX-512F): ONNX Runtime's
+    U8S8 GEMM multiplies pairs through vpmaddubsw into int16 and saturates (its docs say so; INC
+    warns "VNNI is not supported"), so int8 outputs differ from a VNNI/AMX CPU's (measured on
+    tiny-llama: 16.4 vs 22.8 dB output SQNR). Other architectures: their machine name."""
+    import platform
+
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        return f"cpu-{machine or 'unknown'}"
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "cpu-x86-vnni" if {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags) else "cpu-x86"
+
 
 @dataclass
 class QuantLayer:
@@ -57,7 +139,7 @@ class QuantLayer:
 
     name: str
     dtype: str  # storage dtype of weights: "int8", "float8_e4m3fn", ...
-    weight_granularity: str  # "per-channel", "per-tensor", "per-row"
+    weight_granularity: str  # "per-channel", "per-tensor", "per-row", "per-group"
     weight_axis: int | None
     weight_scales: np.ndarray
     weight_zero_points: np.ndarray | None = None
@@ -69,6 +151,8 @@ class QuantLayer:
     # The weight as the runtime will see it (dequantized), oriented like the reference module's
     # weight (out_features, in_features); for per-layer error against the reference.
     dequantized_weight: np.ndarray | None = None
+    # Per-group weights: input elements per scale (weight_scales then holds out x in/group_size).
+    group_size: int | None = None
 
 
 @dataclass

@@ -12,12 +12,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from harness.artifacts import write_json_atomic
+
+if TYPE_CHECKING:
+    from harness.core import Device
 
 OUTPUTS = "outputs.safetensors"
 META = "meta.json"
@@ -95,6 +98,55 @@ def read_golden(directory: Path, inputs: dict[str, np.ndarray]) -> Golden:
 
 def describe_drift(meta: dict[str, Any], current: dict[str, Any]) -> str:
     """Which recorded tool versions differ from now: the first suspect when a golden check fails."""
-    recorded = meta.get("tool_versions", {})
-    moved = [f"{k} {recorded.get(k)} -> {v}" for k, v in sorted(current.items()) if recorded.get(k) != v]
+    moved = tool_changes(meta, current)
     return "; ".join(moved) if moved else "no tool version changed"
+
+
+def tool_changes(meta: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    recorded = meta.get("tool_versions", {})
+    return [f"{k} {recorded.get(k)} -> {v}" for k, v in sorted(current.items()) if recorded.get(k) != v]
+
+
+@dataclass(frozen=True)
+class GoldenMatch:
+    """The golden a case is compared with, and how its context differs from the run's: nothing
+    changed (the strict threshold applies), or another device class / toolchain (the cross-context
+    tolerance applies, and `changes` says what moved)."""
+
+    golden: Golden
+    changes: list[str]
+
+    @property
+    def same_context(self) -> bool:
+        return not self.changes
+
+
+def find_golden(root: Path, model_id: str, pathway: str, device: "Device", tools: dict[str, str], inputs: dict[str, np.ndarray]) -> GoldenMatch:
+    """The golden of this device class; else the nearest one of the same pathway recorded on
+    another class (same device kind first, then the newest). Raises GoldenError when there is none."""
+    own = golden_dir(root, model_id, pathway, device.device_class)
+    others = sorted(
+        (d for d in (Path(root) / model_id / pathway).glob("*") if d.is_dir() and d != own and (d / META).is_file()),
+        key=lambda d: (_kind_of(d) != device.kind, -_created(d), d.name),
+    )
+    if (own / META).is_file() or not others:
+        golden = read_golden(own, inputs)
+        return GoldenMatch(golden, tool_changes(golden.meta, tools))
+    golden = read_golden(others[0], inputs)
+    where = f"device class {device.device_class} has no golden yet; compared with {others[0].name}'s"
+    return GoldenMatch(golden, [where, *tool_changes(golden.meta, tools)])
+
+
+def _meta(directory: Path) -> dict[str, Any]:
+    try:
+        return json.loads((directory / META).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _kind_of(directory: Path) -> str:
+    return str(_meta(directory).get("device", "cpu")).split(":")[0]
+
+
+def _created(directory: Path) -> int:
+    return int(str(_meta(directory).get("created", "0")).replace("-", "") or 0)

@@ -1,6 +1,7 @@
 """Model identity: an artifact must be a quantization of *this* model. A payload made from another
 model is refused by name, before any number is produced, instead of failing later on a missing
-input or a layer count. Used when a pathway loads an artifact (and by `qconform import`)."""
+input or a layer count. Used when a pathway loads an artifact (and by `qconform import`). A mismatch
+is an ArtifactIdentityError: under a run, the `artifact_identity` gate fails with it (FAIL, not ERROR)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from harness.artifacts import ArtifactError
+from harness.artifacts import ArtifactIdentityError
 from harness.core import module_path
 
 if TYPE_CHECKING:
@@ -22,11 +23,11 @@ SHOWN = 5  # problems named in one message; the rest are counted
 def _refuse(model: "ModelSpec", problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
-        raise ArtifactError(f"this artifact is not model {model.id}: " + "; ".join(problems[:SHOWN]) + more)
+        raise ArtifactIdentityError(f"this artifact is not model {model.id}: " + "; ".join(problems[:SHOWN]) + more)
 
 
 def _linear_shapes(model: "ModelSpec") -> dict[str, tuple[int, ...]]:
-    return model.linear_weight_shapes()
+    return model.weight_layer_shapes()  # Linear, Conv1D ... (ModelSpec.weight_layer_types), (out, in)
 
 
 def check_layer_names(names: Iterable[str], model: "ModelSpec", what: str = "layers") -> None:
@@ -44,7 +45,7 @@ def check_layer_names(names: Iterable[str], model: "ModelSpec", what: str = "lay
 
 def check_onnx_matches(graph: "onnx.ModelProto", model: "ModelSpec") -> None:
     """Graph inputs and every weight-bearing op (quantized or float) against the model's inputs
-    and Linear layers: names and weight shapes. Raises ArtifactError naming the difference."""
+    and Linear layers: names and weight shapes. Raises ArtifactIdentityError naming the difference."""
     from harness.qdq import WEIGHT_OPS, Graph
 
     g = Graph(graph)

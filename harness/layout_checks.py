@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.core import RECIPE_KEYS, QuantLayout, module_path
+from harness.core import DTYPES, RECIPE_KEYS, QuantLayout, module_path
 from harness.metrics import sqnr_db
 
 if TYPE_CHECKING:
@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from harness.pathways.base import Pathway
     from harness.thresholds import Profile
 
-# Largest code of each storage dtype: a max-abs scale maps a channel's max |w| onto it.
-QMAX = {"int8": 127.0, "uint8": 255.0, "float8_e4m3fn": 448.0, "float8_e5m2": 57344.0}
+# Largest code of each quantized storage dtype (harness/core.py DTYPES): a max-abs scale maps a
+# channel's max |w| onto it.
+QMAX = {d.name: d.qmax for d in DTYPES.values() if d.quantized}
 # A channel "uses the code range" when its largest |code| is at least this: symmetric per-channel
 # max-abs scales put +-127 into every channel (round(max|w| / (max|w|/127)) = 127).
 FULL_CODE = 126
@@ -32,6 +33,17 @@ def expected_recipe(pathway: "Pathway", model: "ModelSpec", profile: "Profile") 
     if profile.has("expect", pathway.name, model.id):
         expected.update(profile.table(pathway.name, model.id, "expect"))
     return expected
+
+
+def int8_per_channel_weights(recipe: dict[str, Any]) -> bool:
+    """Whether a recipe puts int8 per-channel weights (whose code-range use is gated)."""
+    return recipe.get("weight_dtype") == "int8" and recipe.get("weight_granularity") == "per-channel"
+
+
+def static_activations(recipe: dict[str, Any]) -> bool:
+    """Whether a recipe fixes activation scales at build time (gated against the calibration range)."""
+    granularity = str(recipe.get("activation_granularity") or "")
+    return bool(recipe.get("activation_dtype")) and bool(granularity) and "dynamic" not in granularity and not granularity.startswith("none")
 
 
 def claim_problems(claimed: dict[str, Any], expected: dict[str, Any]) -> list[str]:
@@ -63,8 +75,8 @@ def coverage_problems(layout: QuantLayout, expected: dict[str, Any], model: "Mod
     if quantized_kept:
         problems.append(f"layers expected to stay float are quantized: {quantized_kept}")
     total = len(layout.layers) + len(layout.unquantized)
-    if total != len(model.linear_layer_names()):
-        problems.append(f"{total} weight layers in the artifact, the model has {len(model.linear_layer_names())}")
+    if total != len(model.weight_layer_names()):
+        problems.append(f"{total} weight layers in the artifact, the model has {len(model.weight_layer_names())}")
     return problems
 
 
@@ -78,6 +90,8 @@ def layout_problems(layout: QuantLayout, expected: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: weights are {layer.dtype}, expected {expected['weight_dtype']}")
         if "weight_granularity" in expected and layer.weight_granularity != expected["weight_granularity"]:
             problems.append(f"{where}: weight scales are {layer.weight_granularity}, expected {expected['weight_granularity']}")
+        if "weight_group_size" in expected and layer.group_size != expected["weight_group_size"]:
+            problems.append(f"{where}: weight group size is {layer.group_size}, expected {expected['weight_group_size']}")
         if layer.weight_granularity == "per-channel" and layer.weight_scales.size != layer.output_channels:
             problems.append(f"{where}: {layer.weight_scales.size} scales for {layer.output_channels} output channels")
         if expected.get("weight_symmetric") and layer.weight_zero_points is not None and np.any(layer.weight_zero_points):

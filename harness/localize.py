@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from harness.models.base import ModelSpec
 
 LayerErrors = list[tuple[str, float]]  # (layer, activation SQNR in dB), in execution order
-WEIGHT_OP_TYPES = ("MatMul", "Gemm")
 QUANT_INPUT_SUFFIX = "_QuantizeInput"  # onnxruntime.quantization.quant_utils.QUANT_INPUT_SUFFIX
 
 
@@ -42,10 +41,12 @@ class NotLocalizable(Exception):
 
 
 def onnx_activations(graph: "onnx.ModelProto", batches: list[Tensors], provider: str = "CPUExecutionProvider") -> dict[str, np.ndarray]:
-    """Every MatMul/Gemm input and output tensor of `graph`, flattened and concatenated over batches."""
+    """Every weight op's (harness/qdq.py WEIGHT_OPS: MatMul, Gemm, Conv) input and output tensor of `graph`, flattened and concatenated over batches."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+
+    from harness.qdq import WEIGHT_OPS  # the one list of weight-bearing ops
 
     names = {i.name for i in graph.graph.input}
 
@@ -59,7 +60,7 @@ def onnx_activations(graph: "onnx.ModelProto", batches: list[Tensors], provider:
     with tempfile.TemporaryDirectory(prefix="qconform-localize-") as tmp:
         plain, augmented = Path(tmp) / "model.onnx", Path(tmp) / "augmented.onnx"
         onnx.save(graph, str(plain))
-        modify_model_output_intermediate_tensors(plain, augmented, op_types_for_saving=list(WEIGHT_OP_TYPES))
+        modify_model_output_intermediate_tensors(plain, augmented, op_types_for_saving=list(WEIGHT_OPS))
         found = collect_activations(str(augmented), Reader(), execution_providers=[provider])
     return {name: np.concatenate([np.ravel(t) for t in tensors]) for name, tensors in found.items()}
 
@@ -113,7 +114,7 @@ def _onnx_layer_tensors(graph: "onnx.ModelProto") -> list[tuple[str, str, str]]:
     g = Graph(graph)
     layers = []
     for node in graph.graph.node:
-        if node.op_type not in WEIGHT_OP_TYPES or len(node.input) <= WEIGHT_OPS[node.op_type]:
+        if node.op_type not in WEIGHT_OPS or len(node.input) <= WEIGHT_OPS[node.op_type]:
             continue
         weight = node.input[WEIGHT_OPS[node.op_type]]
         dq = g.dequantize_of(weight)

@@ -109,11 +109,17 @@ def log_error_histogram(reference: np.ndarray, candidate: np.ndarray, bins: int 
     return {"edges": edges.round(3).tolist(), "counts": counts.tolist()}
 
 
+def cross_runtime_metrics_keys(model) -> list[str]:
+    """The threshold keys cross_runtime_metrics gates for this model."""
+    tokens = {"token_agreement", "top1_agreement"} & set(model.task_metric_names)
+    return ["min_cross_sqnr_db", *(["min_cross_token_agreement"] if tokens else [])]
+
+
 def cross_runtime_metrics(model, reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
     """How closely two runtimes agree on one model's outputs (threshold keys as measured names)."""
     name = model.primary_output
     measured = {"min_cross_sqnr_db": sqnr_db(reference[name], other[name])}
-    if {"token_agreement", "top1_agreement"} & set(model.task_metric_names):
+    if "min_cross_token_agreement" in cross_runtime_metrics_keys(model):
         measured["min_cross_token_agreement"] = argmax_agreement(reference[name], other[name])
     return measured
 
@@ -173,6 +179,12 @@ def lm_metrics(reference_logits: np.ndarray, candidate_logits: np.ndarray, input
     }
 
 
+def lm_metric_names() -> tuple[str, ...]:
+    """Every name lm_metrics returns (what a causal LM may declare as a metric), from lm_metrics itself."""
+    logits = np.zeros((1, 3, 2))
+    return tuple(lm_metrics(logits, logits, np.zeros((1, 3), dtype=np.int64)))
+
+
 def generation_agreement(reference_ids: np.ndarray, candidate_ids: np.ndarray) -> float:
     """Fraction of greedily generated tokens identical at the same position (one row per prompt).
     After the first difference the two continuations usually part ways, so this falls fast."""
@@ -221,6 +233,16 @@ def wilson_lower(p: float, n: int, z: float = Z_95) -> float:
     center = p + z * z / (2 * n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (center - half) / (1 + z * z / n)
+
+
+def wilson_upper(p: float, n: int, z: float = Z_95) -> float:
+    """Upper end of the Wilson score interval: what the proportion is at most, with 95% confidence
+    (a `max_` proportion, a failure rate say, is judged on it; independence as for wilson_lower)."""
+    if n <= 0 or not math.isfinite(p):
+        return float("nan")
+    center = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (center + half) / (1 + z * z / n)
 
 
 def smallest_detectable_change(metric: float, n: int, kind: str = "proportion") -> float:

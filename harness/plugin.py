@@ -3,6 +3,7 @@ and the session's verdict into summary.json, the HTML report and the exit status
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import settings
 from harness import report, scaleout
 from harness.gates import PROBLEMS, Record, verdict
 from harness.pathways.base import all_pathways
-from harness.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase
+from harness.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case
 from harness.thresholds import ProfileError
 
 # Hypothesis: a bounded profile keeps CI fast; `--hypothesis-profile=thorough` digs deeper.
@@ -25,10 +26,11 @@ MARKERS = {
     "gpu": "needs a CUDA GPU",
     "perf": "measures speed (paired timing); never run two at once on one GPU",
     "slow": "takes minutes",
-    "qconform_cases(where): runs once per selected (model, pathway, device) case (harness.session.cases)": None,
-    "qconform_workloads(model_level): runs once per perf workload of each selected timeable pathway (harness.session.workloads)": None,
+    "qconform_cases(where, thresholds): runs once per selected (model, pathway, device) case (harness.session.cases)": None,
+    "qconform_workloads(model_level, thresholds): runs once per perf workload of each selected timeable pathway (harness.session.workloads)": None,
 }
 HARNESS = pytest.StashKey[Harness]()
+RECORDS = pytest.StashKey[list[Record]]()  # an item's gate Records, as objects (see Gates._record)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,9 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    """An xdist worker: its reports cross to the controller, so what they carry is serialized."""
+    return hasattr(config, "workerinput")
+
+
 def _is_controller(config: pytest.Config) -> bool:
     """The process that writes the verdict: not an xdist worker, and only for conformance runs."""
-    return not hasattr(config, "workerinput") and config.stash[HARNESS].is_conformance_run
+    return not _is_worker(config) and config.stash[HARNESS].is_conformance_run
 
 
 # -- parametrization: suites declare their axes with harness.session.cases / workloads -------
@@ -91,12 +98,12 @@ def qc(pytestconfig: pytest.Config) -> Harness:
 
 
 @pytest.fixture
-def case(case_key: tuple[str, str, str], qc: Harness) -> Case:
-    return qc.case(*case_key)
+def case(case_key: tuple, qc: Harness) -> Case:
+    return qc.case(*case_key)  # (model, pathway, device kind): the objects themselves
 
 
 @pytest.fixture
-def perf_case(perf_key: tuple[str, str, str], qc: Harness) -> Iterator[PerfCase]:
+def perf_case(perf_key: tuple, qc: Harness) -> Iterator[PerfCase]:
     import torch
 
     case = qc.perf_case(*perf_key)
@@ -115,7 +122,9 @@ class Gates:
         return getattr(self.item, "originalname", self.item.name).removeprefix("test_")
 
     def _record(self, record: Record) -> None:
-        self.item.user_properties.append(("qconform_record", record.to_json()))
+        self.item.stash.setdefault(RECORDS, []).append(record)
+        if _is_worker(self.item.config):  # to the controller with the test report
+            self.item.user_properties.append(("qconform_record", record.to_json()))
 
     def check(
         self,
@@ -144,7 +153,7 @@ class Gates:
                     outcome="passed" if passed else "failed",
                     metric=key,
                     measured=float(value),
-                    threshold=threshold.value,
+                    threshold=float(threshold.value),
                     direction=threshold.direction,
                     source=threshold.source,
                     explanation=threshold.explanation,
@@ -193,27 +202,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keep = [item for item in items if scaleout.in_shard(item.nodeid, index, total)]
         config.hook.pytest_deselected(items=[item for item in items if item not in keep])
         items[:] = keep
-    for item in items:
-        item.user_properties.append(("qconform_item", item_labels(item)))
+    if _is_worker(config):  # the controller reads an item's labels from its reports
+        for item in items:
+            item.user_properties.append(("qconform_item", item_labels(item)))
 
 
 def item_labels(item: pytest.Item) -> dict[str, str]:
     """What an item checks: its case when it has one, else its pathway marker and device."""
     check = getattr(item, "originalname", item.name).removeprefix("test_")
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    key = params.get("case_key", params.get("perf_key"))
-    if isinstance(key, tuple):  # an empty parametrization gives pytest's NOTSET
-        model, pathway, device = key
-        return {"check": check, "model": model, "pathway": pathway, "device": device}
+    case = item_case(item)
+    if case is not None:
+        return {"check": check, **case_labels(*case)}
     markers = {m.name for m in item.iter_markers()}
     pathway = next((p.name for p in all_pathways() if p.marker in markers), "-")
     return {"check": check, "model": "-", "pathway": pathway, "device": "cuda" if "gpu" in markers else "cpu"}
 
 
-def records_of(test_report: pytest.TestReport) -> list[Record]:
-    """The Records one test report contributes (xdist workers send theirs to the controller)."""
-    props = dict(test_report.user_properties)
-    labels = props.get("qconform_item")
+def records_of(test_report: pytest.TestReport, item: pytest.Item | None = None) -> list[Record]:
+    """The Records one test report of `item` contributes: its gates' Records as they were made; the
+    report of an xdist worker's item (none here) carries its labels and Records serialized."""
+    labels = item_labels(item) if item is not None else dict(test_report.user_properties).get("qconform_item")
     if labels is None:
         return []
     if test_report.when in ("setup", "teardown") and test_report.passed:
@@ -227,14 +235,18 @@ def records_of(test_report: pytest.TestReport) -> list[Record]:
         return [Record(**base, outcome="skipped", message=reason.removeprefix("Skipped: "))]
     if test_report.failed and test_report.when != "call":
         return [Record(**base, outcome="error", message=f"{test_report.when} error: {_crash(test_report)}")]
-    gates = [Record.from_json(value) for name, value in test_report.user_properties if name == "qconform_record"]
+    if item is not None:
+        gates = item.stash.get(RECORDS, [])
+    else:
+        gates = [Record.from_json(value) for name, value in test_report.user_properties if name == "qconform_record"]
+    gates = [dataclasses.replace(g, nodeid=test_report.nodeid) for g in gates]
     if test_report.failed:
         failed = [g for g in gates if g.outcome == "failed"]
         return gates + ([] if failed else [Record(**base, outcome="failed", message=_crash(test_report))])
     if hasattr(test_report, "wasxfail"):
         return [Record(**base, outcome="xpassed", message=f"passed unexpectedly: {test_report.wasxfail}")]
     notes = "; ".join(value for name, value in test_report.user_properties if name == "qconform_note")
-    return [Record(**{**g.__dict__, "nodeid": test_report.nodeid}) for g in gates] or [Record(**base, outcome="passed", message=notes)]
+    return gates or [Record(**base, outcome="passed", message=notes)]
 
 
 def _crash(test_report: pytest.TestReport | pytest.CollectReport) -> str:
@@ -253,6 +265,7 @@ class Reporter:
         self.harness = harness
         self.records: list[Record] = []
         self.html_report: Any = None
+        self._items: dict[str, pytest.Item] = {}  # this process's items by nodeid (none on an xdist controller)
 
     @property
     def report_dir(self) -> Path:
@@ -269,12 +282,29 @@ class Reporter:
             report.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
             raise
 
+    @pytest.hookimpl(trylast=True)  # after -k, -m and the module hook's --shard have deselected
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        self.harness.count_uses(items)  # each case's runner goes when its last item has run
+        self._items = {item.nodeid: item for item in items}
+        # xdist workers collect for themselves; there a gap stays a gate-time failure naming the key.
+        if not _is_controller(config):
+            return
+        try:
+            self.harness.check_thresholds(items)
+        except pytest.UsageError as exc:
+            report.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
+            raise
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.records.append(Record("collection", "-", "-", "-", "error", message=f"{report.nodeid or 'collection'}: {_crash(report)}", nodeid=report.nodeid))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.records.extend(records_of(report))
+        self.records.extend(records_of(report, self._items.get(report.nodeid)))
+
+    @pytest.hookimpl(trylast=True)  # after pytest has torn the item's fixtures down
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        self.harness.release(item)
 
     def pytest_html_report_title(self, report) -> None:
         self.html_report = report  # titled at the end, once the verdict is known

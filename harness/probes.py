@@ -7,8 +7,12 @@ Why: `unavailable()` only checks what is installed and the compute capability. O
 failed with CUBLAS_STATUS_NOT_SUPPORTED in some torch builds (pytorch/pytorch#192707; per-tensor
 scaling works) although torchao only checks capability >= 8.9.
 
-Each pathway names its probe (`Pathway.probe_operation`); the session runs it at most once per
-(pathway, device), and it costs milliseconds, except the TensorRT one (a one-layer engine build, about a second).
+Each pathway names its probe (`Pathway.probe_operation`), and the operation lives with its
+runtime or pathway (harness/runtimes/onnxruntime.py `ort_session`, harness/pathways/tensorrt.py
+`tensorrt_build`, harness/pathways/torchao_fp8.py `rowwise_scaled_mm`, ...). This module is only the
+machinery: run a probe once per (pathway, device), the versions a failure depends on, the Probe
+record. It imports no pathway. A probe costs milliseconds, except the TensorRT one (a one-layer
+engine build, about a second).
 """
 
 from __future__ import annotations
@@ -17,15 +21,13 @@ import importlib.metadata
 import importlib.util
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from harness.core import Device
-from harness.pathways.base import Pathway
+
+if TYPE_CHECKING:
+    from harness.pathways.base import Pathway
 
 
 @dataclass(frozen=True)
@@ -44,90 +46,6 @@ class Probe:
     def as_dict(self) -> dict:
         """For the report's environment section."""
         return asdict(self)
-
-
-# -- the operations ------------------------------------------------------------------------------
-
-
-def _torch_device(device: Device) -> str:
-    return "cuda" if device.kind == "cuda" else "cpu"
-
-
-def rowwise_scaled_mm(device: Device) -> str:
-    """The GEMM torchao's Float8 rowwise recipe runs: float8_e4m3fn operands, one float32 scale
-    per row of A and per column of B, bf16 out, B column-major."""
-    import torch
-
-    where = _torch_device(device)
-    a = torch.randn(16, 32, device=where).to(torch.float8_e4m3fn)
-    w = torch.randn(16, 32, device=where).to(torch.float8_e4m3fn)
-    scale_a = torch.full((16, 1), 0.5, device=where)
-    scale_b = torch.full((1, 16), 2.0, device=where)
-    out = torch._scaled_mm(a, w.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
-    expected = a.float() @ w.float().t()
-    if not torch.allclose(out.float(), expected, rtol=2e-2, atol=2e-2):
-        raise RuntimeError(f"row-wise _scaled_mm returned wrong values (max error {(out.float() - expected).abs().max().item():.3g})")
-    return f"16x32 @ 32x16 on {where}"
-
-
-def float8_round_trip(device: Device) -> str:
-    """INC's FP8 CPU emulation casts to torch's float8 dtypes and back."""
-    import torch
-
-    values = torch.tensor([0.5, -1.5, 448.0])
-    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-        back = values.to(dtype).float()
-        if not torch.equal(back, values):
-            raise RuntimeError(f"{dtype} round trip changed {values.tolist()} to {back.tolist()}")
-    return "float8_e4m3fn and float8_e5m2 casts on cpu"
-
-
-def ort_session(provider: str) -> Callable[[Device], str]:
-    """A one-node graph (Relu) in an InferenceSession on `provider`, with the provider asserted."""
-
-    def run(device: Device) -> str:
-        import onnx
-        from onnx import TensorProto, helper
-
-        from harness.runtimes.onnxruntime import OrtQdqRunner
-
-        graph = helper.make_graph(
-            [helper.make_node("Relu", ["x"], ["y"])], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])]
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-        with tempfile.TemporaryDirectory(prefix="qconform-probe-") as tmp:
-            path = Path(tmp) / "relu.onnx"
-            onnx.save(model, str(path))
-            runner = OrtQdqRunner(path, provider)  # raises when the provider is missing or ORT falls back
-        y = runner({"x": np.array([-1, 0, 2, 3], np.float32)})["y"]
-        if y.tolist() != [0, 0, 2, 3]:
-            raise RuntimeError(f"Relu on {provider} returned {y.tolist()}")
-        return f"Relu session on {provider}"
-
-    return run
-
-
-def tensorrt_build(device: Device) -> str:
-    """A Builder builds a one-layer strongly typed network (ReLU) with the pathway's builder
-    settings, and a Runtime (host code disallowed) deserializes it into an execution context."""
-    import tensorrt as trt
-
-    from harness.pathways.tensorrt import builder_config, strongly_typed_network
-    from harness.runtimes.tensorrt import deserialize
-
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = strongly_typed_network(trt, builder)
-    tensor = network.add_input("x", trt.DataType.FLOAT, (1, 8))
-    layer = network.add_activation(tensor, trt.ActivationType.RELU)
-    network.mark_output(layer.get_output(0))
-    config = builder_config(trt, builder, 64)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError("Builder.build_serialized_network returned None for a one-layer network")
-    engine = deserialize(trt, bytes(serialized), logger)
-    engine.create_execution_context()
-    return f"TensorRT {trt.__version__}: one-layer engine built and deserialized"
 
 
 # -- versions ------------------------------------------------------------------------------------
@@ -179,7 +97,7 @@ def versions(device: Device) -> dict[str, str]:
 _VERSIONS: dict[Device, dict[str, str]] = {}
 
 
-def probe(pathway: Pathway, device: Device) -> Probe | None:
+def probe(pathway: "Pathway", device: Device) -> Probe | None:
     """Run `pathway`'s probe on `device` (the session runs each once); None when it has none."""
     operation = pathway.probe_operation(device)
     if operation is None:

@@ -10,7 +10,9 @@ from onnx import numpy_helper
 from harness.core import QuantLayer, QuantLayout
 from harness.trust import check_onnx as load_model  # noqa: F401  the one ONNX loader (external data, op domains)
 
-WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1}  # op -> index of its weight input
+# The one list of weight-bearing ONNX ops (layout reading, identity checks, localization): op ->
+# index of its weight input.
+WEIGHT_OPS = {"MatMul": 1, "Gemm": 1, "Conv": 1}
 
 DTYPE_NAMES = {
     onnx.TensorProto.INT8: "int8",

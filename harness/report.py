@@ -40,7 +40,9 @@ def counts_text(result: Verdict) -> str:
     return ", ".join(f"{n} {k}" for k, n in result.counts.items() if n) or "no tests"
 
 
-def write_summary(report_dir: Path, records: list[Record], result: Verdict, env: dict[str, Any], selected: list[str], comparison: dict | None = None) -> Path:
+def summary_of(records: list[Record], result: Verdict, env: dict[str, Any], selected: list[str], comparison: dict | None = None) -> dict[str, Any]:
+    """The one shape of summary.json, for a run and for merged shards alike: the verdict and the
+    Records it was computed from, with the environment they were measured in."""
     summary = {
         "verdict": result.word,
         "exit_code": result.exit_code,
@@ -56,8 +58,13 @@ def write_summary(report_dir: Path, records: list[Record], result: Verdict, env:
     }
     if comparison is not None:
         summary["comparison"] = comparison
+    return summary
+
+
+def write_summary(report_dir: Path, records: list[Record], result: Verdict, env: dict[str, Any], selected: list[str], comparison: dict | None = None) -> Path:
+    """summary.json of a finished run (`qconform run`, pytest) or of merged shards (`qconform merge`)."""
     path = report_dir / SUMMARY
-    write_json_atomic(path, json_safe(summary))
+    write_json_atomic(path, json_safe(summary_of(records, result, env, selected, comparison)))
     return path
 
 
@@ -221,7 +228,8 @@ def proven_html() -> str:
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> tuple[list[Record], Verdict, dict[str, Any], list[str]]:
-    """The shards of one run (each ran a disjoint set of tests) as one set of Records and one verdict."""
+    """The shards of one run (each ran a disjoint set of tests, each summary from `read_summary`) as
+    one set of Records and one verdict: what `write_summary` writes as the merged summary.json."""
     records = [r for s in summaries for r in records_from(s)]
     selected = sorted({p for s in summaries for p in s.get("selected", [])})
     not_selected = {k: v for s in summaries for k, v in s.get("not_selected", {}).items() if k not in selected}

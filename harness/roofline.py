@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DTYPE_BYTES = {"bf16": 2, "fp8": 1}
+from harness.core import dtype_info
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,10 @@ class Work:
 
 def linear_work(m: int, k: int, n: int, weight_dtype: str, act_bytes: int = 2) -> Work:
     """y = x @ W^T, x: (M, K) bf16, W: (N, K): 2MKN FLOPs; weights once, input and output once.
-    FP8 rowwise weights add one fp32 scale per output row."""
-    weight = k * n * DTYPE_BYTES[weight_dtype] + (4 * n if weight_dtype == "fp8" else 0)
+    Quantized (rowwise FP8, int8) weights add one fp32 scale per output row. Bytes per element
+    come from harness/core.py DTYPES."""
+    dtype = dtype_info(weight_dtype)
+    weight = k * n * dtype.bytes + (4 * n if dtype.quantized else 0)
     return Work(2.0 * m * k * n, float(weight + act_bytes * (m * k + m * n)))
 
 
@@ -95,8 +97,9 @@ def decoder_work(shape: DecoderShape, *, batch: int, query: int, context: int, w
     tokens = batch * query
     pairs = batch * (query * (query + 1) / 2 if query == context else query * context)
     flops = 2.0 * shape.layer_linear_params * tokens + 2.0 * shape.lm_head_params * batch * logits_tokens + 4.0 * shape.layers * shape.heads * shape.head_dim * pairs
-    weights = shape.layer_linear_params * DTYPE_BYTES[weight_dtype] + shape.lm_head_params * 2
-    if weight_dtype == "fp8":  # one fp32 scale per output row: negligible, but counted
+    dtype = dtype_info(weight_dtype)
+    weights = shape.layer_linear_params * dtype.bytes + shape.lm_head_params * 2
+    if dtype.quantized:  # one fp32 scale per output row: negligible, but counted
         weights += 4 * shape.layer_linear_params / shape.hidden
     kv = 2 * shape.layers * batch * context * shape.kv_heads * shape.head_dim * kv_bytes
     embeddings = tokens * shape.hidden * 2

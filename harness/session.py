@@ -11,22 +11,25 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pytest
 
-from harness.artifacts import Artifact, ArtifactError
-from harness.config import ConfigError, Project, load_project
+from harness.artifacts import Artifact, ArtifactError, ArtifactIdentityError
+from harness.config import ConfigError, ModelEntry, Project, load_project
 from harness.core import Device, Runner
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.store import ArtifactStore
-from harness.thresholds import Profile, ProfileError, default_profile, detect_profile_name, load_profile
+from harness.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
 
 CaseFilter = Callable[[Pathway, str], bool]
+CaseKey = tuple[str, str, str]  # (model id, pathway name, device kind): labels, test ids, the case cache
+T = TypeVar("T")
 # The checkout's suites/, and the same suites as installed from the wheel (harness/suites).
 SUITES_DIRS = (Path(__file__).resolve().parent.parent / "suites", Path(__file__).resolve().parent / "suites")
 DEFAULT_REPORT_DIR = Path("reports")
@@ -34,17 +37,21 @@ DEFAULT_REPORT_DIR = Path("reports")
 EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "model")
 
 
-def cases(where: CaseFilter | None = None):
+def cases(where: CaseFilter | None = None, thresholds: tuple[str, ...] | Callable[[Pathway, ModelSpec], Any] = ()):
     """Declare that a test runs once per selected (model, pathway, device) case that `where` accepts
-    (`where(pathway, device_kind)`); the test receives it as the `case` fixture (or `case_key`)."""
-    return pytest.mark.qconform_cases(where=where or (lambda pathway, kind: True))
+    (`where(pathway, device_kind)`); the test receives it as the `case` fixture (or `case_key`: the
+    (model, pathway, device kind) objects).
+    `thresholds`: the keys its gates ask for (or `f(pathway, model)` giving them), resolved for
+    every selected case before any test runs, so a gap is a usage error, not a FAIL."""
+    return pytest.mark.qconform_cases(where=where or (lambda pathway, kind: True), thresholds=thresholds)
 
 
-def workloads(model_level: bool = False):
+def workloads(model_level: bool = False, thresholds: tuple[str, ...] = ()):
     """Declare that a test runs once per perf workload of every selected pathway that can be timed:
     the kernel table (a layer shape each), or with `model_level` whole causal LMs' prefill and
-    decode points (harness/models/llama8b_perf.py). The test receives it as `perf_case`."""
-    return pytest.mark.qconform_workloads(model_level=model_level)
+    decode points (harness/models/llama8b_perf.py). The test receives it as `perf_case`.
+    `thresholds`: the keys its gates ask for, resolved before any test runs (see `cases`)."""
+    return pytest.mark.qconform_workloads(model_level=model_level, thresholds=thresholds)
 
 
 @dataclass
@@ -60,7 +67,7 @@ class Case:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"model": self.model.id, "pathway": self.pathway.name, "device": self.device.kind}
+        return case_labels(self.model, self.pathway, self.device.kind)
 
     @functools.cached_property
     def outputs(self) -> dict[str, np.ndarray]:
@@ -74,16 +81,8 @@ class Case:
     def profile(self) -> Profile:
         return self.harness.profile_for(self.device.kind)
 
-    def threshold(self, key: str):
-        """From the device profile's [pathway.model] table; for a model that has none yet (a team's
-        first release), from defaults.toml's policy table for its kind of model."""
-        try:
-            return self.profile.threshold(key, self.pathway.name, self.model.id)
-        except ProfileError:
-            kind = getattr(self.model, "kind", None)
-            if kind is None or self.profile.has_table(self.pathway.name, self.model.id):
-                raise  # a calibrated table that lacks the key is an error, not a fallback
-            return default_profile().threshold(key, self.pathway.name, f"default-{kind}")
+    def threshold(self, key: str) -> Threshold:
+        return case_threshold(self.profile, key, self.pathway, self.model, self.device)
 
 
 @dataclass
@@ -97,11 +96,40 @@ class PerfCase:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"model": self.workload.id, "pathway": self.pathway.name, "device": self.device.kind}
+        return case_labels(self.workload, self.pathway, self.device.kind)
 
-    def threshold(self, key: str):
+    def threshold(self, key: str) -> Threshold:
         # Most specific table first: [pathway.family.name.mM], then [pathway.family.name], [pathway.family].
-        return self.harness.profile_for("cuda").threshold(key, *self.workload.table(self.pathway.name))
+        table = self.workload.table(self.pathway.name)
+        return resolve(self.harness.profile_for("cuda"), key, table, table)
+
+
+def case_labels(model: Any, pathway: Pathway, kind: str) -> dict[str, str]:
+    """What a Record says of a case: the model's (or perf workload's) id, the pathway's name, the device kind."""
+    return {"model": model.id, "pathway": pathway.name, "device": kind}
+
+
+def item_case(item: pytest.Item) -> tuple[Any, Pathway, str] | None:
+    """The (model or workload, pathway, device kind) an item was parametrized with, or None."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    key = params.get("case_key", params.get("perf_key"))
+    return key if isinstance(key, tuple) else None  # an empty parametrization gives pytest's NOTSET
+
+
+def case_threshold(profile: Profile, key: str, pathway: Pathway, model: ModelSpec, device: Device | None = None) -> Threshold:
+    """From the device profile's [pathway.model.<device class>] table (a CPU or GPU class whose
+    kernels compute differently), else its [pathway.model]; a key they lack, or a model the profile
+    has no table for (a team's first release), from defaults.toml's policy table for the model's kind."""
+    kind = getattr(model, "kind", None)
+    device_class = [device.device_class] if device is not None else []
+    policy = (pathway.name, f"default-{kind}", *device_class) if kind else None
+    return resolve(profile, key, (pathway.name, model.id, *device_class), policy)
+
+
+def declared_thresholds(marker, pathway: Pathway, model: ModelSpec, kind: str) -> tuple[str, ...]:
+    """The threshold keys a suite test declares (`@cases(thresholds=...)`) for one case."""
+    keys = marker.kwargs.get("thresholds", ())
+    return tuple(keys(pathway, model, kind) if callable(keys) else keys)
 
 
 class Harness:
@@ -109,9 +137,11 @@ class Harness:
         self.config = config
         self.device = Device.detect()
         self._profiles: dict[str, Profile] = {}
-        self._cases: dict[tuple[str, str, str], Case] = {}
+        self._cases: dict[CaseKey, Case] = {}
+        self._uses: Counter[CaseKey] = Counter()  # items left to run per case: its runner is released at 0
         self._references: dict[str, dict[str, np.ndarray]] = {}
         self._probes: dict[tuple[str, Device], Any] = {}
+        self._not_the_model: dict[CaseKey, ArtifactIdentityError] = {}  # the artifact_identity gate's findings
         self.store = ArtifactStore(config.getoption("qc_cache"), self.artifacts_dir, log=self.log)
 
     def log(self, message: str) -> None:
@@ -140,20 +170,60 @@ class Harness:
         """Every option checked before any test runs; a bad one is one line (pytest.UsageError)."""
         option = self.config.getoption
         try:
+            if self.project is not None:
+                check_project_pathways(self.project)
             _ = (self.models, self.pathways)  # resolving them validates every model and pathway name
             for kind in {"cpu", self.device.kind}:
                 self.profile_for(kind)
-        except (KeyError, ProfileError, ConfigError, ValueError, TypeError, OSError) as exc:
-            raise pytest.UsageError(str(exc).strip('"')) from None
+            for model in self.models:  # checkpoint config, tokenizer and data, no weights loaded
+                if model.unavailable() is None:
+                    model.validate()
+        except (KeyError, ProfileError, ConfigError, ValueError, TypeError, OSError, ArtifactError, ImportError) as exc:
+            # A model that cannot be constructed (pickle-only weights, no config.json) lands here too.
+            raise pytest.UsageError(" ".join(str(exc).strip('"').split())) from None
         artifacts = self.artifacts_dir
         if artifacts is not None and not Path(artifacts).is_dir():
             raise pytest.UsageError(f"--artifacts {artifacts}: not a directory (expected DIR/<model>/<pathway>/manifest.json)")
+        for model, pathway in {(m.id, p.name): (m, p) for m, p, _ in self.selected()}.values() if artifacts is not None else ():
+            try:  # manifest, sha256 of every file, ONNX external data: a damaged artifact is a usage line
+                self.store.user_artifact(pathway, model)
+            except ArtifactIdentityError:
+                pass  # not the model's: the artifact_identity gate fails with it
+            except ArtifactError as exc:
+                raise pytest.UsageError(f"--artifacts: {' '.join(str(exc).split())}") from None
         baseline = option("baseline")
         if baseline is not None:
             try:
                 json.loads(Path(baseline).read_text())["records"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise pytest.UsageError(f"--baseline {baseline}: not a readable summary.json ({type(exc).__name__}: {exc})") from None
+
+    def check_thresholds(self, items: list[pytest.Item]) -> None:
+        """Every threshold a collected gate will ask for resolves (device profile, else policy),
+        before any test runs: a gap is one usage line naming the table and key, never a FAIL."""
+        gaps: list[str] = []
+        for item in items:
+            if any(item.iter_markers("skip")) or item_case(item) is None:
+                continue  # what will not run asks for nothing
+            model, pathway, kind = item_case(item)
+            cases_marker, workloads_marker = item.get_closest_marker("qconform_cases"), item.get_closest_marker("qconform_workloads")
+            try:
+                if cases_marker is not None:
+                    probe = self.probe(pathway, self.target_device(kind))
+                    if probe is not None and not probe.ok:
+                        continue  # the case fails with the probe's finding before any gate
+                    for key in declared_thresholds(cases_marker, pathway, model, kind):
+                        case_threshold(self.profile_for(kind), key, pathway, model, self.target_device(kind))
+                elif workloads_marker is not None:
+                    perf = self.perf_case(model, pathway, kind)
+                    for key in workloads_marker.kwargs.get("thresholds", ()):
+                        perf.threshold(key)
+            except ProfileError as exc:
+                if str(exc) not in gaps:
+                    gaps.append(str(exc))
+        if gaps:
+            more = f" (and {len(gaps) - 1} more: {'; '.join(gaps[1:3])}{' ...' if len(gaps) > 3 else ''})" if len(gaps) > 1 else ""
+            raise pytest.UsageError(f"{gaps[0]}{more}; add it to the profile, or calibrate one with `qconform calibrate`")
 
     @functools.cached_property
     def project(self) -> Project | None:
@@ -170,14 +240,7 @@ class Harness:
     @functools.cached_property
     def user_models(self) -> list[ModelSpec]:
         """The team's models: `--model SOURCE` (repeatable), else the project file's [[models]]."""
-        from harness.models.hf import model_from_source
-
-        allow_pickle = self.config.getoption("allow_pickle_checkpoint")
-        sources = self.config.getoption("model") or []
-        if sources:
-            specs = [model_from_source(source, **({"allow_pickle": True} if allow_pickle else {})) for source in sources]
-        else:
-            specs = [entry.spec() for entry in (self.project.models if self.project else [])]
+        specs = user_models(self.config.getoption("model"), self.config.getoption("allow_pickle_checkpoint"), self.project)
         for spec in specs:
             if spec.id not in MODELS:
                 register_model(spec)
@@ -197,7 +260,7 @@ class Harness:
         artifacts directory holds; else the embedded defaults."""
         user_models = self.user_models  # registered first, so --models can name them
         if self.config.getoption("models"):
-            return _pick(self.config.getoption("models"), all_models, get_model)
+            return pick(self.config.getoption("models"), all_models, get_model)
         if user_models:
             return user_models
         held = sorted({model for model, _ in self.artifact_pairs})
@@ -210,7 +273,7 @@ class Harness:
         named = self.config.getoption("pathways") or ",".join(self.project.pathways if self.project else [])
         if not named:
             named = ",".join(sorted({pathway for _, pathway in self.artifact_pairs}))
-        return {p.name for p in _pick(named, list, get_pathway)}
+        return {p.name for p in pick(named, list, get_pathway)}
 
     @functools.cached_property
     def _pathway_selection(self) -> tuple[list[Pathway], dict[str, str]]:
@@ -290,20 +353,46 @@ class Harness:
             self._references[model.id] = model.evaluate(model.run_reference)
         return self._references[model.id]
 
-    def case(self, model_id: str, pathway_name: str, kind: str) -> Case:
-        """The loaded case; a bad artifact or profile fails the asking test with its message."""
-        key = (model_id, pathway_name, kind)
+    def case(self, model: ModelSpec, pathway: Pathway | str, kind: str) -> Case:
+        """The loaded case (`pathway` may be named: a test that compares with another pathway's case);
+        a bad artifact or profile fails the asking test with its message. Kept while collected items
+        still use it (`count_uses`, `release`); asked for again after that, it is loaded again."""
+        pathway = get_pathway(pathway) if isinstance(pathway, str) else pathway
+        key = (model.id, pathway.name, kind)
         if key not in self._cases:
-            model, pathway, device = get_model(model_id), get_pathway(pathway_name), self.target_device(kind)
+            device = self.target_device(kind)
             probe = self.probe(pathway, device)
             if probe is not None and not probe.ok:  # only reached for a required pathway (others skip)
                 pytest.fail(f"required pathway cannot run here: {probe.skip_reason()}", pytrace=False)
+            if key in self._not_the_model:
+                pytest.skip(f"{self._not_the_model[key]} (the artifact_identity check fails)")
             try:
                 artifact = self.store.get(pathway, model)
                 self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device, model))
+            except ArtifactIdentityError as exc:  # a finding, not a failure to load: FAIL via artifact_identity
+                self._not_the_model[key] = exc
+                pytest.skip(f"{exc} (the artifact_identity check fails)")
             except (ArtifactError, ProfileError) as exc:
                 pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
         return self._cases[key]
+
+    def not_the_model(self, model: ModelSpec, pathway: Pathway, kind: str) -> ArtifactIdentityError | None:
+        """Why the case's artifact is not model M's (found by `case`), or None."""
+        return self._not_the_model.get((model.id, pathway.name, kind))
+
+    def count_uses(self, items: list[pytest.Item]) -> None:
+        """How many of the items that will run (after deselection) use each case."""
+        self._uses = Counter((model.id, pathway.name, kind) for model, pathway, kind in filter(None, map(item_case, items)))
+
+    def release(self, item: pytest.Item) -> None:
+        """After an item's teardown: drop every case no item left to run uses (its runner, its
+        outputs), including one another case's test loaded again after its own items ended."""
+        found = item_case(item)
+        if found is not None:
+            model, pathway, kind = found
+            self._uses[(model.id, pathway.name, kind)] -= 1
+        for key in [key for key in self._cases if self._uses[key] <= 0]:
+            del self._cases[key]
 
     # -- parameters for the declared case axes ---------------------------------------------
 
@@ -318,7 +407,7 @@ class Harness:
             reason = self.case_unavailable(pathway, kind, model)
             if reason:
                 marks.append(pytest.mark.skip(reason=reason))
-            params.append(pytest.param((model.id, pathway.name, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
+            params.append(pytest.param((model, pathway, kind), id=f"{pathway.name}-{kind}-{model.id}", marks=marks))
         return params
 
     def workload_params(self, model_level: bool) -> list:
@@ -337,13 +426,11 @@ class Harness:
                 marks = [getattr(pytest.mark, pathway.marker), pytest.mark.gpu, pytest.mark.perf]
                 if reason:
                     marks.append(pytest.mark.skip(reason=reason))
-                params.append(pytest.param((workload.id, pathway.name, "cuda"), id=f"{pathway.name}-{workload.id}", marks=marks))
+                params.append(pytest.param((workload, pathway, "cuda"), id=f"{pathway.name}-{workload.id}", marks=marks))
         return params
 
-    def perf_case(self, workload_id: str, pathway_name: str, kind: str) -> PerfCase:
-        from harness.models.llama8b_perf import get_workload
-
-        return PerfCase(self, get_workload(workload_id), get_pathway(pathway_name), self.target_device(kind))
+    def perf_case(self, workload: Any, pathway: Pathway, kind: str) -> PerfCase:
+        return PerfCase(self, workload, pathway, self.target_device(kind))
 
     # -- what the report shows about this machine ------------------------------------------
 
@@ -359,10 +446,57 @@ class Harness:
         }
 
 
-def _pick(option: str | None, everything: Callable[[], list], lookup) -> list:
-    if not option:
+def pick(names: str | None, everything: Callable[[], list[T]], lookup: Callable[[str], T]) -> list[T]:
+    """Comma-separated names (an option or the project file's list) as objects; none named: all."""
+    if not names:
         return everything()
-    return [lookup(name.strip()) for name in option.split(",") if name.strip()]
+    return [lookup(name.strip()) for name in names.split(",") if name.strip()]
+
+
+def check_project_pathways(project: Project) -> None:
+    """The pathways the project file names are registered ones (ConfigError naming the file)."""
+    project.check_pathway_names(p.name for p in all_pathways())
+
+
+def model_of(entry: ModelEntry) -> ModelSpec:
+    """A project file's [[models]] entry as a model."""
+    from harness.models.hf import model_from_source
+
+    return model_from_source(entry.source, **entry.options())
+
+
+def user_models(sources: list[str] | None, allow_pickle: bool, project: Project | None) -> list[ModelSpec]:
+    """The team's models: `--model SOURCE` (repeatable), else the project file's [[models]]."""
+    from harness.models.hf import model_from_source
+
+    if sources:
+        return [model_from_source(source, **({"allow_pickle": True} if allow_pickle else {})) for source in sources]
+    return [model_of(entry) for entry in (project.models if project else [])]
+
+
+def find_model(name_or_source: str, start: Path) -> ModelSpec:
+    """A model for commands outside a run (`qconform build --models`, `qconform import`): a checkpoint
+    directory, .onnx file or module:factory; else a [[models]] id of the project file found from
+    `start`; else a built-in id."""
+    from harness.models.hf import model_from_source
+
+    if Path(name_or_source).expanduser().exists() or ":" in name_or_source:
+        return model_from_source(name_or_source)
+    project = load_project(start)
+    entries = project.models if project else []
+    for entry in entries:  # a declared id first: no other entry's checkpoint is opened
+        if entry.id == name_or_source:
+            return model_of(entry)
+    for entry in (e for e in entries if e.id is None):
+        spec = model_of(entry)
+        if spec.id == name_or_source:
+            return spec
+    try:
+        return get_model(name_or_source)
+    except KeyError:
+        declared = [e.id or Path(e.source).stem for e in entries]
+        where = f"{project.path} [[models]]: {', '.join(declared)}; built-in: " if entries else ""
+        raise KeyError(f"unknown model {name_or_source!r}; known: {where}{', '.join(sorted(MODELS))}") from None
 
 
 PACKAGES = ("qconform", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-neural-compressor", "neural-compressor-pt", "torchao", "tensorrt", "transformers", "numpy")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness.artifacts import Artifact, ArtifactError, cache_key, default_cache_dir, load_artifact, publish
+from harness.artifacts import Artifact, ArtifactError, ArtifactIdentityError, cache_key, default_cache_dir, load_artifact, publish
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
 
@@ -26,6 +26,7 @@ class ArtifactStore:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.user_dir = Path(user_dir) if user_dir else None
         self.log = log
+        self._user_artifacts: dict[Path, Artifact] = {}
 
     def path_for(self, pathway: Pathway, model: ModelSpec) -> Path:
         if self.user_dir:
@@ -39,12 +40,24 @@ class ArtifactStore:
         )
         return self.cache_dir / "artifacts" / model.id / pathway.name / key[:16]
 
+    def user_artifact(self, pathway: Pathway, model: ModelSpec) -> Artifact | None:
+        """The pair's artifact under --artifacts, validated once per session (manifest, every file's
+        sha256, ONNX external data), or None when the directory holds none for it. Raises
+        ArtifactIdentityError when its manifest names another model; `get` checks the weights."""
+        path = self.path_for(pathway, model)
+        if path not in self._user_artifacts:
+            if not path.exists():
+                return None
+            self._user_artifacts[path] = load_artifact(path, pathway=pathway.name, model_id=model.id)
+        return self._user_artifacts[path]
+
     def get(self, pathway: Pathway, model: ModelSpec) -> Artifact:
         path = self.path_for(pathway, model)
         if self.user_dir:
-            if not path.exists():
+            artifact = self.user_artifact(pathway, model)
+            if artifact is None:
                 raise ArtifactError(f"{path}: no {pathway.name} artifact for model {model.id} under --artifacts")
-            return self._check_source(load_artifact(path, pathway=pathway.name, model_id=model.id), model)
+            return self._check_source(artifact, model)
         if path.exists():
             try:
                 return self._check_source(load_artifact(path, pathway=pathway.name, model_id=model.id), model)
@@ -76,5 +89,5 @@ class ArtifactStore:
     def _check_source(artifact: Artifact, model: ModelSpec) -> Artifact:
         recorded = artifact.manifest["source_weights_sha256"]
         if recorded != model.weights_sha256:
-            raise ArtifactError(f"{artifact.path}: built from other weights than model {model.id} (manifest {recorded[:12]}…, model {model.weights_sha256[:12]}…)")
+            raise ArtifactIdentityError(f"{artifact.path}: built from other weights than model {model.id} (manifest {recorded[:12]}…, model {model.weights_sha256[:12]}…)")
         return artifact

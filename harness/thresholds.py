@@ -84,6 +84,23 @@ class Profile:
             return False
 
 
+def resolve(profile: Profile, key: str, table: tuple[str, ...], policy_table: tuple[str, ...] | None) -> Threshold:
+    """A threshold from the device profile's most specific table that has it; else from the policy
+    table of defaults.toml (the Threshold's source says which). Every gate resolves through here."""
+    try:
+        return profile.threshold(key, *table)
+    except ProfileError:
+        pass
+    policy = default_profile()
+    if policy_table is not None:
+        for depth in range(len(policy_table), 1, -1):
+            if policy.has(key, *policy_table[:depth]):
+                return policy.threshold(key, *policy_table[:depth])
+    where = f"[{toml_table(table)}]"
+    fallback = f" nor defaults.toml [{toml_table(policy_table)}]" if policy_table else " (no policy table applies: the model declares no kind)"
+    raise ProfileError(f"no threshold {key!r} for {where}: neither {profile.path}{fallback} sets it")
+
+
 def detect_profile_name(device: Device) -> str:
     if device.kind != "cuda":
         return "cpu"

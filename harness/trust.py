@@ -138,6 +138,30 @@ def _nodes(graph):
                     yield from _nodes(sub)
 
 
+def _external_locations(model) -> dict[str, str]:
+    """Tensor name -> external data location (relative to the .onnx file), over the same walk
+    onnx.load makes to read external data (initializers, Constant attributes, subgraphs)."""
+    from onnx import external_data_helper
+
+    return {
+        tensor.name: external_data_helper.ExternalDataInfo(tensor).location
+        for tensor in external_data_helper._get_all_tensors(model)
+        if external_data_helper.uses_external_data(tensor)
+    }
+
+
+def onnx_external_data(path: Path) -> dict[str, str]:
+    """The external data an ONNX file references (tensor -> location relative to the file), read
+    without loading any of it; ArtifactError when the file does not parse."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError etc. for a bad file
+        raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
+    return _external_locations(model)
+
+
 def check_onnx(path: Path, artifact_dir: Path | None = None):
     """Load an ONNX file safely and return its checked ModelProto.
 
@@ -155,13 +179,12 @@ def check_onnx(path: Path, artifact_dir: Path | None = None):
     except Exception as exc:  # onnx raises DecodeError etc. for a bad file
         raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
 
-    # The same walk onnx.load makes to read external data (initializers, Constant attributes, subgraphs).
-    for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        location = external_data_helper.ExternalDataInfo(tensor).location
+    external = _external_locations(model)
+    for tensor, location in external.items():
         if not (path.parent / location).resolve().is_relative_to(root):
-            raise UnsafeContentError(f"{path}: tensor {tensor.name!r} reads external data {location!r} outside the artifact directory {root}")
+            raise UnsafeContentError(f"{path}: tensor {tensor!r} reads external data {location!r} outside the artifact directory {root}")
+        if not (path.parent / location).is_file():
+            raise ArtifactError(f"{path}: tensor {tensor!r} stores its data in {location!r}, which is missing (expected at {path.parent / location})")
 
     local_functions = {(f.domain, f.name) for f in model.functions}
     function_nodes = (node for function in model.functions for node in function.node)
@@ -173,8 +196,11 @@ def check_onnx(path: Path, artifact_dir: Path | None = None):
             )
 
     try:
+        if external:  # by path: a graph with external data may be over protobuf's 2 GB in memory
+            onnx.checker.check_model(str(path))
         external_data_helper.load_external_data_for_model(model, str(path.parent))
-        onnx.checker.check_model(model)
+        if not external:
+            onnx.checker.check_model(model)
     except Exception as exc:
         raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
     return model

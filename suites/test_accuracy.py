@@ -2,14 +2,14 @@
 
 import pytest
 
-from harness.gates import threshold_key
+from harness.gates import metric, threshold_key
 from harness.layout_checks import weight_sqnr
 from harness.localize import NotLocalizable, describe_first_bad, localize
-from harness.metrics import log_error_histogram, output_metrics, smallest_detectable_change, wilson_lower
+from harness.metrics import log_error_histogram, output_metrics, smallest_detectable_change, wilson_lower, wilson_upper
 from harness.session import cases
 
 
-@cases()
+@cases(thresholds=("min_sqnr_db", "min_cosine", "min_layer_activation_sqnr_db"))
 def test_output_agreement(case, gate):
     """The primary output stays close to the fp32 reference (SQNR, cosine)."""
     name = case.model.primary_output
@@ -19,8 +19,8 @@ def test_output_agreement(case, gate):
     plots = {"error_histogram": log_error_histogram(reference, candidate), "layer_weight_sqnr_db": weight_sqnr(case.runner.layout(), case.model)}
     try:  # where the error starts, for the failure message and the report's per-layer plot
         errors = localize(case)
-        key = "min_layer_activation_sqnr_db"  # without it: the layer with the largest drop
-        threshold = case.threshold(key).value if case.profile.has(key, case.pathway.name, case.model.id) else float("-inf")
+        key = "min_layer_activation_sqnr_db"
+        threshold = case.threshold(key).value
         detail += "; " + describe_first_bad(errors, threshold)
         plots["layer_activation_sqnr_db"] = [list(e) for e in errors]  # a list: execution order survives JSON key sorting
     except NotLocalizable as exc:
@@ -28,7 +28,7 @@ def test_output_agreement(case, gate):
     gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail, extra=plots)
 
 
-@cases()
+@cases(thresholds=("min_layer_activation_sqnr_db",))
 def test_layer_activation_sqnr(case, gate):
     """Every weight layer's output, run inside the quantized model, stays close to the same layer's
     output in the fp32 reference (activation SQNR in execution order; the worst layer is named)."""
@@ -42,20 +42,36 @@ def test_layer_activation_sqnr(case, gate):
     gate.check(case, {"min_layer_activation_sqnr_db": value}, detail, extra={"layer_activation_sqnr_db": [list(e) for e in errors]})
 
 
-@cases()
+@cases(thresholds=lambda pathway, model, kind: [threshold_key(name) for name in model.task_metric_names])
 def test_task_metric(case, gate):
     """The model's task metric (token agreement, ranking, task score) stays within budget.
-    Proportions are judged on their 95% Wilson lower bound over the items measured, and each
-    metric states the smallest change its sample size can detect."""
+    Proportions are judged on their 95% Wilson bound over the items measured (lower for a `min_`
+    key, upper for a `max_` key), and each metric states the smallest change its sample size can detect."""
     measured = case.model.task_metrics(case.reference, case.outputs)
-    samples = case.model.task_metric_samples(case.reference)
-    judge, detectable, notes = {}, {}, []
-    for metric, (n, kind) in samples.items():
-        detectable[threshold_key(metric)] = smallest_detectable_change(measured[metric], n, kind)
-        if kind == "proportion":
-            judge[threshold_key(metric)] = wilson_lower(measured[metric], n)
-            notes.append(f"{metric} judged on its 95% lower bound {judge[threshold_key(metric)]:.4f} over {n} items")
-    extra = {"detectable": detectable, "samples": {threshold_key(m): n for m, (n, _) in samples.items()}, "judged_on_lower_bound": judge}
+    judge, extra, notes = judge_task_metrics(measured, case.model.task_metric_samples(case.reference))
     # evidence: every measured statistic and, for LLMs, reference vs candidate generations (report).
     extra.update(case.model.evidence(case.reference, case.outputs))
     gate.check(case, {threshold_key(name): value for name, value in measured.items()}, "; ".join(notes), extra=extra, judge=judge)
+
+
+def judge_task_metrics(measured: dict[str, float], samples: dict[str, int]) -> tuple[dict[str, float], dict[str, object], list[str]]:
+    """(the value each threshold key is judged on, the record's extra, notes) from the measured task
+    metrics and the items each is measured on; what a metric is over n items (a proportion, a
+    correlation) is its entry in harness/gates.METRICS."""
+    judge, detectable, counted, notes = {}, {}, {}, []
+    bounds: dict[str, dict[str, float]] = {"lower": {}, "upper": {}}
+    for name, n in samples.items():
+        key = threshold_key(name)
+        entry = metric(key)
+        if entry.sample is None or name not in measured:
+            continue
+        counted[key] = n
+        detectable[key] = smallest_detectable_change(measured[name], n, entry.sample)
+        if entry.sample == "proportion":
+            side = "lower" if entry.direction == "min" else "upper"
+            judge[key] = bounds[side][key] = (wilson_lower if side == "lower" else wilson_upper)(measured[name], n)
+            notes.append(f"{name} judged on its 95% {side} bound {judge[key]:.4f} over {n} items")
+    extra: dict[str, object] = {"detectable": detectable, "samples": counted, "judged_on_lower_bound": bounds["lower"]}
+    if bounds["upper"]:
+        extra["judged_on_upper_bound"] = bounds["upper"]
+    return judge, extra, notes

@@ -5,15 +5,19 @@
 
 import pytest
 
-from harness.golden import GoldenError, golden_dir, read_golden
-from harness.metrics import cross_runtime_metrics, sqnr_db
+from harness.golden import GoldenError, find_golden
+from harness.metrics import cross_runtime_metrics, cross_runtime_metrics_keys, sqnr_db
 from harness.pathways.base import get_pathway
 from harness.session import cases
 
 
-@cases(where=lambda pathway, kind: kind == "cuda" and "cpu" in pathway.devices)
+def _cross_keys(pathway, model, kind) -> tuple[str, ...]:
+    return tuple(cross_runtime_metrics_keys(model))
+
+
+@cases(where=lambda pathway, kind: kind == "cuda" and "cpu" in pathway.devices, thresholds=_cross_keys)
 def test_cpu_and_cuda_runtimes_agree(case, qc, gate):
-    cpu, cuda = qc.case(case.model.id, case.pathway.name, "cpu"), case
+    cpu, cuda = qc.case(case.model, case.pathway, "cpu"), case
     gate.check(cuda, cross_runtime_metrics(cuda.model, cpu.outputs, cuda.outputs), "CPU EP outputs as the reference")
 
 
@@ -22,26 +26,26 @@ def reference_outputs(qc, model, reference: str) -> tuple[dict, str]:
     pathway, cpu = get_pathway(reference), qc.target_device("cpu")
     reason = pathway.unavailable(cpu) or pathway.build_unavailable()
     if reason is None:
-        return qc.case(model.id, reference, "cpu").outputs, f"{reference} run here"
-    directory = golden_dir(qc.golden_root, model.id, reference, "cpu")
+        return qc.case(model, reference, "cpu").outputs, f"{reference} run here"
     try:
-        outputs = read_golden(directory, model.golden_inputs()).outputs
+        golden = find_golden(qc.golden_root, model.id, reference, cpu, pathway.tool_versions(), model.golden_inputs()).golden
     except GoldenError as exc:
         pytest.skip(f"the reference cannot run here ({reason}) and has no record: {exc}")
+    outputs, directory = golden.outputs, golden.path
     if model.primary_output not in outputs:
         pytest.skip(f"the reference cannot run here ({reason}) and its golden in {directory} keeps a digest, not the {model.primary_output!r} output")
     return outputs, f"{reference} outputs recorded in {directory}"
 
 
-@cases(where=lambda pathway, kind: pathway.reference_pathway is not None)
+@cases(where=lambda pathway, kind: pathway.reference_pathway is not None, thresholds=_cross_keys)
 def test_fp8_pathway_agrees_with_the_reference(case, qc, gate):
     reference, source = reference_outputs(qc, case.model, case.pathway.reference_pathway)
     gate.check(case, cross_runtime_metrics(case.model, reference, case.outputs), f"against {source}")
 
 
-@cases(where=lambda pathway, kind: pathway.name == "inc-fp8-ref")
+@cases(where=lambda pathway, kind: pathway.name == "inc-fp8-ref", thresholds=("min_e4m3_over_e5m2_db",))
 def test_e4m3_at_least_as_accurate_as_e5m2(case, qc, gate):
-    e4m3, e5m2 = case, qc.case(case.model.id, "inc-fp8-ref-e5m2", case.device.kind)
+    e4m3, e5m2 = case, qc.case(case.model, "inc-fp8-ref-e5m2", case.device.kind)
     name, reference = e4m3.model.primary_output, e4m3.reference[e4m3.model.primary_output]
     e4m3_db, e5m2_db = sqnr_db(reference, e4m3.outputs[name]), sqnr_db(reference, e5m2.outputs[name])
     gate.check(e4m3, {"min_e4m3_over_e5m2_db": e4m3_db - e5m2_db}, f"E4M3 {e4m3_db:.2f} dB vs E5M2 {e5m2_db:.2f} dB")

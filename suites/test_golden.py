@@ -1,22 +1,29 @@
-"""Golden: each pathway's outputs against the outputs it produced when last approved on this device class."""
+"""Golden: each pathway's outputs against the outputs it produced when last approved. Same device
+class and toolchain: the strict threshold; another GPU class or toolchain (a torch release, a GPU
+with no golden yet): the nearest golden under the cross-context tolerance, naming what changed."""
 
 import datetime
 
 import pytest
 
-from harness.golden import GoldenError, describe_drift, golden_dir, read_golden, write_golden
+from harness.golden import GoldenError, find_golden, golden_dir, write_golden
 from harness.session import cases
 
 
-@cases()
+def rerecord_command(case) -> str:
+    return f"qconform run --regen-golden --models {case.model.id} --pathways {case.pathway.name}, review and commit it"
+
+
+@cases(thresholds=("min_golden_sqnr_db", "min_golden_cross_sqnr_db"))
 def test_golden(case, qc, gate):
     inputs = case.model.golden_inputs()
-    directory = golden_dir(qc.golden_root, case.model.id, case.pathway.name, case.profile.name)
     tools = case.pathway.tool_versions()
     if qc.config.getoption("regen_golden"):
+        directory = golden_dir(qc.golden_root, case.model.id, case.pathway.name, case.device.device_class)
         meta = {
             "created": datetime.date.today().isoformat(),
             "device": case.device.describe(),
+            "device_class": case.device.device_class,
             "runner": case.runner.describe(),
             "artifact_digest": case.artifact.digest,
             "tool_versions": tools,
@@ -24,9 +31,15 @@ def test_golden(case, qc, gate):
         write_golden(directory, case.model.golden_digest(case.outputs), inputs, meta)
         pytest.skip(f"recorded a new golden in {directory}; review and commit it")
     try:
-        golden = read_golden(directory, inputs)
+        match = find_golden(qc.golden_root, case.model.id, case.pathway.name, case.device, tools, inputs)
     except GoldenError as exc:
         # A selected case without an approved record fails: a skip here would hide an ungated case.
-        how = f"record one with: qconform run --regen-golden --models {case.model.id} --pathways {case.pathway.name}, review and commit it"
+        how = f"record one with: {rerecord_command(case)}"
         gate.expect(case, [f"{exc}; {how}" if "no golden record" in str(exc) else f"GoldenError: {exc}"], "golden record present and valid")
-    gate.check(case, case.model.golden_metrics(golden.outputs, case.outputs), f"tool versions since the golden: {describe_drift(golden.meta, tools)}")
+    measured = case.model.golden_metrics(match.golden.outputs, case.outputs)
+    if match.same_context:
+        gate.check(case, measured, f"golden {match.golden.path}: same device class and tool versions")
+        return
+    cross = {"min_golden_cross_sqnr_db": measured.pop("min_golden_sqnr_db"), **measured}
+    detail = f"golden {match.golden.path} from another context ({'; '.join(match.changes)}): cross-context tolerance; to re-record in this context: {rerecord_command(case)}"
+    gate.check(case, cross, detail, extra={"golden_context_changes": match.changes})

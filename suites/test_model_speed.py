@@ -45,7 +45,7 @@ def _free_models():
 
 
 @pytest.mark.perf
-@workloads(model_level=True)
+@workloads(model_level=True, thresholds=("min_speedup",))
 def test_model_speedup(perf_case, gate, capsys):
     workload, pathway = perf_case.workload, perf_case.pathway
     allow_recompiles()

@@ -244,6 +244,109 @@ for _test in (test_torchao_fp8_linear_rows_independent_on_gpu, test_torchao_fp8_
         _mark(_test)
 
 
+# -- torchao-int8-dynamic: the int8 quantizer (weights per row, activations per token) and its linear --
+
+
+def torchao_int8_rows(x: np.ndarray, activation: bool = False):
+    """torchao's symmetric int8 quantizer with one scale per row, exactly as the int8 dynamic config
+    calls it: Int8Tensor.from_hp(PerRow()) for weights (one row per output channel), and the
+    activation path the linear takes for its input (one scale per token). Returns (codes, scales,
+    zero points, dequantized)."""
+    import torch
+    from torchao.quantization import Int8Tensor, PerRow
+    from torchao.quantization.quantize_.common import _choose_quant_func_and_quantize_tensor
+    from torchao.quantization.quantize_.workflows.int8.int8_tensor import QuantizeTensorToInt8Kwargs
+
+    t = torch.from_numpy(x)
+    q = _choose_quant_func_and_quantize_tensor(t, QuantizeTensorToInt8Kwargs(PerRow())) if activation else Int8Tensor.from_hp(t, PerRow())
+    zero_point = np.zeros(x.shape[0], np.int8) if q.zero_point is None else q.zero_point.numpy().ravel()
+    return q.qdata.numpy(), q.scale.numpy().ravel(), zero_point, q.dequantize(torch.float32).numpy()
+
+
+# torchao's symmetric int8 spans the whole type: scale = max|x| / 127.5, codes in [-128, 127].
+INT8_FULL = {"qmin": -128, "qmax": 127}
+# Odd shapes with at least 2 columns: torchao 0.18 cannot quantize an (N > 1, 1) matrix per row
+# (test_torchao_int8_single_column_rows below).
+INT8_MATRICES = st.tuples(st.integers(1, 9), st.integers(2, 17)).flatmap(lambda shape: arrays(np.float32, shape, elements=ELEMENTS))
+
+
+@pytest.mark.parametrize("activation", [False, True], ids=["weights", "activations"])
+@given(x=INT8_MATRICES)
+def test_torchao_int8_quantizer(activation, x):
+    q, scale, zero_point, dq = torchao_int8_rows(x, activation)
+    check_positive_finite_scales(scale)
+    check_int_symmetric(q, zero_point, **INT8_FULL)
+    check_int_roundtrip(x, q, scale, zero_point, axis=0, **INT8_FULL)
+    check_int_roundtrip(x, np.rint(dq / scale[:, None]), scale, zero_point, axis=0, **INT8_FULL)  # what dequantize returns
+    check_deterministic(lambda: torchao_int8_rows(x, activation)[:2])
+
+
+@given(x=INT8_MATRICES, data=st.data())
+def test_torchao_int8_weight_channels_independent(x, data):
+    channel = data.draw(st.integers(0, x.shape[0] - 1), label="channel")
+    check_channels_independent(lambda a: torchao_int8_rows(a)[:2], x, axis=0, channel=channel)
+
+
+@given(rows=INT8_MATRICES, data=st.data())
+def test_torchao_int8_activation_rows_independent(rows, data):
+    """Per-token dynamic scales: a token's codes and scale do not depend on the tokens batched with it."""
+    other = data.draw(arrays(np.float32, (data.draw(st.integers(1, 5)), rows.shape[1]), elements=ELEMENTS), label="other rows")
+    check_rows_independent(lambda a: np.concatenate([torchao_int8_rows(a, activation=True)[0], torchao_int8_rows(a, activation=True)[1][:, None]], axis=1), rows, other)
+
+
+def test_torchao_int8_zero_row_has_positive_scale():
+    """Unlike the FP8 quantizer (xfail above), torchao's int8 scale has an epsilon: an all-zero row
+    gets a tiny positive scale and quantizes to zeros."""
+    q, scale, _, dq = torchao_int8_rows(np.zeros((2, 16), np.float32), activation=True)
+    check_positive_finite_scales(scale)
+    assert not q.any() and not dq.any()
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="torchao 0.18: Int8Tensor.from_hp(PerRow()) of an (N > 1, 1) matrix fails reshaping its scale (shape '[N, 1]' is invalid for input of size 1)")
+def test_torchao_int8_single_column_rows():
+    q, scale, zero_point, _ = torchao_int8_rows(np.ones((2, 1), np.float32))
+    check_positive_finite_scales(scale)
+
+
+def _int8_linear_rows_independent(device: str, m: int, extra: int, seed: int) -> None:
+    """The real linear: a row's output does not depend on the rows batched with it (per-token
+    activation scales, int32 accumulation; only the float rescale may round differently)."""
+    import torch
+
+    from harness.pathways.torchao_int8 import quantize_module
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    linear = quantize_module(torch.nn.Linear(64, 48, bias=False).to(device=device, dtype=dtype).eval())
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rows = torch.randn(m, 64, device=device, dtype=dtype, generator=gen)
+    other = 30 * torch.randn(extra, 64, device=device, dtype=dtype, generator=gen)
+    with torch.inference_mode():
+        alone, batched = linear(rows).float(), linear(torch.cat([rows, other]))[:m].float()
+    rel = ((alone - batched).norm() / alone.norm().clamp_min(1e-12)).item()
+    assert rel < 1e-2, f"row outputs moved by {rel:.3g} (relative) when batched with larger rows"
+    check_deterministic(lambda: linear(rows).float().cpu().numpy())
+
+
+@given(m=st.integers(1, 33), extra=st.integers(1, 17), seed=st.integers(0, 2**16))
+def test_torchao_int8_linear_rows_independent(m, extra, seed):
+    _int8_linear_rows_independent("cpu", m, extra, seed)
+
+
+for _test in (test_torchao_int8_quantizer, test_torchao_int8_weight_channels_independent, test_torchao_int8_activation_rows_independent, test_torchao_int8_zero_row_has_positive_scale, test_torchao_int8_single_column_rows, test_torchao_int8_linear_rows_independent):
+    for _mark in _needs("torchao-int8-dynamic", CPU, "torchao"):
+        _mark(_test)
+
+
+@given(m=st.integers(1, 33), extra=st.integers(1, 17), seed=st.integers(0, 2**16))
+def test_torchao_int8_linear_rows_independent_on_gpu(m, extra, seed):
+    _int8_linear_rows_independent("cuda", m, extra, seed)
+
+
+for _mark in _needs("torchao-int8-dynamic", CUDA, "torchao"):
+    _mark(test_torchao_int8_linear_rows_independent_on_gpu)
+
+
 # -- every pathway: the loaded runner is deterministic on the model's inputs ------------------
 
 

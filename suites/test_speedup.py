@@ -13,7 +13,7 @@ from harness.session import cases, workloads
 from harness.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup, progress
 
 
-@workloads()
+@workloads(thresholds=("min_speedup", "min_sqnr_db"))
 def test_speedup(perf_case, gate, capsys):
     workload, pathway = perf_case.workload, perf_case.pathway
     progress(capsys, f"{workload.id} on {pathway.name}: compiling and timing")
@@ -46,7 +46,7 @@ def test_speedup(perf_case, gate, capsys):
 
 
 @pytest.mark.perf
-@cases()
+@cases(thresholds=lambda pathway, model, kind: ("min_speedup",) if kind == "cuda" and getattr(pathway, "float_baseline", None) else ())
 def test_runner_speedup(case, gate):
     """A whole default model on the pathway's runner against the float model on the same runner."""
     baseline_for = getattr(case.pathway, "float_baseline", None)

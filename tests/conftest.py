@@ -43,6 +43,11 @@ def llama_fp8() -> Artifact:
     return _built("tiny-llama", "inc-fp8-ref")
 
 
+@pytest.fixture(scope="session")
+def llama_torchao_int8() -> Artifact:
+    return _built("tiny-llama", "torchao-int8-dynamic")
+
+
 @pytest.fixture
 def user_artifacts(tmp_path: Path):
     """Copy a built artifact into a `--artifacts` layout the test may then damage."""

@@ -145,4 +145,31 @@ def build_bert(out: Path) -> Path:
     return out
 
 
+def build_bert_classifier(out: Path) -> Path:
+    """A two-label BertForSequenceClassification (random, seeded): a checkpoint of a kind qconform
+    does not ship (tests/toy_kind.py adds it). initializer_range 0.1, as for build_bert."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(SEED)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128, pad_token_id=0, initializer_range=0.1, num_labels=2)
+    BertForSequenceClassification(config).eval().save_pretrained(str(out))
+    build_tokenizer(out, bos=None)
+    return out
+
+
+def build_gpt2(out: Path) -> Path:
+    """A GPT-2 (random, seeded): its weight layers are transformers' Conv1D, weight stored (in, out)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(SEED)
+    config = GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    GPT2LMHeadModel(config).eval().save_pretrained(str(out))
+    build_tokenizer(out)
+    return out
+
+
 BUILDERS = {"llama": build_llama, "qwen2": build_qwen2, "bert": build_bert}

@@ -261,3 +261,49 @@ def reseal(directory: Path, artifact: Artifact, **changes) -> Artifact:
         tool_versions=m["tool_versions"],
         built_on=m["built_on"],
     )
+
+
+# -- torchao-int8-dynamic state dicts -------------------------------------------------------------
+
+TORCHAO_PAYLOAD = "model.pt"  # harness/pathways/torchao_int8.py PAYLOAD
+
+
+def _rewrite_int8_weights(directory: Path, change) -> None:
+    """Load the artifact's state dict, replace Int8Tensor weights by change(key, weight), save it
+    back the way torch.save(module.state_dict()) writes it."""
+    import torch
+    from torchao.quantization import Int8Tensor  # also registers torchao's tensor types as safe globals
+
+    path = directory / TORCHAO_PAYLOAD
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    torch.save({key: change(key, value) if isinstance(value, Int8Tensor) else value for key, value in state.items()}, path)
+
+
+def int8_per_tensor_weights(directory: Path) -> None:
+    """Every weight requantized with one scale per tensor (what granularity=[PerRow(), PerTensor()]
+    makes): the largest channel sets everyone's scale, which on a model with outlier channels turns
+    the output to garbage."""
+    from torchao.quantization import Int8Tensor, PerTensor
+
+    _rewrite_int8_weights(directory, lambda key, w: Int8Tensor.from_hp(w.dequantize(), PerTensor(), act_quant_kwargs=w.act_quant_kwargs))
+
+
+def int8_one_layer_scales_x4(directory: Path, layer: str = ONE_LAYER) -> None:
+    """One layer's weight scales multiplied by 4 (its weights 4x too large); codes unchanged."""
+    from torchao.quantization import Int8Tensor
+
+    def change(key, w):
+        if key != f"{layer}.weight":
+            return w
+        return Int8Tensor(w.qdata, w.scale * 4, w.block_size, w.dtype, zero_point=w.zero_point, act_quant_kwargs=w.act_quant_kwargs)
+
+    _rewrite_int8_weights(directory, change)
+
+
+# catalog id -> (planting function on a copy of the torchao-int8-dynamic tiny-llama artifact
+# directory, recipe changes, suites that hold the gate)
+TORCHAO_INT8_DEFECTS = {
+    "torchao-int8-per-tensor-scales": (int8_per_tensor_weights, {"weight_granularity": "per-tensor"}, ("test_accuracy.py",)),
+    "torchao-int8-per-tensor-undeclared": (int8_per_tensor_weights, {}, ("test_artifacts.py",)),
+    "torchao-int8-one-layer-scales-x4": (int8_one_layer_scales_x4, {}, ("test_artifacts.py", "test_accuracy.py")),
+}

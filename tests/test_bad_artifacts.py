@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.artifacts import MANIFEST, ArtifactError, load_artifact, write_manifest
+from harness.artifacts import MANIFEST, ArtifactError, ArtifactIdentityError, load_artifact, write_manifest
 from harness.core import Device
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway
@@ -12,6 +12,17 @@ from harness.pathways.inc_int8_qdq import PAYLOAD
 from tests.planted_defects import rewrite_artifact
 
 CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
+
+
+def _assert_not_the_model(run, message):
+    # The artifact loads but is another model's: the artifact_identity check fails (FAIL, exit 1),
+    # naming the mismatch; every other check of the case skips referencing it; no numbers.
+    assert run.returncode == 1 and run.summary["verdict"] == "FAIL", run.output[-3000:]
+    records = run.records(model="tiny-llama", pathway="inc-int8-qdq", device="cpu")
+    [identity] = [r for r in records if r["check"] == "artifact_identity"]
+    assert identity["outcome"] == "failed" and message in identity["message"], identity
+    assert all(r["outcome"] == "skipped" and message in r["message"] for r in records if r is not identity)
+    assert not any(r.get("metric") not in (None, "artifact_identity") for r in records), "another model's artifact produced numbers"
 
 
 def _assert_no_numbers(run, message):
@@ -46,8 +57,10 @@ def test_hash_mismatch_is_rejected(llama_int8, user_artifacts, run_suites):
     with pytest.raises(ArtifactError, match=rf"{PAYLOAD}: sha256 mismatch"):
         load_artifact(target)
 
+    # Refused before any test, in one line: USAGE ERROR (exit 4).
     run = run_suites(f"--artifacts={target.parent.parent}", *CASE)
-    _assert_no_numbers(run, "sha256 mismatch")
+    assert run.returncode == 4 and run.summary["verdict"] == "USAGE ERROR" and not run.summary["records"], run.output[-3000:]
+    assert "sha256 mismatch" in run.summary["line"] and "Traceback" not in run.output
 
 
 def test_artifact_from_other_weights_is_rejected(llama_int8, user_artifacts, run_suites):
@@ -59,8 +72,8 @@ def test_artifact_from_other_weights_is_rejected(llama_int8, user_artifacts, run
     manifest["source_weights_sha256"] = "0" * 64
     (target / MANIFEST).write_text(json.dumps(manifest))
 
-    run = run_suites(f"--artifacts={target.parent.parent}", *CASE)
-    _assert_no_numbers(run, "built from other weights")
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=("test_accuracy.py", "test_artifacts.py"))
+    _assert_not_the_model(run, "built from other weights")
 
 
 def test_payload_of_another_model_is_refused_by_name(llama_int8, minilm_int8, user_artifacts, run_suites):
@@ -75,8 +88,10 @@ def test_payload_of_another_model_is_refused_by_name(llama_int8, minilm_int8, us
     with pytest.raises(ArtifactError, match=r"this artifact is not model tiny-llama: graph inputs \['attention_mask', 'input_ids'\] do not match"):
         get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"), get_model("tiny-llama"))
 
-    run = run_suites(f"--artifacts={target.parent.parent}", *CASE)
-    _assert_no_numbers(run, "this artifact is not model tiny-llama: graph inputs")
+    with pytest.raises(ArtifactIdentityError):
+        get_pathway("inc-int8-qdq").load(load_artifact(target), Device("cpu", "cpu"), get_model("tiny-llama"))
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, suites=("test_accuracy.py", "test_artifacts.py"))
+    _assert_not_the_model(run, "this artifact is not model tiny-llama: graph inputs")
 
 
 def test_missing_artifact_under_user_dir(tmp_path, run_suites):

@@ -47,7 +47,8 @@ def ort_llama(tmp_path_factory) -> Path:
 
 def qconform_import(capsys, *args: str) -> tuple[int, str]:
     code = main(["import", *args])
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err  # a refusal is one stderr line
 
 
 def test_ort_quantize_static_model_imports_and_runs(ort_llama, tmp_path, capsys):
@@ -165,3 +166,47 @@ def test_torchao_fp8_checkpoint_imports_with_types_from_the_state_dict(tmp_path,
     # The shared identity check names the first layers whose shapes differ (sorted by name).
     assert code == 1 and "narrow.pt: this artifact is not model tiny-llama: " in out
     assert "layer layers.0.mlp.up_proj: weight shape (192, 96) differs from the model's (256, 128)" in out
+
+
+# What a team's own torchao pipeline does, outside qconform: the model's reference module, quantize_
+# with the int8 dynamic config, torch.save of the state dict.
+TORCHAO_INT8_SCRIPT = """
+import sys
+
+import torch
+from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+from harness.models.base import get_model
+
+module = get_model(sys.argv[1]).reference.eval()
+quantize_(module, Int8DynamicActivationInt8WeightConfig())
+torch.save(module.state_dict(), sys.argv[2])
+"""
+
+
+def test_torchao_int8_checkpoint_made_outside_qconform_imports_and_is_gated(tmp_path, capsys, run_suites):
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    script, payload = tmp_path / "quantize_int8.py", tmp_path / "int8.pt"
+    script.write_text(TORCHAO_INT8_SCRIPT)
+    subprocess.run([sys.executable, str(script), "tiny-llama", str(payload)], check=True, cwd=Path(__file__).resolve().parent.parent, timeout=300)
+
+    code, out = qconform_import(capsys, "--pathway", "torchao-int8-dynamic", "--model", "tiny-llama", str(payload), "--out", str(tmp_path / "arts"))
+    assert code == 0, out
+    recipe = load_artifact(tmp_path / "arts" / "tiny-llama" / "torchao-int8-dynamic").recipe
+    assert recipe == {"weight_dtype": "int8", "weight_granularity": "per-channel", "weight_symmetric": True, "activation_dtype": "int8",
+                      "activation_granularity": "per-token (dynamic)", "model_dtype": "float32"}
+    run = run_suites(f"--artifacts={tmp_path / 'arts'}", "--pathways=torchao-int8-dynamic", "--models=tiny-llama", "-k", "cpu", suites=("test_accuracy.py", "test_artifacts.py"))
+    gated = {r["metric"] for r in run.records(pathway="torchao-int8-dynamic", device="cpu", outcome="passed") if "metric" in r}
+    assert {"min_sqnr_db", "min_token_agreement", "min_layer_weight_sqnr_db", "min_layer_activation_sqnr_db", "min_code_range_use", "max_weight_scale_log2_err"} <= gated, run.output[-3000:]
+    assert run.returncode == 0 and run.summary["verdict"] == "PASS", run.output[-3000:]
+
+    torch.save(get_model("tiny-llama").reference.state_dict(), tmp_path / "float.pt")  # not quantized at all
+    code, out = qconform_import(capsys, "--pathway", "torchao-int8-dynamic", "--model", "tiny-llama", str(tmp_path / "float.pt"), "--out", str(tmp_path / "arts2"))
+    assert code != 0 and "float.pt: no Int8Tensor weights: not a torchao int8 checkpoint" in out
+    subprocess.run([sys.executable, str(script), "minilm-l6", str(tmp_path / "minilm.pt")], check=True, cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    code, out = qconform_import(capsys, "--pathway", "torchao-int8-dynamic", "--model", "tiny-llama", str(tmp_path / "minilm.pt"), "--out", str(tmp_path / "arts3"))
+    assert code == 1 and "minilm.pt: this artifact is not model tiny-llama: " in out

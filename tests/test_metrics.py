@@ -77,3 +77,32 @@ def test_generation_agreement_and_topk():
     assert ids.shape == (6, 5) and (np.diff(lp, axis=1) <= 0).all()
     np.testing.assert_array_equal(ids[:, 0], logits.reshape(6, 50).argmax(axis=1))
     np.testing.assert_allclose(metrics.logprobs_at(logits, ids), lp, rtol=1e-6)
+
+
+def test_wilson_upper_bound_mirrors_the_lower():
+    assert metrics.wilson_upper(0.5, 100) == pytest.approx(0.5962, abs=1e-4)  # textbook value
+    assert metrics.wilson_upper(0.0, 512) == pytest.approx(1 - metrics.wilson_lower(1.0, 512))
+    assert metrics.wilson_lower(0.02, 200) < 0.02 < metrics.wilson_upper(0.02, 200)
+
+
+def test_a_max_proportion_is_judged_on_its_upper_bound():
+    """A planted `max_` proportion (a flip rate): 4 flips in 200 items measures 0.02, under a 0.03
+    budget, but its 95% upper bound (0.050) is not: the verdict uses the bound on the side that can
+    fail, the upper one for a `max_` key, the lower one for a `min_` key (issue 24)."""
+    from harness.gates import METRICS, passes, register_metric
+    from suites.test_accuracy import judge_task_metrics
+
+    register_metric("max_planted_flips", "max", "planted: fraction of items whose label flipped", margin=None, policy=0.03, sample="proportion")
+    try:
+        measured = {"planted_flips": 0.02, "top1_agreement": 0.95, "ranking_agreement": 0.99, "kl_mean": 0.01}
+        judge, extra, notes = judge_task_metrics(measured, {"planted_flips": 200, "top1_agreement": 200, "ranking_agreement": 24, "kl_mean": 200})
+        assert judge["max_planted_flips"] == pytest.approx(metrics.wilson_upper(0.02, 200)) and judge["max_planted_flips"] > 0.03
+        assert passes("max_planted_flips", measured["planted_flips"], 0.03) and not passes("max_planted_flips", judge["max_planted_flips"], 0.03)
+        assert judge["min_top1_agreement"] == pytest.approx(metrics.wilson_lower(0.95, 200))
+        assert set(judge) == {"max_planted_flips", "min_top1_agreement"}  # a correlation and a divergence are judged as measured
+        assert extra["judged_on_upper_bound"] == {"max_planted_flips": judge["max_planted_flips"]}
+        assert extra["judged_on_lower_bound"] == {"min_top1_agreement": judge["min_top1_agreement"]}
+        assert extra["samples"] == {"max_planted_flips": 200, "min_top1_agreement": 200, "min_ranking_agreement": 24}
+        assert "planted_flips judged on its 95% upper bound 0.0503 over 200 items" in notes
+    finally:
+        METRICS.pop("max_planted_flips")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.core import cpu_class
 from tests.hf_checkpoints import BUILDERS
 
 pytest.importorskip("transformers")
@@ -42,7 +43,7 @@ def test_init_then_run_gates_a_checkpoint_end_to_end(name, tmp_path):
 
     first = qconform(project, "run", "--regen-golden", cache, "-p", "no:cacheprovider", "-k", "not speedup")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    assert (project / "golden" / f"my-{name}" / "inc-int8-qdq" / "cpu").is_dir(), "goldens belong beside the project file"
+    assert (project / "golden" / f"my-{name}" / "inc-int8-qdq" / cpu_class()).is_dir(), "goldens belong beside the project file, keyed by device class"
 
     second = qconform(project, "run", cache, "-p", "no:cacheprovider", "-k", "not speedup")
     summary = json.loads((project / "reports" / "summary.json").read_text())

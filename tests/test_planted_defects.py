@@ -11,17 +11,17 @@ from harness.artifacts import write_manifest
 from harness.catalog import CATALOG, GOLDEN_ONLY
 from harness.core import Device
 from harness.pathways.inc_int8_qdq import PAYLOAD
-from tests.planted_defects import FP8_DEFECTS, ONE_LAYER, ONNX_DEFECTS, reseal, rewrite_artifact
+from tests.planted_defects import FP8_DEFECTS, ONE_LAYER, ONNX_DEFECTS, TORCHAO_INT8_DEFECTS, reseal, rewrite_artifact
 from tests.test_property_checks_catch import PROPERTY_DEFECTS
 
 CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
 # Single-layer defects whose failing output gate must name the layer where the error starts.
-NAMES_LAYER = {"one-layer-scales-x4": ONE_LAYER}
+NAMES_LAYER = {"one-layer-scales-x4": ONE_LAYER, "torchao-int8-one-layer-scales-x4": ONE_LAYER}
 # Defects proven by a dedicated test elsewhere: catalog id -> (module, test function).
 ELSEWHERE = {
     "truncated-onnx": ("tests.test_bad_artifacts", "test_truncated_onnx_is_rejected_before_running"),
     "hash-mismatch": ("tests.test_bad_artifacts", "test_hash_mismatch_is_rejected"),
-    "outputs-drifted": ("tests.test_golden_gate", "test_golden_drift_fails_the_golden_gate"),
+    "outputs-drifted": ("tests.test_golden_context", "test_same_context_drift_fails_the_strict_threshold"),
     "slow-kernel": ("tests.test_speed_gate", "test_slow_candidate_fails_the_speedup_gate"),
     "runtimes-disagree": ("tests.test_cross_gate", "test_cross_gate_passes_agreeing_runners_and_fails_a_diverging_one"),
     "e5m2-artifact-declared-e4m3": ("tests.test_planted_defects", "test_e5m2_declared_as_e4m3_fails_the_format_gates"),
@@ -38,7 +38,7 @@ def _no_golden(tmp_path) -> str:
 
 
 def test_catalog_and_planted_tests_are_the_same_list():
-    planted = set(ONNX_DEFECTS) | set(FP8_DEFECTS) | set(PROPERTY_DEFECTS) | set(ELSEWHERE)
+    planted = set(ONNX_DEFECTS) | set(FP8_DEFECTS) | set(TORCHAO_INT8_DEFECTS) | set(PROPERTY_DEFECTS) | set(ELSEWHERE)
     assert planted == {entry.id for entry in CATALOG}
     for module, function in ELSEWHERE.values():
         assert hasattr(importlib.import_module(module), function), f"{module}.{function} is gone"
@@ -98,6 +98,37 @@ def test_clean_fp8_artifact_passes_every_gate(llama_fp8, user_artifacts, run_sui
     run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-fp8-ref", "--models=tiny-llama", _no_golden(tmp_path), suites=("test_accuracy.py", "test_artifacts.py"))
     assert run.returncode == 0, run.output
     assert run.records(outcome="passed", metric="max_input_amax_ratio")
+
+
+INT8_CASE = ("--pathways=torchao-int8-dynamic", "--models=tiny-llama", "-k", "cpu")
+
+
+@pytest.mark.parametrize("entry", [e for e in CATALOG if e.id in TORCHAO_INT8_DEFECTS], ids=lambda e: e.id)
+def test_planted_torchao_int8_defect_fails_its_gate(entry, llama_torchao_int8, user_artifacts, run_suites, tmp_path):
+    """The same defect classes in a torchao state dict (Int8Tensor weights), found by the same gates."""
+    plant, recipe_changes, suites = TORCHAO_INT8_DEFECTS[entry.id]
+    target = user_artifacts(llama_torchao_int8)
+    plant(target)
+    reseal(target, llama_torchao_int8, recipe={**llama_torchao_int8.manifest["recipe"], **recipe_changes})
+
+    run = run_suites(f"--artifacts={target.parent.parent}", *INT8_CASE, _no_golden(tmp_path), suites=suites)
+
+    assert run.returncode == 1, run.output
+    failed = {r["check"] for r in run.records(outcome="failed")}
+    assert entry.gate in failed, f"{entry.gate} did not fail; failed: {failed}\n{run.output}"
+    assert entry.cause in run.output
+    if entry.id in NAMES_LAYER:  # the output gate fails and says where the error starts
+        assert "output_agreement" in failed, run.output
+        assert f"error starts at layer {NAMES_LAYER[entry.id]} (SQNR" in run.output, run.output
+
+
+def test_clean_torchao_int8_artifact_passes_every_gate(llama_torchao_int8, user_artifacts, run_suites, tmp_path):
+    """Control for the torchao int8 defects: the unmodified artifact passes the same gates."""
+    target = user_artifacts(llama_torchao_int8)
+    run = run_suites(f"--artifacts={target.parent.parent}", *INT8_CASE, _no_golden(tmp_path), suites=("test_accuracy.py", "test_artifacts.py"))
+    assert run.returncode == 0, run.output
+    assert run.records(outcome="passed", metric="min_token_agreement")
+    assert run.records(outcome="passed", metric="min_code_range_use")
 
 
 def test_per_tensor_scales_turn_the_decoder_to_garbage(llama_int8, user_artifacts, run_suites):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -51,7 +52,62 @@ def test_shards_merge_back_into_the_whole_run(llama_int8, run_suites, tmp_path):
     assert "Release verdict: PASS" in (out / "conformance-merged.html").read_text()
 
 
-def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suites):
+# Runs in a child pytest: each case is dropped (runner, outputs) once its last item has run; a test
+# that asks for a released case again (the cross-runtime tests do) gets it loaded again.
+RELEASE_SUITE = """
+from harness.session import cases
+
+CPU = {"where": lambda pathway, kind: kind == "cpu"}
+LOADED = {}
+
+
+def _key(case):
+    return (case.model.id, case.pathway.name, case.device.kind)
+
+
+@cases(**CPU)
+def test_first(case, qc):
+    LOADED[("first", _key(case))] = set(qc._cases)
+
+
+@cases(**CPU)
+def test_second(case, qc):
+    LOADED[("second", _key(case))] = set(qc._cases)
+
+
+@cases(where=lambda pathway, kind: kind == "cpu" and pathway.name == "inc-fp8-ref")
+def test_borrows_a_released_case(case, qc):
+    int8 = ("tiny-llama", "inc-int8-qdq", "cpu")
+    assert set(qc._cases) == {_key(case)}  # INT8's items have all run: released
+    assert qc.case(case.model, "inc-int8-qdq", "cpu").outputs and int8 in qc._cases  # loaded again
+
+
+def test_nothing_is_left_loaded(qc):
+    fp8, int8 = ("tiny-llama", "inc-fp8-ref", "cpu"), ("tiny-llama", "inc-int8-qdq", "cpu")
+    assert LOADED[("first", fp8)] == {fp8} and LOADED[("first", int8)] == {fp8, int8}
+    assert LOADED[("second", fp8)] == LOADED[("second", int8)] == {fp8, int8}  # the FP8 case has one more item
+    assert qc._cases == {}  # and what the borrowing test loaded again went with its teardown
+"""
+
+
+def test_each_runner_is_released_after_its_last_item(llama_int8, llama_fp8, run_suites, tmp_path):
+    suite = tmp_path / "test_release.py"
+    suite.write_text(RELEASE_SUITE)
+    run = run_suites("--pathways=inc-fp8-ref,inc-int8-qdq", "--models=tiny-llama", f"--rootdir={REPO}", suites=(str(suite),))
+    assert run.returncode == 0, run.output[-3000:]
+    assert len(run.records(outcome="passed")) == 6, run.output[-3000:]
+
+
+def _profile_with_table(tmp_path: Path, pathway: str) -> Path:
+    """cpu.toml plus a table for a planted pathway: the INT8 QDQ thresholds it inherits its build from."""
+    cpu = (REPO / "harness/profiles/cpu.toml").read_text()
+    table = cpu[cpu.index("[inc-int8-qdq.tiny-llama]") :].split("\n[", 1)[0].replace("[inc-int8-qdq.tiny-llama]", f"[{pathway}.tiny-llama]")
+    path = tmp_path / "planted.toml"
+    path.write_text(cpu + "\n" + table + "\n")
+    return path
+
+
+def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suites, tmp_path):
     run = run_suites(
         "-p",
         "tests.planted_pathways",
@@ -61,7 +117,7 @@ def test_a_hung_backend_fails_its_test_and_the_run_goes_on(llama_int8, run_suite
         "-k",
         "output_agreement",
         "--profile",
-        str(REPO / "harness/profiles/cpu.toml"),
+        str(_profile_with_table(tmp_path, "planted-hang")),
     )
     assert run.returncode == 1, run.output
     [hung] = run.records(pathway="planted-hang", device="cpu")

@@ -40,8 +40,8 @@ def test_sharding_does_not_change_the_hash(tmp_path):
 
 
 def test_hash_weights_refuses_what_it_cannot_hash(tmp_path, capsys):
-    assert main(["hash-weights", str(tmp_path)]) == 1
-    assert "no *.safetensors files" in capsys.readouterr().out
+    assert main(["hash-weights", str(tmp_path)]) == 4  # USAGE ERROR, as from every subcommand
+    assert "no *.safetensors files" in capsys.readouterr().err
 
 
 def test_onnx_initializers_hash_like_the_same_tensors_in_safetensors(tmp_path):

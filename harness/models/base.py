@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,10 @@ class ModelSpec:
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     primary_output: str = ""
+    # The kind of model: its kind object's name (harness/models/kinds.py: "causal-lm", "encoder" ...),
+    # which policy table of defaults.toml gates a threshold the device profile lacks. None: the
+    # device profile must have every threshold.
+    kind: str | None = None
     # Which task metrics this model reports, higher is better; the accuracy suite gates each
     # against the profile's thresholds.
     task_metric_names: tuple[str, ...] = ()
@@ -36,12 +41,22 @@ class ModelSpec:
     int8_keep_float: tuple[str, ...] = ()
     # Python modules the model needs (its weights' package), with the install hint.
     requires: dict[str, str] = {}
+    # The module types that are weight layers (what an artifact quantizes, and what identity, layout
+    # and localization checks compare it with), each with how it stores its weight: "out,in" (torch
+    # Linear) or "in,out" (transformers' Conv1D, GPT-2's). A "module:Class" string is looked up only
+    # once that module is imported (no model holds a Conv1D before). A kind or model extends it.
+    weight_layer_types: dict[type | str, str] = {torch.nn.Linear: "out,in", "transformers.pytorch_utils:Conv1D": "in,out"}
 
     def unavailable(self) -> str | None:
         for module, hint in self.requires.items():
             if importlib.util.find_spec(module) is None:
                 return f"model {self.id}: Python package {module!r} is not installed ({hint})"
         return None
+
+    def validate(self) -> None:
+        """Check what the model reads (tokenizer, data files, that its architecture loads) before any
+        test runs, cheaply: no weights loaded. A problem is a ValueError naming the file (and line),
+        in one line; the session turns it into a usage error. Default: nothing to check."""
 
     def build_reference(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -91,9 +106,10 @@ class ModelSpec:
         """Why this model cannot feed `pathway` (e.g. an ONNX file to a torch pathway), or None."""
         return None
 
-    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
-        """Per task metric: (items it is measured on, "proportion" or "correlation"), for sample-size
-        aware gates and the smallest detectable change. Empty when not known."""
+    def task_metric_samples(self, reference: Tensors) -> dict[str, int]:
+        """Per task metric: the items it is measured on, for sample-size aware gates and the smallest
+        detectable change (whether it is a proportion or a correlation is its harness/gates.Metric's
+        `sample`). Empty when not known."""
         return {}
 
     # -- shared machinery -------------------------------------------------------------------
@@ -121,14 +137,45 @@ class ModelSpec:
         ("layers.0.mlp.up_proj") or an ONNX node ("/layers.0/mlp/up_proj/MatMul_quant")."""
         module = dict(self.reference.named_modules()).get(module_path(layer_name))
         weight = getattr(module, "weight", None)
-        return None if weight is None else weight.detach().float().cpu().numpy()
+        if weight is None:
+            return None
+        weight = weight.detach().float().cpu().numpy()
+        return weight.T if self._weight_layout(module) == "in,out" else weight  # (out, in), as a Linear's
+
+    def _weight_layer_types(self) -> dict[type, str]:
+        found = {}
+        for kind, layout in self.weight_layer_types.items():
+            if isinstance(kind, str):
+                module_name, _, class_name = kind.partition(":")
+                kind = getattr(sys.modules.get(module_name), class_name, None)
+            if isinstance(kind, type):
+                found[kind] = layout
+        return found
+
+    def _weight_layout(self, module: Any) -> str | None:
+        return next((layout for kind, layout in self._weight_layer_types().items() if isinstance(module, kind)), None)
+
+    def weight_layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every weight layer's (weight_layer_types) weight shape, oriented (out, in), by module path:
+        what an artifact must match."""
+        types = self._weight_layer_types()
+        shapes = {}
+        for name, module in self.reference.named_modules():
+            layout = next((layout for kind, layout in types.items() if isinstance(module, kind)), None)
+            if layout is not None:
+                shape = tuple(module.weight.shape)
+                shapes[name] = shape[::-1] if layout == "in,out" else shape
+        return shapes
+
+    def weight_layer_names(self) -> list[str]:
+        return list(self.weight_layer_shapes())
+
+    # The names before weight layers were more than Linear layers (pathways call them).
+    def linear_weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.weight_layer_shapes()
 
     def linear_layer_names(self) -> list[str]:
-        return list(self.linear_weight_shapes())
-
-    def linear_weight_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every Linear layer's weight shape (out, in), by module path: what an artifact must match."""
-        return {name: tuple(mod.weight.shape) for name, mod in self.reference.named_modules() if isinstance(mod, torch.nn.Linear)}
+        return self.weight_layer_names()
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         """Export the fp32 reference with the TorchScript-based exporter (no onnxscript needed)."""

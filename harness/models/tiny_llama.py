@@ -136,6 +136,7 @@ class TinyLlamaSpec(ModelSpec):
     input_names = ("input_ids",)
     output_names = ("logits",)
     primary_output = "logits"
+    kind = "causal-lm"
     task_metric_names = ("token_agreement",)
     dynamic_axes = {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
 
@@ -167,8 +168,8 @@ class TinyLlamaSpec(ModelSpec):
     def task_metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
         return {"token_agreement": argmax_agreement(reference["logits"], candidate["logits"])}
 
-    def task_metric_samples(self, reference: Tensors) -> dict[str, tuple[int, str]]:
-        return {"token_agreement": (int(np.prod(reference["logits"].shape[:-1])), "proportion")}  # one per position
+    def task_metric_samples(self, reference: Tensors) -> dict[str, int]:
+        return {"token_agreement": int(np.prod(reference["logits"].shape[:-1]))}  # one per position
 
 
 SPEC = register_model(TinyLlamaSpec())

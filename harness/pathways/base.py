@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness.artifacts import Artifact, write_manifest
 from harness.core import RECIPE_KEYS, Device, Runner, Tensors, load_entry_points
+from harness.payloads import NoPayloadReader
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
@@ -86,6 +87,9 @@ class Pathway:
         payload's real layout is gated against; the manifest's recipe must agree with it."""
         return {key: value for key, value in self.recipe(model).items() if key in RECIPE_KEYS}
 
+    # Whether its artifacts carry calibration statistics (recorded_statistics below is gated).
+    records_statistics: bool = False
+
     def recorded_statistics(self, artifact: Artifact) -> dict[str, dict[str, float]] | None:
         """Calibration statistics the artifact carries, per layer ("weight_amax", "input_amax"),
         or None when this pathway records none."""
@@ -97,6 +101,12 @@ class Pathway:
     def load(self, artifact: Artifact, device: Device, model: "ModelSpec") -> Runner:
         """A runner for `artifact` on `device`; `model` is the reference it was built from."""
         raise NotImplementedError
+
+    def read_payload(self, payloads: list[Path], model: "ModelSpec") -> tuple[dict[str, Path], dict[str, Any]]:
+        """`qconform import`: payload files made outside qconform -> (artifact file name -> source
+        file, the recipe read from the payload itself), after checking they belong to `model`
+        (refusals: harness/payloads.py). Without a reader the recipe must come from --set."""
+        raise NoPayloadReader(f"qconform cannot read a {self.name} payload's recipe; give it with --set KEY=VALUE (docs/artifacts.md)")
 
 
 def _version(package: str) -> str:
@@ -131,9 +141,8 @@ def all_pathways() -> list[Pathway]:
 
 
 def _load_builtin() -> None:
-    # Importing the package registers the built-in pathways; then those of installed plugins.
-    import harness.pathways  # noqa: F401
-
+    # The built-in pathways are registered already: importing this module first runs the package's
+    # __init__ (harness/pathways/__init__.py), which imports every pathway module. Then plugins'.
     load_entry_points("qconform.pathways", Pathway, _add_pathway, lambda p: p.name in PATHWAYS)
 
 

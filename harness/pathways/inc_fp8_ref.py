@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,17 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from harness import probes
 from harness.artifacts import Artifact, ArtifactError
-from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.core import DTYPES, FP8_FORMATS, Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.identity import check_layer_names
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
+from harness.payloads import ImportRefused, WrongArtifact, refuse
 from harness.runtimes.torch import TorchRunner
 from harness.trust import check_npz
 
+# The reference is INC's CPU emulation, GPU or not. INC picks its accelerator when it is first
+# imported; on a CUDA machine it would pick CUDA and refuse to save calibration results ("supported
+# only in HPU", seen on an H200), so CPU is set before any INC import here.
+os.environ.setdefault("INC_TARGET_DEVICE", "cpu")
 STATS = "measure"  # INC's dump_stats_path prefix inside the artifact
-FORMATS = {"E4M3": "float8_e4m3fn", "E5M2": "float8_e5m2"}
 
 
 def npz_stats(dump: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +64,6 @@ def npz_stats(dump: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fp8_config(fmt: str, stats_dir: Path, mode: str):
-    os.environ.setdefault("INC_TARGET_DEVICE", "cpu")  # the reference is CPU emulation, GPU or not
     from neural_compressor.torch.quantization import FP8Config
 
     return FP8Config(
@@ -72,6 +75,19 @@ def _fp8_config(fmt: str, stats_dir: Path, mode: str):
         allowlist={"names": [], "types": ["Linear"]},
         dump_stats_path=str(stats_dir / STATS),
     )
+
+
+def float8_round_trip(device: Device) -> str:
+    """The capability probe (harness/probes.py): INC's FP8 CPU emulation casts to torch's float8
+    dtypes and back."""
+    import torch
+
+    values = torch.tensor([0.5, -1.5, 448.0])
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        back = values.to(dtype).float()
+        if not torch.equal(back, values):
+            raise RuntimeError(f"{dtype} round trip changed {values.tolist()} to {back.tolist()}")
+    return "float8_e4m3fn and float8_e5m2 casts on cpu"
 
 
 def read_layout(module) -> QuantLayout:
@@ -110,6 +126,7 @@ def _write_npz(source: Path, target: Path) -> None:
 @register
 class IncFp8Reference(Pathway):
     name = "inc-fp8-ref"
+    records_statistics = True
     description = "Intel Neural Compressor FP8 E4M3 (measure, then quantize) in CPU QDQ emulation: the FP8 reference"
     devices = ("cpu",)
     requires = {"neural_compressor": "pip install 'qconform[cpu]' (neural-compressor-pt >= 3.5 has the CPU QDQ path)"}
@@ -118,12 +135,12 @@ class IncFp8Reference(Pathway):
     fp8_format = "E4M3"
 
     def probe_operation(self, device: Device):
-        return "torch float8 cast round trip", probes.float8_round_trip
+        return "torch float8 cast round trip", float8_round_trip
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         return {
             "fp8_format": self.fp8_format,
-            "weight_dtype": FORMATS[self.fp8_format],
+            "weight_dtype": FP8_FORMATS[self.fp8_format],
             "weight_granularity": "per-tensor",
             "activation": "static per-tensor, measured amax",
             "scale_method": "maxabs_pow2",
@@ -134,7 +151,7 @@ class IncFp8Reference(Pathway):
         }
 
     def expected_recipe(self, model: ModelSpec) -> dict[str, Any]:
-        fp8 = FORMATS[self.fp8_format]
+        fp8 = FP8_FORMATS[self.fp8_format]
         return {
             "weight_dtype": fp8,
             "weight_granularity": "per-tensor",
@@ -156,6 +173,49 @@ class IncFp8Reference(Pathway):
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path}: not Neural Compressor's maxabs statistics ({type(exc).__name__}: {exc})") from exc
 
+    def read_payload(self, payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
+        """INC's dump_stats_path files (<prefix>_hooks_maxabs.json/.npz, ..._MAXABS_POW2.json/.npz,
+        ..._mod_list.json), renamed to the prefix the pathway gives INC; the FP8 format from the
+        scales (harness/core.py DTYPES: E4M3's largest value 448, E5M2's 57344)."""
+        files, docs = {}, {}
+        for path in payloads:
+            match = re.search(r"_hooks_.*\.(json|npz)$", path.name)
+            if match is None:
+                raise ImportRefused(f"{path}: not an INC FP8 dump (expected <prefix>_hooks_*.json or .npz from dump_stats_path)")
+            files[STATS + match.group(0)] = path  # INC finds them by the prefix the pathway gives it
+            if path.suffix == ".json":  # the .npz files hold the same numbers for INC's own reload
+                docs[match.group(0)] = json.loads(path.read_text())
+        modules = next((d for d in docs.values() if isinstance(d, list)), None)
+        measured = next((d for d in docs.values() if isinstance(d, dict) and d.get("Mode") == "DynamicRange"), None)
+        scales_name, scales = next(((n, d) for n, d in docs.items() if isinstance(d, dict) and d.get("Mode") == "Scale"), (None, None))
+        if modules is None or measured is None or scales is None:
+            raise ImportRefused(f"need the measurement, scale and mod_list dumps of one INC run; got {[str(p) for p in payloads]}")
+        linears = set(model.linear_layer_names())
+        problems = [f"layer {name}: not a Linear layer of model {model.id}" for name in modules if name not in linears]
+        for name, node in measured["Nodes"].items():
+            reference = model.reference_weight(name)
+            if reference is not None and "weight" in node.get("params", {}):
+                amax, expected = float(np.max(node["params"]["weight"])), float(np.abs(reference).max())
+                if not np.isclose(amax, expected, rtol=1e-3):
+                    problems.append(f"layer {name}: measured weight amax {amax:.6g} differs from the model's {expected:.6g}")
+        refuse(problems, payloads[0], model)
+        # pow2 scales put amax/scale within (fmax*backoff/2, fmax*backoff]: the smallest format whose largest value it fits.
+        ratio = max(float(np.max(measured["Nodes"][n]["params"]["weight"])) / float(s["params"]["weight"]) for n, s in scales["Nodes"].items() if "weight" in s.get("params", {}))
+        fp8_format = next((f for f, name in sorted(FP8_FORMATS.items(), key=lambda item: DTYPES[item[1]].qmax) if ratio <= DTYPES[name].qmax), None)
+        if fp8_format is None:
+            raise ImportRefused(f"{files and payloads[0]}: weight amax/scale reaches {ratio:.4g}, beyond any FP8 format's range")
+        if self.fp8_format != fp8_format:
+            raise WrongArtifact(f"the dumps hold {fp8_format} scales (amax/scale up to {ratio:.4g}); pathway {self.name} quantizes {self.fp8_format}")
+        recipe = {
+            "fp8_format": fp8_format,
+            "weight_dtype": FP8_FORMATS[fp8_format],
+            "weight_granularity": "per-tensor",
+            "activation": "static per-tensor, measured amax",
+            "scale_method": scales_name.removeprefix("_hooks_maxabs_").removesuffix(".json").lower(),
+            "module_types": ["Linear"],
+        }
+        return files, recipe
+
     def _quantize(self, model: ModelSpec, stats_dir: Path):
         from neural_compressor.torch.quantization import convert
 
@@ -164,8 +224,12 @@ class IncFp8Reference(Pathway):
     def dump_stats(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> None:
         """INC's measurement and derived scales, each as .json and (pickled) .npz, into `out_dir`."""
         import torch
+        from neural_compressor.torch.algorithms.fp8_quant._core import save_measure
         from neural_compressor.torch.quantization import finalize_calibration, prepare
 
+        # INC appends every measured model's layer list to one process-wide list (save_measure.gmod_list)
+        # and dumps all of it: a second build in the process would carry the first model's layers.
+        save_measure.gmod_list.clear()
         measured = prepare(copy.deepcopy(model.reference).float().eval(), _fp8_config(self.fp8_format, out_dir, "MEASURE"))
         with torch.inference_mode():
             for batch in calib:

@@ -15,15 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
-from harness import probes
 from harness.artifacts import Artifact, ArtifactError
-from harness.core import Device, Runner, Tensors
-from harness.identity import check_onnx_matches
+from harness.core import Device, QuantLayout, Runner, Tensors
+from harness.identity import check_onnx_matches, weight_value_mismatch
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
+from harness.payloads import ImportRefused, external_data_files, pick, refuse, same_model, single
+from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing, ort_session
 
 PAYLOAD = "model.qdq.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -84,6 +85,53 @@ def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: di
     return out_path
 
 
+def qdq_recipe(layout: QuantLayout, onnx_model, payload: Path) -> dict[str, Any]:
+    """The recipe a QDQ graph states about itself."""
+    layers = list(layout.layers.values())
+    if not layers:
+        raise ImportRefused(f"{payload}: no weight layer is quantized (no DequantizeLinear feeds a MatMul/Gemm/Conv weight)")
+    ops = {n.name or n.output[0]: n.op_type for n in onnx_model.graph.node}
+    recipe: dict[str, Any] = {
+        "format": "QDQ",
+        "opset": next(o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")),
+        "op_types": sorted({ops[layer.name] for layer in layers}),
+        "weight_dtype": single({layer.dtype for layer in layers}, "weight dtype", payload),
+        "weight_granularity": single({layer.weight_granularity for layer in layers}, "weight granularity", payload),
+        "weight_symmetric": all(layer.weight_zero_points is None or not np.any(layer.weight_zero_points) for layer in layers),
+    }
+    axes = {layer.weight_axis for layer in layers if layer.weight_axis is not None}
+    if len(axes) == 1:
+        recipe["weight_axis"] = axes.pop()
+    act_dtypes = {layer.activation_dtype for layer in layers if layer.activation_dtype}
+    act_granularities = {layer.activation_granularity for layer in layers if layer.activation_granularity}
+    if act_dtypes:
+        recipe["activation_dtype"] = single(act_dtypes, "activation dtype", payload)
+    if act_granularities:
+        recipe["activation_granularity"] = single(act_granularities, "activation granularity", payload)
+    if onnx_model.producer_name:
+        recipe["producer"] = f"{onnx_model.producer_name} {onnx_model.producer_version}".strip()
+    return recipe
+
+
+def read_qdq_payload(payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
+    """`qconform import` of a QDQ graph (any QDQ producer: INC, ONNX Runtime's quantize_static, ...):
+    checked against the model (inputs, layer names, weight shapes and values), with the ONNX
+    external data it references; the recipe read from the graph."""
+    from harness.qdq import load_model, read_layout
+
+    payload = pick(payloads, (".onnx",), "ONNX QDQ graph")
+    try:
+        onnx_model = load_model(payload)
+    except ArtifactError as exc:
+        raise ImportRefused(str(exc)) from exc
+    same_model(check_onnx_matches, onnx_model, model, payload)  # graph inputs, layer names, weight shapes
+    layout = read_layout(onnx_model)
+    references = {name: model.reference_weight(name) for name in layout.layers}
+    refuse([weight_value_mismatch(name, layer.dequantized_weight, references[name]) for name, layer in layout.layers.items() if references[name] is not None], payload, model)
+    files = {PAYLOAD: payload, **external_data_files(payload, reserved={PAYLOAD})}
+    return files, qdq_recipe(layout, onnx_model, payload)
+
+
 @register
 class IncInt8Qdq(Pathway):
     name = "inc-int8-qdq"
@@ -103,7 +151,7 @@ class IncInt8Qdq(Pathway):
 
     def probe_operation(self, device: Device):
         provider = PROVIDERS[device.kind]
-        return f"onnxruntime InferenceSession on {provider}", probes.ort_session(provider)
+        return f"onnxruntime InferenceSession on {provider}", ort_session(provider)
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         return {
@@ -123,6 +171,9 @@ class IncInt8Qdq(Pathway):
     def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
         build_qdq(model, calib, out_dir / PAYLOAD, self.recipe(model))
         return self.finish(out_dir, model, Device.detect())
+
+    def read_payload(self, payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
+        return read_qdq_payload(payloads, model)
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         runner = OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind], artifact_dir=artifact.path)

@@ -30,16 +30,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import probes
 from harness.artifacts import Artifact, ArtifactError
 from harness.core import Device, Runner, Tensors
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import PAYLOAD as QDQ_PAYLOAD
-from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq, export_for_quantization
+from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq, export_for_quantization, read_qdq_payload
+from harness.payloads import pick
 from harness.qdq import load_model
-from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing
-from harness.runtimes.tensorrt import TensorRTRunner, refuse_plugin_libraries, tensorrt_missing
+from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing, ort_session
+from harness.runtimes.tensorrt import TensorRTRunner, deserialize, refuse_plugin_libraries, tensorrt_missing
 
 ENGINE = "model.engine"
 WORKSPACE_MIB = 2048
@@ -83,6 +83,27 @@ def builder_config(trt, builder, workspace_mib: int) -> Any:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     config.clear_flag(trt.BuilderFlag.TF32)  # fp32 stays fp32 (ENGINE_RECIPE)
     return config
+
+
+def tensorrt_build(device: Device) -> str:
+    """The capability probe (harness/probes.py) of the engine pathways: a Builder builds a one-layer
+    strongly typed network (ReLU) with the pathway's builder settings, and a Runtime (host code
+    disallowed) deserializes it into an execution context."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = strongly_typed_network(trt, builder)
+    tensor = network.add_input("x", trt.DataType.FLOAT, (1, 8))
+    layer = network.add_activation(tensor, trt.ActivationType.RELU)
+    network.mark_output(layer.get_output(0))
+    config = builder_config(trt, builder, 64)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("Builder.build_serialized_network returned None for a one-layer network")
+    engine = deserialize(trt, bytes(serialized), logger)
+    engine.create_execution_context()
+    return f"TensorRT {trt.__version__}: one-layer engine built and deserialized"
 
 
 def build_engine(onnx_path: Path, model: ModelSpec, workspace_mib: int) -> bytes:
@@ -179,6 +200,10 @@ class _FromQdq(Pathway):
     def add_engine(self, model: ModelSpec, out_dir: Path) -> None:
         """Runners that execute the graph directly need nothing more."""
 
+    def read_payload(self, payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
+        files, recipe = read_qdq_payload(payloads, model)
+        return files, {**recipe, "runtime": self.name}
+
 
 @register
 class TensorRTEngine(_FromQdq):
@@ -191,7 +216,7 @@ class TensorRTEngine(_FromQdq):
         return f"{self.name}: {missing}" if missing else super().unavailable(device)
 
     def probe_operation(self, device: Device):
-        return "TensorRT Builder (one-layer strongly typed network) + Runtime", probes.tensorrt_build
+        return "TensorRT Builder (one-layer strongly typed network) + Runtime", tensorrt_build
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         # The engine cache key: the QDQ recipe, what the builder is told, TensorRT version (tool_packages) and the GPU.
@@ -199,6 +224,11 @@ class TensorRTEngine(_FromQdq):
 
     def add_engine(self, model: ModelSpec, out_dir: Path) -> None:
         (out_dir / ENGINE).write_bytes(build_engine(out_dir / QDQ_PAYLOAD, model, WORKSPACE_MIB))
+
+    def read_payload(self, payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
+        """The QDQ graph and the engine built from it (checked against this GPU when it loads)."""
+        files, recipe = super().read_payload([p for p in payloads if p.suffix not in (".engine", ".plan")], model)
+        return {**files, ENGINE: pick(payloads, (".engine", ".plan"), "TensorRT engine")}, recipe
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         import tensorrt as trt
@@ -237,7 +267,7 @@ class TensorRTOrtEP(_FromQdq):
     provider = "TensorrtExecutionProvider"
 
     def probe_operation(self, device: Device):
-        return f"onnxruntime InferenceSession on {self.provider}", probes.ort_session(self.provider)
+        return f"onnxruntime InferenceSession on {self.provider}", ort_session(self.provider)
 
     def unavailable(self, device: Device) -> str | None:
         reason = super().unavailable(device)

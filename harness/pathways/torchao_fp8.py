@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import probes
 from harness.artifacts import Artifact, ArtifactError
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.identity import align_state_dict, check_state_dict_matches
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
+from harness.payloads import read_quantized_state_dict
 from harness.runtimes.torch import TorchRunner
 from harness.trust import load_torch_file
 
@@ -60,6 +60,22 @@ def describe_float8(weight) -> dict[str, str | None]:
         "activation_dtype": str(act.float8_dtype).removeprefix("torch.") if act is not None else None,
         "activation_granularity": f"dynamic {type(act.granularity).__name__}" if act is not None else "none (weight-only)",
     }
+
+
+def rowwise_scaled_mm(device: Device) -> str:
+    """The capability probe (harness/probes.py): the GEMM torchao's Float8 rowwise recipe runs,
+    float8_e4m3fn operands, one float32 scale per row of A and per column of B, bf16 out, B
+    column-major."""
+    where = "cuda" if device.kind == "cuda" else "cpu"
+    a = torch.randn(16, 32, device=where).to(torch.float8_e4m3fn)
+    w = torch.randn(16, 32, device=where).to(torch.float8_e4m3fn)
+    scale_a = torch.full((16, 1), 0.5, device=where)
+    scale_b = torch.full((1, 16), 2.0, device=where)
+    out = torch._scaled_mm(a, w.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
+    expected = a.float() @ w.float().t()
+    if not torch.allclose(out.float(), expected, rtol=2e-2, atol=2e-2):
+        raise RuntimeError(f"row-wise _scaled_mm returned wrong values (max error {(out.float() - expected).abs().max().item():.3g})")
+    return f"16x32 @ 32x16 on {where}"
 
 
 def read_layout(module: torch.nn.Module) -> QuantLayout:
@@ -112,7 +128,7 @@ class TorchaoFp8Rowwise(Pathway):
         return None
 
     def probe_operation(self, device: Device):
-        return "torch._scaled_mm, float8_e4m3fn with row-wise scales (torchao's rowwise FP8 GEMM)", probes.rowwise_scaled_mm
+        return "torch._scaled_mm, float8_e4m3fn with row-wise scales (torchao's rowwise FP8 GEMM)", rowwise_scaled_mm
 
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
         return {
@@ -126,6 +142,14 @@ class TorchaoFp8Rowwise(Pathway):
 
     def _fresh(self, model: ModelSpec) -> torch.nn.Module:
         return copy.deepcopy(model.reference).to(device="cuda", dtype=torch.bfloat16).eval()
+
+    def read_payload(self, payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
+        """A state dict saved after quantize_ (Float8Tensor weights: torch.load safe globals once
+        torchao is imported); the recipe from its Float8Tensors."""
+        import torchao.quantization  # noqa: F401  registers torchao's tensor types as torch.load safe globals
+
+        payload, recipe = read_quantized_state_dict(payloads, model, is_fp8_weight, describe_float8, "no Float8Tensor weights: not a torchao FP8 checkpoint")
+        return {PAYLOAD: payload}, recipe
 
     def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
         module = quantize_module(self._fresh(model))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
-from harness.core import QuantLayout, Runner, Tensors
+from harness.core import Device, QuantLayout, Runner, Tensors
 from harness.qdq import load_model, read_layout
 
 
@@ -79,3 +80,28 @@ class OrtQdqRunner(Runner):
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider}"
+
+
+def ort_session(provider: str) -> Callable[[Device], str]:
+    """The capability probe (harness/probes.py) of a pathway that runs on `provider`: a one-node
+    graph (Relu) in an InferenceSession there, with the provider asserted."""
+
+    def run(device: Device) -> str:
+        import numpy as np
+        import onnx
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])]
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+        with tempfile.TemporaryDirectory(prefix="qconform-probe-") as tmp:
+            path = Path(tmp) / "relu.onnx"
+            onnx.save(model, str(path))
+            runner = OrtQdqRunner(path, provider)  # raises when the provider is missing or ORT falls back
+        y = runner({"x": np.array([-1, 0, 2, 3], np.float32)})["y"]
+        if y.tolist() != [0, 0, 2, 3]:
+            raise RuntimeError(f"Relu on {provider} returned {y.tolist()}")
+        return f"Relu session on {provider}"
+
+    return run
