@@ -1,6 +1,6 @@
 """`qconform build | run | report`: the commands a release pipeline calls.
 
-Every subcommand exits with the verdict table's codes (harness/gates.py EXIT_CODES): a usage problem
+Every subcommand exits with the verdict table's codes (harness/judge/gates.py EXIT_CODES): a usage problem
 (a missing file, a bad argument, an unknown model or pathway, an existing qconform.toml) is 4 with
 one line on stderr, `qconform <command>: <why>`."""
 
@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 from harness import importer
-from harness.artifacts import ArtifactError
+from harness.artifacts.errors import ArtifactError
 from harness.config import ConfigError, load_project
 from harness.core import Device
-from harness.gates import EXIT_CODES
+from harness.judge.gates import EXIT_CODES
 from harness.models.base import all_models
 from harness.pathways.base import all_pathways, get_pathway
-from harness.report import SummaryError, merge_summaries, read_summary, records_from, standalone_html, table_rows, write_summary
-from harness.session import check_project_pathways, find_model, pick, user_models
-from harness.store import ArtifactStore
+from harness.report.html import standalone_html, table_rows
+from harness.report.summary import SummaryError, merge_summaries, read_summary, records_from, write_summary
+from harness.run.session import check_project_pathways, find_model, pick, user_models
+from harness.run.store import ArtifactStore
 
 USAGE_ERROR = EXIT_CODES["USAGE ERROR"]  # pytest's code for bad options: the same for qconform's own commands
 
@@ -100,7 +101,7 @@ def find_suites(explicit: Path | None) -> Path:
 def _pytest_options() -> list[tuple[tuple[str, ...], dict]]:
     """qconform's own pytest options, read from the plugin's pytest_addoption (the one place they
     are declared), so `qconform run --help` lists them and passes them on."""
-    from harness import plugin
+    from harness.run import plugin
 
     class Collect:
         def __init__(self):
@@ -143,11 +144,11 @@ def pytest_plugin_args(suites: Path) -> list[str]:
     register it; suites run from elsewhere without either get it by module name."""
     import importlib.metadata
 
-    if any(ep.value == "harness.plugin" for ep in importlib.metadata.entry_points(group="pytest11")):
+    if any(ep.value == "harness.run.plugin" for ep in importlib.metadata.entry_points(group="pytest11")):
         return ["-p", "qconform"]  # also when PYTEST_DISABLE_PLUGIN_AUTOLOAD is set
     if (suites.parent / "conftest.py").is_file():
         return []
-    return ["-p", "harness.plugin"]
+    return ["-p", "harness.run.plugin"]
 
 
 def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
@@ -247,7 +248,7 @@ def _table_of(record: dict) -> tuple[str, ...]:
 
 def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
     """Measure this device `--runs` times (or take given summaries) and write a profile with margins."""
-    from harness.thresholds import calibrated_profile
+    from harness.judge.thresholds import calibrated_profile
 
     summaries = [Path(p) for p in args.summaries]
     if not summaries:
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_init(model: Path, out: Path = Path("qconform.toml")) -> int:
     """Write a starting project file for a checkpoint directory or .onnx file, every key explained."""
-    from harness.config import init_project
+    from harness.project_init import init_project
 
     try:
         init_project(model, out)

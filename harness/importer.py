@@ -5,7 +5,7 @@ The recipe is read from the payload itself wherever it says it (an ONNX QDQ grap
 granularity, axis, zero points and activation quantizers; a torchao state dict's quantized tensor
 weights; INC FP8 dumps' formats and scales), and the payload is checked against the model first:
 a payload of another model is refused with the mismatch named. Each pathway reads its own payload
-(`Pathway.read_payload`, in its module; shared refusals and helpers in harness/payloads.py)."""
+(`Pathway.read_payload`, in its module; shared refusals and helpers in harness/artifacts/payloads.py)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import ArtifactError, ArtifactIdentityError, load_artifact, write_manifest
+from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
+from harness.artifacts.manifest import load_artifact, write_manifest
+from harness.artifacts.payloads import ImportRefused, NoPayloadReader, WrongArtifact
 from harness.core import Device
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, get_pathway
-from harness.payloads import ImportRefused, NoPayloadReader, WrongArtifact
-from harness.session import find_model
+from harness.run.session import find_model
 
 # -- the commands ---------------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ def import_artifact(pathway: Pathway, model: ModelSpec, payloads: list[Path], ou
     return target
 
 
-USAGE_ERROR, WRONG_ARTIFACT = 4, 1  # harness.gates.EXIT_CODES: USAGE ERROR, FAIL
+USAGE_ERROR, WRONG_ARTIFACT = 4, 1  # harness.judge.gates.EXIT_CODES: USAGE ERROR, FAIL
 
 
 def refusal(command: str, exc: BaseException) -> str:
@@ -102,7 +103,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_hash_weights(args: argparse.Namespace) -> int:
-    from harness.weights import hash_weights
+    from harness.artifacts.weights import hash_weights
 
     try:
         print(hash_weights(Path(args.path)))

@@ -2,11 +2,11 @@
 
 import pytest
 
-from harness.gates import metric, threshold_key
-from harness.layout_checks import weight_sqnr
-from harness.localize import NotLocalizable, describe_first_bad, localize
-from harness.metrics import log_error_histogram, output_metrics, smallest_detectable_change, wilson_lower, wilson_upper
-from harness.session import cases
+from harness.judge.gates import metric, threshold_key
+from harness.judge.metrics import log_error_histogram, output_metrics, smallest_detectable_change, wilson_lower, wilson_upper
+from harness.measure.layout_checks import weight_sqnr
+from harness.measure.localize import NotLocalizable, describe_first_bad, localize
+from harness.run.session import cases
 
 
 @cases(thresholds=("min_sqnr_db", "min_cosine", "min_layer_activation_sqnr_db"))

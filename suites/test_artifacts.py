@@ -3,10 +3,10 @@ must hold: the expected recipe from the pathway and the profile, never the artif
 
 import pytest
 
-from harness import layout_checks as lc
-from harness.artifacts import ArtifactIdentityError
-from harness.localize import calibration_input_ranges
-from harness.session import case_labels, cases
+from harness.artifacts.errors import ArtifactIdentityError
+from harness.measure import layout_checks as lc
+from harness.measure.localize import calibration_input_ranges
+from harness.run.session import case_labels, cases
 
 
 def _expected(case):
@@ -45,7 +45,7 @@ def case_or_not_the_model(case_key, qc):
 @cases()
 def test_artifact_identity(case_key, case_or_not_the_model, gate):
     """The artifact is the model's: its manifest names the model and the sha256 of the model's
-    weights, and its payload's inputs, layers and weight values are the model's (harness/identity.py).
+    weights, and its payload's inputs, layers and weight values are the model's (harness/artifacts/identity.py).
     One built from other weights or for another model fails here (FAIL, not ERROR: it loads, it
     is the wrong one), and every other check of the case skips naming this one."""
     if isinstance(case_or_not_the_model, ArtifactIdentityError):

@@ -5,10 +5,10 @@
 
 import pytest
 
-from harness.golden import GoldenError, find_golden
-from harness.metrics import cross_runtime_metrics, cross_runtime_metrics_keys, sqnr_db
+from harness.judge.metrics import cross_runtime_metrics, cross_runtime_metrics_keys, sqnr_db
+from harness.measure.golden import GoldenError, find_golden
 from harness.pathways.base import get_pathway
-from harness.session import cases
+from harness.run.session import cases
 
 
 def _cross_keys(pathway, model, kind) -> tuple[str, ...]:

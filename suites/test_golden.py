@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
-from harness.golden import GoldenError, find_golden, golden_dir, write_golden
-from harness.session import cases
+from harness.measure.golden import GoldenError, find_golden, golden_dir, write_golden
+from harness.run.session import cases
 
 
 def rerecord_command(case) -> str:

@@ -1,8 +1,8 @@
 """Speed of whole causal LMs: each pathway's candidate against the bf16 model, prefill and decode,
-paired and interleaved in one process (harness/timing.py), with the roofline of both sides.
+paired and interleaved in one process (harness/measure/timing.py), with the roofline of both sides.
 
 The model is built once per (model, pathway) and kept for all of that pair's points; its MLP and
-projection blocks are compiled regionally (harness/timing.py compile_regions), so each new shape
+projection blocks are compiled regionally (harness/measure/timing.py compile_regions), so each new shape
 compiles one graph per block type, not per layer."""
 
 import copy
@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from harness import roofline
+from harness.measure import roofline
+from harness.measure.timing import allow_recompiles, compile_regions, decode_sampler, interleaved, prefill_sampler, progress, quantize_except_head, speed_result
 from harness.models.llama8b_perf import PERF_MODELS, PUBLISHED, WHY_DIFFERENT, decoder_shape, perf_layers
-from harness.session import workloads
-from harness.timing import allow_recompiles, compile_regions, decode_sampler, interleaved, prefill_sampler, progress, quantize_except_head, speed_result
+from harness.run.session import workloads
 
 REPEATS = int(os.environ.get("QCONFORM_PERF_REPEATS", "") or 15)
 _PAIRS: dict[tuple[str, str], tuple] = {}  # one (baseline, candidate, shape) on the GPU at a time

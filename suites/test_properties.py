@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from harness.core import Device
-from harness.pathways.base import get_pathway
-from harness.properties import (
+from harness.measure.properties import (
     FP8_FORMATS,
     check_channels_independent,
     check_deterministic,
@@ -25,7 +24,8 @@ from harness.properties import (
     check_rows_independent,
     check_saturates,
 )
-from harness.session import cases
+from harness.pathways.base import get_pathway
+from harness.run.session import cases
 
 
 def _needs(pathway_name: str, device: Device, *modules: str):

@@ -1,5 +1,5 @@
 """Speed: each pathway's candidate against the bf16 baseline on Llama-3.1-8B layer shapes,
-timed paired and interleaved in one process (see harness/timing.py), plus the candidate's SQNR
+timed paired and interleaved in one process (see harness/measure/timing.py), plus the candidate's SQNR
 against bf16 on the same workload."""
 
 import copy
@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from harness import roofline
-from harness.metrics import sqnr_db
-from harness.session import cases, workloads
-from harness.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup, progress
+from harness.judge.metrics import sqnr_db
+from harness.measure import roofline
+from harness.measure.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup, progress
+from harness.run.session import cases, workloads
 
 
 @workloads(thresholds=("min_speedup", "min_sqnr_db"))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import Artifact
+from harness.artifacts.manifest import Artifact
 from harness.core import Device
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway
-from harness.store import ArtifactStore
+from harness.run.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.artifacts import Artifact, write_manifest
+from harness.artifacts.manifest import Artifact, write_manifest
+from harness.artifacts.qdq import WEIGHT_OPS, Graph
 from harness.core import module_path
-from harness.qdq import WEIGHT_OPS, Graph
 
 
 def weight_dequantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -174,7 +174,7 @@ def int8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def fp32_graph_claiming_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """The fp32 export itself, shipped under an INT8 manifest."""
-    from harness.localize import fp32_graph
+    from harness.measure.localize import fp32_graph
     from harness.models.base import get_model
 
     graph = onnx.ModelProto()

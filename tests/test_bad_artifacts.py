@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from harness.artifacts import MANIFEST, ArtifactError, ArtifactIdentityError, load_artifact, write_manifest
+from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
+from harness.artifacts.manifest import MANIFEST, load_artifact, write_manifest
 from harness.core import Device
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import MANIFEST, load_artifact, write_manifest
+from harness.artifacts.manifest import MANIFEST, load_artifact, write_manifest
 from harness.cli import main, pytest_plugin_args
 from tests.conftest import REPO
 
@@ -222,7 +222,7 @@ def external_qdq(tmp_path_factory) -> Path:
 
 
 def test_import_carries_external_data_and_the_run_loads_it(external_qdq, tmp_path, capsys):
-    from harness.artifacts import sha256_file
+    from harness.artifacts.manifest import sha256_file
 
     code = main(["import", "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(external_qdq), "--out", str(tmp_path / "arts")])
     captured = capsys.readouterr()

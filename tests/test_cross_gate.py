@@ -4,11 +4,11 @@ weight scales against the clean one, judged by the H100 profile's CPU-vs-CUDA th
 import onnx
 
 from harness.core import Device
-from harness.metrics import cross_runtime_metrics
+from harness.judge.metrics import cross_runtime_metrics
+from harness.judge.thresholds import load_profile
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
-from harness.thresholds import load_profile
 from tests.planted_defects import rewrite_artifact, scales_times_two
 
 

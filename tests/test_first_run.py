@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.gates import EXIT_CODES
+from harness.judge.gates import EXIT_CODES
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the torchao pathway is gated")

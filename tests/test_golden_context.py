@@ -13,7 +13,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from harness.core import Device
-from harness.golden import META, find_golden, write_golden
+from harness.measure.golden import META, find_golden, write_golden
 from tests.conftest import REPO
 
 CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")

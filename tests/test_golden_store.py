@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from harness.golden import OUTPUTS, GoldenError, read_golden, write_golden
+from harness.measure.golden import OUTPUTS, GoldenError, read_golden, write_golden
 
 INPUTS = {"input_ids": np.arange(8, dtype=np.int64).reshape(2, 4)}
 
@@ -38,7 +38,7 @@ def test_old_format_golden_says_to_re_record(tmp_path):
     """Goldens recorded before digests (full outputs, no "format" in meta.json) fail in one line."""
     import json
 
-    from harness.golden import META
+    from harness.measure.golden import META
 
     write_golden(tmp_path, {"logits": np.ones(2, dtype=np.float32)}, INPUTS, {})
     meta = json.loads((tmp_path / META).read_text())

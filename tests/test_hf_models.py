@@ -12,15 +12,15 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.artifacts import load_artifact
+from harness.artifacts.manifest import load_artifact
 from harness.core import Device
-from harness.gates import threshold_key
-from harness.golden import MAX_BYTES, read_golden, write_golden
+from harness.judge.gates import threshold_key
+from harness.judge.thresholds import load_profile
+from harness.measure.golden import MAX_BYTES, read_golden, write_golden
 from harness.models.hf import CAUSAL_LM, ENCODER, HuggingFaceModel, model_from_source
 from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
-from harness.store import ArtifactStore
-from harness.thresholds import load_profile
+from harness.run.store import ArtifactStore
 from tests.hf_checkpoints import BUILDERS
 from tests.planted_defects import per_tensor_weights, rewrite_artifact
 
@@ -160,7 +160,7 @@ def test_onnx_file_source(models, checkpoints, store, tmp_path):
 def test_model_sources_refuse_what_they_cannot_load(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    # The local guard raises ValueError, harness/trust.py (when present) its own errors: both name the file.
+    # The local guard raises ValueError, harness/artifacts/trust.py (when present) its own errors: both name the file.
     with pytest.raises(Exception, match="pytorch_model.bin.*safetensors|safetensors.*pytorch_model.bin"):
         model_from_source(str(tmp_path))
     with pytest.raises(ValueError, match="not a checkpoint directory"):

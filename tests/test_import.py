@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.artifacts import load_artifact
+from harness.artifacts.manifest import load_artifact
 from harness.cli import main
 from harness.core import Device
-from harness.metrics import argmax_agreement
+from harness.judge.metrics import argmax_agreement
 from harness.models.base import get_model
 from harness.models.tiny_llama import TinyLlamaSpec
 from harness.pathways.base import get_pathway

@@ -9,15 +9,15 @@ import onnx
 import pytest
 import torch
 
-from harness.artifacts import ArtifactError
-from harness.identity import check_onnx_matches, check_state_dict_matches
-from harness.localize import first_bad_layer, fp32_graph, layer_errors
-from harness.metrics import smallest_detectable_change, wilson_lower
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.identity import check_onnx_matches, check_state_dict_matches
+from harness.judge.metrics import smallest_detectable_change, wilson_lower
+from harness.judge.thresholds import ProfileError, load_profile
+from harness.measure.localize import first_bad_layer, fp32_graph, layer_errors
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from harness.runtimes.torch import TorchRunner
-from harness.thresholds import ProfileError, load_profile
 from tests.planted_defects import ONE_LAYER, one_layer_scales_x4
 
 
@@ -87,7 +87,7 @@ def test_wilson_lower_bound_and_detectable_change():
 
 
 def test_profile_expect_table_overrides_the_pathway(tmp_path):
-    from harness.layout_checks import expected_recipe
+    from harness.measure.layout_checks import expected_recipe
 
     path = tmp_path / "mine.toml"
     path.write_text('[inc-int8-qdq.tiny-llama]\nmin_sqnr_db = 1\n[inc-int8-qdq.tiny-llama.expect]\nactivation_dtype = "int8"\n')

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from harness.artifacts import MANIFEST, ArtifactError, load_artifact, write_manifest
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.manifest import MANIFEST, load_artifact, write_manifest
 
 FIELDS = dict(
     pathway="inc-int8-qdq",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness import metrics
+from harness.judge import metrics
 
 
 def test_sqnr_known_value():
@@ -89,7 +89,7 @@ def test_a_max_proportion_is_judged_on_its_upper_bound():
     """A planted `max_` proportion (a flip rate): 4 flips in 200 items measures 0.02, under a 0.03
     budget, but its 95% upper bound (0.050) is not: the verdict uses the bound on the side that can
     fail, the upper one for a `max_` key, the lower one for a `min_` key (issue 24)."""
-    from harness.gates import METRICS, passes, register_metric
+    from harness.judge.gates import METRICS, passes, register_metric
     from suites.test_accuracy import judge_task_metrics
 
     register_metric("max_planted_flips", "max", "planted: fraction of items whose label flipped", margin=None, policy=0.03, sample="proportion")

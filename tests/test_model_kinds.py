@@ -124,7 +124,7 @@ def test_gpt2_conv1d_layers_are_weight_layers_oriented_out_in(tmp_path):
     import onnx
     from transformers.pytorch_utils import Conv1D
 
-    from harness.identity import check_onnx_matches
+    from harness.artifacts.identity import check_onnx_matches
     from harness.models.hf import HuggingFaceModel
     from tests.hf_checkpoints import build_gpt2
 

@@ -1,4 +1,4 @@
-"""Every defect in harness.catalog is planted here (or in the test named for it) and fails the gate
+"""Every defect in harness.judge.catalog is planted here (or in the test named for it) and fails the gate
 the catalog names, with the cause in the message. A clean artifact passes the same gates."""
 
 import importlib
@@ -7,9 +7,9 @@ import shutil
 import onnx
 import pytest
 
-from harness.artifacts import write_manifest
-from harness.catalog import CATALOG, GOLDEN_ONLY
+from harness.artifacts.manifest import write_manifest
 from harness.core import Device
+from harness.judge.catalog import CATALOG, GOLDEN_ONLY
 from harness.pathways.inc_int8_qdq import PAYLOAD
 from tests.planted_defects import FP8_DEFECTS, ONE_LAYER, ONNX_DEFECTS, TORCHAO_INT8_DEFECTS, reseal, rewrite_artifact
 from tests.test_property_checks_catch import PROPERTY_DEFECTS
@@ -155,7 +155,7 @@ def test_e5m2_declared_as_e4m3_fails_the_format_gates(tmp_path, run_suites):
     E4M3-vs-E5M2 gate fail."""
     from harness.models.base import get_model
     from harness.pathways.base import get_pathway
-    from harness.store import ArtifactStore
+    from harness.run.store import ArtifactStore
 
     model, store = get_model("tiny-llama"), ArtifactStore()
     reason = get_pathway("inc-fp8-ref").unavailable(Device("cpu", "cpu")) or get_pathway("inc-fp8-ref").build_unavailable()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import probes
 from harness.core import Device
 from harness.pathways.base import get_pathway
+from harness.run import probes
 
 CPU = Device("cpu", "x86_64")
 # The GPU where there is one; else the CPU, whose row-wise _scaled_mm exists from torch 2.12 on

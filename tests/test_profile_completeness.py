@@ -9,13 +9,13 @@ import inspect
 
 import pytest
 
-from harness.gates import threshold_key
+from harness.judge.gates import threshold_key
+from harness.judge.thresholds import ProfileError, load_profile, resolve
 from harness.models.base import ModelSpec, get_model
 from harness.models.hf import DEFAULT_METRICS
 from harness.models.llama8b_perf import WORKLOADS, model_workloads
 from harness.pathways.base import Pathway, all_pathways
-from harness.session import case_threshold, declared_thresholds
-from harness.thresholds import ProfileError, load_profile, resolve
+from harness.run.session import case_threshold, declared_thresholds
 
 SUITES = ("test_accuracy", "test_artifacts", "test_golden", "test_cross_pathway", "test_speedup", "test_model_speed", "test_properties")
 PROFILES = {"cpu": "cpu", "h100": "cuda", "rtx5090": "cuda", "generic-gpu": "cuda"}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness import properties as P
-from harness.catalog import CATALOG
+from harness.judge.catalog import CATALOG
+from harness.measure import properties as P
 
 RNG = np.random.default_rng(7)
 X = (RNG.normal(size=(6, 32)) * np.array([1.0] * 31 + [300.0])).astype(np.float32)  # one outlier column

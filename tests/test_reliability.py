@@ -11,10 +11,11 @@ import numpy as np
 import onnx
 import pytest
 
-from harness import golden
-from harness.artifacts import ArtifactError, load_artifact
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.manifest import load_artifact
 from harness.cli import main
 from harness.core import Device
+from harness.measure import golden
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway
 from harness.pathways.inc_int8_qdq import PAYLOAD
@@ -55,7 +56,7 @@ def test_shards_merge_back_into_the_whole_run(llama_int8, run_suites, tmp_path):
 # Runs in a child pytest: each case is dropped (runner, outputs) once its last item has run; a test
 # that asks for a released case again (the cross-runtime tests do) gets it loaded again.
 RELEASE_SUITE = """
-from harness.session import cases
+from harness.run.session import cases
 
 CPU = {"where": lambda pathway, kind: kind == "cpu"}
 LOADED = {}

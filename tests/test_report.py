@@ -5,9 +5,9 @@ import json
 import tomllib
 
 from harness.cli import main
-from harness.gates import Record
-from harness.report import speedup_html, table_rows
-from harness.thresholds import load_profile
+from harness.judge.gates import Record
+from harness.judge.thresholds import load_profile
+from harness.report.html import speedup_html, table_rows
 
 
 def _speed(model, m, measured, threshold, outcome):

@@ -9,10 +9,10 @@ import torch
 from torch._dynamo.testing import CompileCounter
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness import roofline
+from harness.judge.thresholds import load_profile
+from harness.measure import roofline
+from harness.measure.timing import GreedyDecoder, allow_recompiles, compile_cache_key, compile_regions, configure_compile_caches, quantize_except_head
 from harness.models import llama8b_perf as perf
-from harness.thresholds import load_profile
-from harness.timing import GreedyDecoder, allow_recompiles, compile_cache_key, compile_regions, configure_compile_caches, quantize_except_head
 
 TINY = {"hidden_size": 64, "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
 
@@ -185,7 +185,7 @@ def test_registered_model_gets_the_same_points(monkeypatch):
 def test_model_ids_with_dots_stay_one_toml_key():
     import tomllib
 
-    from harness.thresholds import toml_table
+    from harness.judge.thresholds import toml_table
 
     table = toml_table(("torchao-fp8-rowwise", "llama-3.1-8b", "decode-8x512"))
     assert tomllib.loads(f"[{table}]\nmin_speedup = 1.0\n")["torchao-fp8-rowwise"]["llama-3.1-8b"]["decode-8x512"] == {"min_speedup": 1.0}

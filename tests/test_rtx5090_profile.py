@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from harness.gates import METRICS as EXPLAIN
-from harness.thresholds import load_profile
+from harness.judge.gates import METRICS as EXPLAIN
+from harness.judge.thresholds import load_profile
 
 PROFILE = Path(__file__).resolve().parent.parent / "harness" / "profiles" / "rtx5090.toml"
 

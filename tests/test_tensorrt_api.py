@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import ArtifactError
+from harness.artifacts.errors import ArtifactError
 from harness.runtimes import tensorrt as trt_runtime
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ from harness.core import Device
 from harness.models.base import get_model
 from harness.pathways import tensorrt as trt_pathway
 from harness.pathways.base import get_pathway
+from harness.run.store import ArtifactStore
 from harness.runtimes.onnxruntime import OrtQdqRunner
 from harness.runtimes.tensorrt import tensorrt_missing
-from harness.store import ArtifactStore
 
 H100 = Device("cuda", "NVIDIA H100 80GB HBM3", (9, 0))
 RTX5090 = Device("cuda", "NVIDIA GeForce RTX 5090", (12, 0))
@@ -81,7 +81,8 @@ def test_fp8_engine_needs_an_fp8_gpu(monkeypatch):
 
 
 def test_an_artifact_carrying_a_library_is_refused(tmp_path):
-    from harness.artifacts import Artifact, ArtifactError
+    from harness.artifacts.errors import ArtifactError
+    from harness.artifacts.manifest import Artifact
     from harness.runtimes.tensorrt import refuse_plugin_libraries
 
     ok = Artifact(tmp_path, {"files": {"model.engine": "0" * 64, "model.qdq.onnx": "0" * 64}})
@@ -93,7 +94,7 @@ def test_an_artifact_carrying_a_library_is_refused(tmp_path):
 
 def test_int8_graph_for_tensorrt_has_zero_point_zero(tmp_path):
     """TensorRT accepts only symmetric Q/DQ: the graph it builds from must have int8 zero points of 0."""
-    from harness.qdq import load_model, read_layout
+    from harness.artifacts.qdq import load_model, read_layout
 
     model = get_model("tiny-llama")
     path = trt_pathway.build_qdq(model, model.calibration_inputs(), tmp_path / "model.qdq.onnx", trt_pathway.int8_recipe(model))
@@ -107,8 +108,8 @@ def test_int8_graph_for_tensorrt_has_zero_point_zero(tmp_path):
 def test_fp8_qdq_graph_builds_and_runs_on_cpu(tmp_path):
     """The tensorrt-fp8 artifact's graph: float8_e4m3fn Q/DQ read back by the layout reader, and
     executed by ONNX Runtime's CPU EP close to the fp32 reference."""
-    from harness.metrics import sqnr_db
-    from harness.qdq import load_model, read_layout
+    from harness.artifacts.qdq import load_model, read_layout
+    from harness.judge.metrics import sqnr_db
 
     model = get_model("tiny-llama")
     recipe = trt_pathway.fp8_recipe(model)

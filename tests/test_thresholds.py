@@ -5,7 +5,7 @@ import math
 import pytest
 
 from harness.core import Device
-from harness.thresholds import ProfileError, Threshold, detect_profile_name, load_profile
+from harness.judge.thresholds import ProfileError, Threshold, detect_profile_name, load_profile
 
 
 def test_builtin_cpu_profile_has_every_gate_of_the_default_pathway():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from harness.timing import bootstrap_median_interval, copies_to_defeat_l2
+from harness.measure.timing import bootstrap_median_interval, copies_to_defeat_l2
 
 
 def test_bootstrap_interval_brackets_the_median_and_narrows_with_less_noise():

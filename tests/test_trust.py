@@ -17,12 +17,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from harness import trust
-from harness.artifacts import MANIFEST, ArtifactError, load_artifact, write_manifest
+from harness.artifacts import trust
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.manifest import MANIFEST, load_artifact, write_manifest
+from harness.artifacts.trust import UnsafeContentError
 from harness.core import Device
 from harness.models.base import get_model
 from harness.pathways.base import get_pathway
-from harness.trust import UnsafeContentError
 from tests.conftest import REPO, _built
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli import main, pytest_plugin_args
 from harness.core import Device
-from harness.gates import EXIT_CODES, Record, verdict
+from harness.judge.gates import EXIT_CODES, Record, verdict
 from tests.conftest import REPO
 
 INT8 = ("--pathways=inc-int8-qdq", "--models=tiny-llama")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
+from harness.artifacts.weights import hash_weights
 from harness.cli import main
 from harness.models.base import get_model
 from harness.schema import WEIGHTS_HASH_SNIPPET
-from harness.weights import hash_weights
 
 
 def documented_hash(files) -> str:

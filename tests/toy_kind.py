@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from harness.core import Tensors
-from harness.gates import register_metric
-from harness.metrics import argmax_agreement
+from harness.judge.gates import register_metric
+from harness.judge.metrics import argmax_agreement
 from harness.models.kinds import DataKey, ModelKind, read_jsonl, read_lines, register_kind
 
 DATA = Path(__file__).resolve().parent / "data" / "labeled_sentences.jsonl"

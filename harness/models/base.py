@@ -98,7 +98,7 @@ class ModelSpec:
 
     def golden_metrics(self, golden: Tensors, outputs: Tensors) -> dict[str, float]:
         """Current outputs against a stored digest, as threshold key -> measured value."""
-        from harness.metrics import sqnr_db
+        from harness.judge.metrics import sqnr_db
 
         return {"min_golden_sqnr_db": min(sqnr_db(golden[name], outputs[name]) for name in golden)}
 
@@ -126,9 +126,9 @@ class ModelSpec:
 
     @functools.cached_property
     def weights_sha256(self) -> str:
-        """The state dict's hash as defined in harness/weights.py (docs/artifacts.md): the same
+        """The state dict's hash as defined in harness/artifacts/weights.py (docs/artifacts.md): the same
         value `qconform hash-weights` gives for the checkpoint saved from it with safetensors."""
-        from harness.weights import state_dict_sha256
+        from harness.artifacts.weights import state_dict_sha256
 
         return state_dict_sha256(self.reference.state_dict())
 
@@ -207,9 +207,8 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def _load_models() -> None:
-    import harness.models  # noqa: F401  (registers the embedded defaults)
-
-    # Other packages' models: entry points in group "qconform.models" (a module, a ModelSpec or its subclass).
+    # The embedded defaults are registered by harness/models/__init__.py, which runs before this
+    # module does. Other packages' models: entry points in group "qconform.models" (a module, a ModelSpec or its subclass).
     load_entry_points("qconform.models", ModelSpec, lambda spec: register_model(spec() if isinstance(spec, type) else spec), lambda spec: spec.id in MODELS)
 
 

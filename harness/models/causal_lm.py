@@ -1,7 +1,7 @@
 """Causal language models (any architecture AutoModelForCausalLM loads: Llama, Qwen2, Mistral, GPT-2
 ...): gated on perplexity ratio, KL divergence of the next-token distributions, top-1 agreement and
 greedy-generation agreement against the fp32 reference, over fixed windows of an evaluation text and
-greedy continuations of JSONL prompts. Any number harness.metrics.lm_metrics returns may be declared
+greedy continuations of JSONL prompts. Any number harness.judge.metrics.lm_metrics returns may be declared
 as a metric; a golden keeps the top-k log-probabilities per position (bounded for any vocabulary).
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from harness.core import Tensors
-from harness.metrics import generation_agreement, lm_metric_names, lm_metrics, logprobs_at, sqnr_db, topk_logprobs
+from harness.judge.metrics import generation_agreement, lm_metric_names, lm_metrics, logprobs_at, sqnr_db, topk_logprobs
 from harness.models.kinds import DataKey, ModelKind, read_jsonl, register_kind
 
 GOLDEN_TOP_K = 8  # per position: 8 ids (int32) + 8 log-probs (float32) = 64 bytes, any vocabulary

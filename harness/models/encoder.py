@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from harness.core import Tensors
-from harness.metrics import rowwise_cosine, spearman
+from harness.judge.metrics import rowwise_cosine, spearman
 from harness.models.kinds import DataKey, ModelKind, read_jsonl, read_lines, register_kind
 
 

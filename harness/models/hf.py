@@ -60,9 +60,9 @@ def sanitize_id(name: str) -> str:
 
 
 def check_checkpoint_dir(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
-    """Refuse what would run code on load (harness/trust.py); the from_pretrained options to load it with."""
+    """Refuse what would run code on load (harness/artifacts/trust.py); the from_pretrained options to load it with."""
     try:
-        from harness.trust import check_checkpoint_dir as trusted  # type: ignore[import-not-found]
+        from harness.artifacts.trust import check_checkpoint_dir as trusted  # type: ignore[import-not-found]
     except ImportError:
         trusted = None
     if trusted is not None:

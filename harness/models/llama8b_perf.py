@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from harness.measure.roofline import DecoderShape, Work, decoder_work, linear_work
 from harness.models.tiny_llama import MLP as LlamaMLP  # the same SwiGLU block, at 8B sizes
-from harness.roofline import DecoderShape, Work, decoder_work, linear_work
 
 HIDDEN, INTERMEDIATE, KV = 4096, 14336, 1024
 LINEAR_SHAPES = {  # name -> (K, N) of y = x @ W^T, x: (M, K)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.metrics import argmax_agreement
+from harness.judge.metrics import argmax_agreement
 from harness.models.base import ModelSpec, Tensors, register_model
 
 

@@ -7,9 +7,9 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness.artifacts import Artifact, write_manifest
+from harness.artifacts.manifest import Artifact, write_manifest
+from harness.artifacts.payloads import NoPayloadReader
 from harness.core import RECIPE_KEYS, Device, Runner, Tensors, load_entry_points
-from harness.payloads import NoPayloadReader
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
@@ -33,7 +33,7 @@ class Pathway:
     # Whether it quantizes the model's torch module (so a model given as an ONNX file can't feed it).
     needs_torch_model: bool = False
     # The dtype its candidate computes in ("bf16", "fp8"): which peak the roofline compares
-    # against, and how many bytes a weight takes (harness/roofline.py).
+    # against, and how many bytes a weight takes (harness/measure/roofline.py).
     compute_dtype: str = "bf16"
 
     def quantize_module(self, module: Any) -> Any:
@@ -53,7 +53,7 @@ class Pathway:
         return None
 
     def probe_operation(self, device: Device) -> tuple[str, Callable[[Device], str]] | None:
-        """One tiny real operation of this pathway's backend on `device` (harness/probes.py), as
+        """One tiny real operation of this pathway's backend on `device` (harness/run/probes.py), as
         (what it does, callable raising on failure); its failure becomes the cases' skip reason."""
         return None
 
@@ -105,7 +105,7 @@ class Pathway:
     def read_payload(self, payloads: list[Path], model: "ModelSpec") -> tuple[dict[str, Path], dict[str, Any]]:
         """`qconform import`: payload files made outside qconform -> (artifact file name -> source
         file, the recipe read from the payload itself), after checking they belong to `model`
-        (refusals: harness/payloads.py). Without a reader the recipe must come from --set."""
+        (refusals: harness/artifacts/payloads.py). Without a reader the recipe must come from --set."""
         raise NoPayloadReader(f"qconform cannot read a {self.name} payload's recipe; give it with --set KEY=VALUE (docs/artifacts.md)")
 
 

@@ -29,14 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.artifacts import Artifact, ArtifactError
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.identity import check_layer_names
+from harness.artifacts.manifest import Artifact
+from harness.artifacts.payloads import ImportRefused, WrongArtifact, refuse
+from harness.artifacts.trust import check_npz
 from harness.core import DTYPES, FP8_FORMATS, Device, QuantLayer, QuantLayout, Runner, Tensors
-from harness.identity import check_layer_names
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.payloads import ImportRefused, WrongArtifact, refuse
 from harness.runtimes.torch import TorchRunner
-from harness.trust import check_npz
 
 # The reference is INC's CPU emulation, GPU or not. INC picks its accelerator when it is first
 # imported; on a CUDA machine it would pick CUDA and refuse to save calibration results ("supported
@@ -78,7 +79,7 @@ def _fp8_config(fmt: str, stats_dir: Path, mode: str):
 
 
 def float8_round_trip(device: Device) -> str:
-    """The capability probe (harness/probes.py): INC's FP8 CPU emulation casts to torch's float8
+    """The capability probe (harness/run/probes.py): INC's FP8 CPU emulation casts to torch's float8
     dtypes and back."""
     import torch
 

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harness.artifacts import Artifact, ArtifactError
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.identity import check_onnx_matches, weight_value_mismatch
+from harness.artifacts.manifest import Artifact
+from harness.artifacts.payloads import ImportRefused, external_data_files, pick, refuse, same_model, single
 from harness.core import Device, QuantLayout, Runner, Tensors
-from harness.identity import check_onnx_matches, weight_value_mismatch
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.payloads import ImportRefused, external_data_files, pick, refuse, same_model, single
 from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing, ort_session
 
 PAYLOAD = "model.qdq.onnx"
@@ -117,7 +118,7 @@ def read_qdq_payload(payloads: list[Path], model: ModelSpec) -> tuple[dict[str, 
     """`qconform import` of a QDQ graph (any QDQ producer: INC, ONNX Runtime's quantize_static, ...):
     checked against the model (inputs, layer names, weight shapes and values), with the ONNX
     external data it references; the recipe read from the graph."""
-    from harness.qdq import load_model, read_layout
+    from harness.artifacts.qdq import load_model, read_layout
 
     payload = pick(payloads, (".onnx",), "ONNX QDQ graph")
     try:

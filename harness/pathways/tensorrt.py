@@ -30,14 +30,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import Artifact, ArtifactError
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.manifest import Artifact
+from harness.artifacts.payloads import pick
+from harness.artifacts.qdq import load_model
 from harness.core import Device, Runner, Tensors
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import PAYLOAD as QDQ_PAYLOAD
 from harness.pathways.inc_int8_qdq import IncInt8Qdq, build_qdq, export_for_quantization, read_qdq_payload
-from harness.payloads import pick
-from harness.qdq import load_model
 from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing, ort_session
 from harness.runtimes.tensorrt import TensorRTRunner, deserialize, refuse_plugin_libraries, tensorrt_missing
 
@@ -86,7 +87,7 @@ def builder_config(trt, builder, workspace_mib: int) -> Any:
 
 
 def tensorrt_build(device: Device) -> str:
-    """The capability probe (harness/probes.py) of the engine pathways: a Builder builds a one-layer
+    """The capability probe (harness/run/probes.py) of the engine pathways: a Builder builds a one-layer
     strongly typed network (ReLU) with the pathway's builder settings, and a Runtime (host code
     disallowed) deserializes it into an execution context."""
     import tensorrt as trt

@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.artifacts import Artifact, ArtifactError
+from harness.artifacts.manifest import Artifact
+from harness.artifacts.payloads import read_quantized_state_dict
+from harness.artifacts.trust import load_torch_file
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
-from harness.identity import align_state_dict, check_state_dict_matches
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.payloads import read_quantized_state_dict
-from harness.runtimes.torch import TorchRunner
-from harness.trust import load_torch_file
+from harness.runtimes.torch import TorchRunner, load_quantized_state
 
 PAYLOAD = "model.pt"
 MIN_CAPABILITY = (8, 9)
@@ -63,7 +62,7 @@ def describe_float8(weight) -> dict[str, str | None]:
 
 
 def rowwise_scaled_mm(device: Device) -> str:
-    """The capability probe (harness/probes.py): the GEMM torchao's Float8 rowwise recipe runs,
+    """The capability probe (harness/run/probes.py): the GEMM torchao's Float8 rowwise recipe runs,
     float8_e4m3fn operands, one float32 scale per row of A and per column of B, bf16 out, B
     column-major."""
     where = "cuda" if device.kind == "cuda" else "cpu"
@@ -161,17 +160,5 @@ class TorchaoFp8Rowwise(Pathway):
         path = artifact.file(PAYLOAD)
         # An explicit index: Float8Tensor refuses to mix "cuda" and "cuda:0" storages on assign.
         state = load_torch_file(path, map_location=torch.device("cuda", torch.cuda.current_device()))
-        if not isinstance(state, dict):
-            raise ArtifactError(f"{path}: not a state dict (holds a {type(state).__name__})")
-        expected = module.state_dict()
-        state = align_state_dict(state, expected)
-        check_state_dict_matches(state, model)
-        if set(state) != set(expected):
-            raise ArtifactError(
-                f"{path}: tensors differ from the config's layout: missing {sorted(set(expected) - set(state))[:5]}, extra {sorted(set(state) - set(expected))[:5]}"
-            )
-        for key, tensor in expected.items():
-            if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
-                raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
-        module.load_state_dict(state, assign=True)
+        load_quantized_state(module, state, model, path)
         return TorchRunner(module, model.input_names, model.output_names, "cuda", f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}", read_layout)

@@ -8,7 +8,7 @@ fp32 on a CPU-only machine, bf16 on a GPU (as torchao-fp8-rowwise); the recipe's
 which and keys the cache. The artifact is the quantized state dict: torchao 0.18's Int8Tensor
 (qdata int8, scale float32 (N, 1), zero_point int8 zeros, block_size [1, K], act_quant_kwargs
 QuantizeTensorToInt8Kwargs(PerRow(), SYMMETRIC)) is registered as a torch.load safe global, as are
-the classes it holds, so it loads with `weights_only=True` (harness/trust.py) once torchao is
+the classes it holds, so it loads with `weights_only=True` (harness/artifacts/trust.py) once torchao is
 imported. Loading re-applies the config to a fresh reference in the artifact's own dtype on the
 case's device and checks that the stored tensors have exactly the layout the config makes.
 
@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.artifacts import Artifact, ArtifactError
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.manifest import Artifact
+from harness.artifacts.payloads import read_quantized_state_dict
+from harness.artifacts.trust import load_torch_file
 from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
-from harness.identity import align_state_dict, check_state_dict_matches
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.payloads import read_quantized_state_dict
-from harness.runtimes.torch import TorchRunner
-from harness.trust import load_torch_file
+from harness.runtimes.torch import TorchRunner, load_quantized_state
 
 PAYLOAD = "model.pt"
 CONFIG = "Int8DynamicActivationInt8WeightConfig()"
@@ -115,7 +115,7 @@ def read_layout(module: torch.nn.Module) -> QuantLayout:
 
 
 def int8_dynamic_linear(device: Device) -> str:
-    """The capability probe (harness/probes.py): one real int8 dynamic linear on the device, as
+    """The capability probe (harness/run/probes.py): one real int8 dynamic linear on the device, as
     the pathway runs it (torchao's Int8Tensor linear: per-token int8 activations, torch._int_mm)."""
     where = "cuda" if device.kind == "cuda" else "cpu"
     dtype = torch.bfloat16 if where == "cuda" else torch.float32
@@ -199,16 +199,6 @@ class TorchaoInt8Dynamic(Pathway):
             raise ArtifactError(f"{path}: expected Int8Tensor weights of one model dtype, found {sorted(map(str, dtypes)) or 'none'}")
         dtype = dtypes.pop()  # the artifact's own precision (fp32 from a CPU build, bf16 from a GPU one)
         module = quantize_module(self._fresh(model, where, dtype))  # re-apply the config, then take the stored tensors
-        expected = module.state_dict()
-        state = align_state_dict(state, expected)
-        check_state_dict_matches(state, model)
-        if set(state) != set(expected):
-            raise ArtifactError(
-                f"{path}: tensors differ from the config's layout: missing {sorted(set(expected) - set(state))[:5]}, extra {sorted(set(state) - set(expected))[:5]}"
-            )
-        for key, tensor in expected.items():
-            if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
-                raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
-        module.load_state_dict(state, assign=True)
+        load_quantized_state(module, state, model, path)
         where_name = torch.cuda.get_device_name(where) if device.kind == "cuda" else "cpu"
         return TorchRunner(module, model.input_names, model.output_names, where.type, f"torchao int8 dynamic ({str(dtype).removeprefix('torch.')}) on {where_name}", read_layout)

@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from harness.artifacts.qdq import load_model, read_layout
 from harness.core import Device, QuantLayout, Runner, Tensors
-from harness.qdq import load_model, read_layout
 
 
 def ort_provider_missing(provider: str) -> str | None:
@@ -83,7 +83,7 @@ class OrtQdqRunner(Runner):
 
 
 def ort_session(provider: str) -> Callable[[Device], str]:
-    """The capability probe (harness/probes.py) of a pathway that runs on `provider`: a one-node
+    """The capability probe (harness/run/probes.py) of a pathway that runs on `provider`: a one-node
     graph (Relu) in an InferenceSession there, with the provider asserted."""
 
     def run(device: Device) -> str:

@@ -12,9 +12,10 @@ import importlib.util
 from types import ModuleType
 from typing import Any
 
-from harness.artifacts import Artifact, ArtifactError
+from harness.artifacts.errors import ArtifactError
+from harness.artifacts.manifest import Artifact
+from harness.artifacts.qdq import read_layout
 from harness.core import QuantLayout, Runner, Tensors
-from harness.qdq import read_layout
 
 # Output dtypes the runner can hand back (TensorRT DataType member name -> torch dtype name).
 OUTPUT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16"}

@@ -31,7 +31,7 @@ def manifest_problems(manifest: Any) -> list[str]:
 # -- docs/artifacts.md -----------------------------------------------------------------------
 
 # The one definition of source_weights_sha256, as a user computes it without qconform.
-# harness/weights.py implements exactly this (a test runs this text against it).
+# harness/artifacts/weights.py implements exactly this (a test runs this text against it).
 WEIGHTS_HASH_SNIPPET = '''\
 import hashlib, json, pathlib, struct
 

@@ -8,7 +8,7 @@ limit reached. A 1.5x speedup over a slow baseline is then visible as, say, 30 %
 
 Peaks come from the spec table below (dense, no sparsity; FP8 with FP32 accumulation), matched by
 GPU name; an unknown GPU is measured once with a calibration GEMM and a device copy, and the
-result is cached on disk (keyed like the compile caches, see harness/timing.py compile_cache_key).
+result is cached on disk (keyed like the compile caches, see harness/measure/timing.py compile_cache_key).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def session_peak(cache_dir: Path) -> Peak:
     """This process's GPU (device 0): its spec, or its measurement cached under `cache_dir`."""
     import torch
 
-    from harness.timing import compile_cache_key
+    from harness.measure.timing import compile_cache_key
 
     name = torch.cuda.get_device_name(0)
     return device_peak(name, Path(cache_dir) / "roofline" / f"{compile_cache_key(name)}.json")
@@ -199,7 +199,7 @@ def device_peak(gpu_name: str, cache_file: Path | None = None) -> Peak:
 def peak_gate(case, roof: dict) -> dict[str, float]:
     """{"min_peak_fraction": ...} when the case's profile gates it (the key is optional in a
     profile: a table without it gates speed against bf16 only), else {}."""
-    from harness.thresholds import ProfileError
+    from harness.judge.thresholds import ProfileError
 
     try:
         case.threshold("min_peak_fraction")

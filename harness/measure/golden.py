@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from harness.artifacts import write_json_atomic
+from harness.artifacts.manifest import write_json_atomic
 
 if TYPE_CHECKING:
     from harness.core import Device

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness.artifacts import ArtifactError
+from harness.artifacts.errors import ArtifactError
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
@@ -36,7 +36,7 @@ class NoPayloadReader(ImportRefused):
 
 
 def same_model(check: Callable, payload_content: Any, model: "ModelSpec", payload: Path) -> None:
-    """The shared identity checks (harness/identity.py, also run when artifacts load), as a refusal."""
+    """The shared identity checks (harness/artifacts/identity.py, also run when artifacts load), as a refusal."""
     try:
         check(payload_content, model)
     except ArtifactError as exc:
@@ -67,9 +67,9 @@ def pick(payloads: list[Path], suffixes: tuple[str, ...], what: str) -> Path:
 
 
 def load_state_dict(payload: Path) -> dict:
-    """A torch state dict, through torch.load(weights_only=True) (harness/trust.py); the pathway's
+    """A torch state dict, through torch.load(weights_only=True) (harness/artifacts/trust.py); the pathway's
     tensor types must already be registered as safe globals (importing torchao does that)."""
-    from harness.trust import load_torch_file
+    from harness.artifacts.trust import load_torch_file
 
     try:
         state = load_torch_file(payload, map_location="cpu")
@@ -83,8 +83,8 @@ def load_state_dict(payload: Path) -> dict:
 def external_data_files(onnx_path: Path, reserved: set[str]) -> dict[str, Path]:
     """The external data files an ONNX graph references (each location relative to the graph, as
     the artifact keeps it beside the graph), already checked to exist inside its directory."""
-    from harness.artifacts import MANIFEST
-    from harness.trust import onnx_external_data
+    from harness.artifacts.manifest import MANIFEST
+    from harness.artifacts.trust import onnx_external_data
 
     files: dict[str, Path] = {}
     for location in sorted(set(onnx_external_data(onnx_path).values())):
@@ -102,7 +102,7 @@ def read_quantized_state_dict(payloads: list[Path], model: "ModelSpec", quantize
     model; `missing` is the refusal when no weight is `quantized`."""
     import torch
 
-    from harness.identity import align_state_dict, check_state_dict_matches, weight_value_mismatch
+    from harness.artifacts.identity import align_state_dict, check_state_dict_matches, weight_value_mismatch
 
     payload = pick(payloads, (".pt", ".pth", ".bin"), "torch state dict")
     state = load_state_dict(payload)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from harness.artifacts import ArtifactIdentityError
+from harness.artifacts.errors import ArtifactIdentityError
 from harness.core import module_path
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def check_layer_names(names: Iterable[str], model: "ModelSpec", what: str = "lay
 def check_onnx_matches(graph: "onnx.ModelProto", model: "ModelSpec") -> None:
     """Graph inputs and every weight-bearing op (quantized or float) against the model's inputs
     and Linear layers: names and weight shapes. Raises ArtifactIdentityError naming the difference."""
-    from harness.qdq import WEIGHT_OPS, Graph
+    from harness.artifacts.qdq import WEIGHT_OPS, Graph
 
     g = Graph(graph)
     inputs = [i.name for i in graph.graph.input if i.name not in g.inits]

@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from harness.artifacts.trust import check_onnx as load_model  # noqa: F401  the one ONNX loader (external data, op domains)
 from harness.core import QuantLayer, QuantLayout
-from harness.trust import check_onnx as load_model  # noqa: F401  the one ONNX loader (external data, op domains)
 
 # The one list of weight-bearing ONNX ops (layout reading, identity checks, localization): op ->
 # index of its weight input.

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import ArtifactError
+from harness.artifacts.errors import ArtifactError
 
 
 class UnsafeContentError(ArtifactError):

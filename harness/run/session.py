@@ -19,13 +19,14 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import pytest
 
-from harness.artifacts import Artifact, ArtifactError, ArtifactIdentityError
+from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
+from harness.artifacts.manifest import Artifact
 from harness.config import ConfigError, ModelEntry, Project, load_project
 from harness.core import Device, Runner
+from harness.judge.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
-from harness.store import ArtifactStore
-from harness.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
+from harness.run.store import ArtifactStore
 
 CaseFilter = Callable[[Pathway, str], bool]
 CaseKey = tuple[str, str, str]  # (model id, pathway name, device kind): labels, test ids, the case cache
@@ -311,7 +312,7 @@ class Harness:
 
     def probe(self, pathway: Pathway, device: Device):
         """The pathway's capability probe on `device` (one tiny real operation), once per session."""
-        from harness import probes
+        from harness.run import probes
 
         key = (pathway.name, device)
         if key not in self._probes:
@@ -514,7 +515,7 @@ def package_versions() -> dict[str, str]:
 
 def gpu_environment() -> dict[str, Any]:
     """GPU, compute capability, CUDA and driver versions, where there is a GPU."""
-    from harness.probes import driver_version
+    from harness.run.probes import driver_version
 
     try:
         import torch

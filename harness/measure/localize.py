@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.core import Tensors, module_path
-from harness.metrics import sqnr_db
+from harness.judge.metrics import sqnr_db
 
 if TYPE_CHECKING:
     import onnx
@@ -41,12 +41,12 @@ class NotLocalizable(Exception):
 
 
 def onnx_activations(graph: "onnx.ModelProto", batches: list[Tensors], provider: str = "CPUExecutionProvider") -> dict[str, np.ndarray]:
-    """Every weight op's (harness/qdq.py WEIGHT_OPS: MatMul, Gemm, Conv) input and output tensor of `graph`, flattened and concatenated over batches."""
+    """Every weight op's (harness/artifacts/qdq.py WEIGHT_OPS: MatMul, Gemm, Conv) input and output tensor of `graph`, flattened and concatenated over batches."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
 
-    from harness.qdq import WEIGHT_OPS  # the one list of weight-bearing ops
+    from harness.artifacts.qdq import WEIGHT_OPS  # the one list of weight-bearing ops
 
     names = {i.name for i in graph.graph.input}
 
@@ -109,7 +109,7 @@ def fp32_graph(model: "ModelSpec") -> "onnx.ModelProto":
 
 def _onnx_layer_tensors(graph: "onnx.ModelProto") -> list[tuple[str, str, str]]:
     """(layer node name, fp32 output tensor, fp32 input tensor) of each weight op, in graph order."""
-    from harness.qdq import WEIGHT_OPS, Graph
+    from harness.artifacts.qdq import WEIGHT_OPS, Graph
 
     g = Graph(graph)
     layers = []

@@ -15,7 +15,7 @@ from typing import Any
 import tomllib
 
 from harness.core import RECIPE_KEYS, Device
-from harness.gates import METRICS, calibrated_threshold, metric, passes
+from harness.judge.gates import METRICS, calibrated_threshold, metric, passes
 
 
 class ProfileError(Exception):
@@ -180,7 +180,7 @@ def calibrated_profile(name: str, description: str, records: list[dict[str, Any]
             table[key] = value
     lines = [
         f"# Calibrated by `qconform calibrate` from {provenance}.",
-        "# Each threshold sits a margin under the worst measured value (rules: harness/gates.py METRICS margins);",
+        "# Each threshold sits a margin under the worst measured value (rules: harness/judge/gates.py METRICS margins);",
         "# max_rel_task_drop and min_golden_sqnr_db are policy, not measurements.",
         "",
         "[profile]",

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.core import DTYPES, RECIPE_KEYS, QuantLayout, module_path
-from harness.metrics import sqnr_db
+from harness.judge.metrics import sqnr_db
 
 if TYPE_CHECKING:
+    from harness.judge.thresholds import Profile
     from harness.models.base import ModelSpec
     from harness.pathways.base import Pathway
-    from harness.thresholds import Profile
 
 # Largest code of each quantized storage dtype (harness/core.py DTYPES): a max-abs scale maps a
 # channel's max |w| onto it.

@@ -58,7 +58,7 @@ METRICS: dict[str, Metric] = {
     # measured; a broken model generates ~0 (per-tensor weights measured 0.0). Not judged as a
     # proportion: the tokens of one continuation are far from independent.
     "min_generation_agreement": Metric("min", "fraction of greedily generated tokens equal to the reference's at the same position, over the prompts", ("abs", 0.05), ("times", 0.5)),
-    # Layer-level gates (harness/layout_checks.py, harness/localize.py): the worst layer is named.
+    # Layer-level gates (harness/measure/layout_checks.py, harness/measure/localize.py): the worst layer is named.
     "min_layer_weight_sqnr_db": Metric("min", "worst layer's SQNR of the weight the runtime uses against the model's fp32 weight, dB", ("abs", 0.5), ("minus", 2.0)),
     "min_layer_activation_sqnr_db": Metric("min", "worst layer's output SQNR inside the quantized model against the same layer in the fp32 reference, dB", ("abs", 0.5), ("minus", 2.0)),
     "min_code_range_use": Metric("min", "worst layer's fraction of int8 output channels whose largest |code| reaches 126 (max-abs scales reach 127)", ("abs", 0.01), ("minus", 0.02)),
@@ -67,7 +67,7 @@ METRICS: dict[str, Metric] = {
     "max_activation_scale_log2": Metric("max", "highest layer's log2(activation scale / scale implied by the fp32 input range on the calibration data): above, codes go unused", ("abs", 0.02), ("minus", 0.05)),
     "max_weight_amax_rel_err": Metric("max", "worst layer's relative error of the recorded weight amax against the model's max |w|", margin=None, policy=0.01),
     "max_input_amax_ratio": Metric("max", "worst layer's factor between the recorded input amax and a fresh measurement on the calibration data", margin=None, policy=1.05),
-    "min_peak_fraction": Metric("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/roofline.py)", ("rel", 0.05), ("times", 0.90)),
+    "min_peak_fraction": Metric("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/measure/roofline.py)", ("rel", 0.05), ("times", 0.90)),
     "min_e4m3_over_e5m2_db": Metric("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range", ("abs", 0.5), ("minus", 1.0)),
 }
 

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness.artifacts import Artifact, ArtifactError, ArtifactIdentityError, cache_key, default_cache_dir, load_artifact, publish
+from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
+from harness.artifacts.manifest import Artifact, cache_key, default_cache_dir, load_artifact, publish
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
 

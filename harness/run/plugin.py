@@ -12,11 +12,13 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import settings
 
-from harness import report, scaleout
-from harness.gates import PROBLEMS, Record, verdict
+from harness.judge.gates import PROBLEMS, Record, verdict
+from harness.judge.thresholds import ProfileError
 from harness.pathways.base import all_pathways
-from harness.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case
-from harness.thresholds import ProfileError
+from harness.report import html as report_html
+from harness.report import summary
+from harness.run import scaleout
+from harness.run.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case
 
 # Hypothesis: a bounded profile keeps CI fast; `--hypothesis-profile=thorough` digs deeper.
 settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
@@ -26,8 +28,8 @@ MARKERS = {
     "gpu": "needs a CUDA GPU",
     "perf": "measures speed (paired timing); never run two at once on one GPU",
     "slow": "takes minutes",
-    "qconform_cases(where, thresholds): runs once per selected (model, pathway, device) case (harness.session.cases)": None,
-    "qconform_workloads(model_level, thresholds): runs once per perf workload of each selected timeable pathway (harness.session.workloads)": None,
+    "qconform_cases(where, thresholds): runs once per selected (model, pathway, device) case (harness.run.session.cases)": None,
+    "qconform_workloads(model_level, thresholds): runs once per perf workload of each selected timeable pathway (harness.run.session.workloads)": None,
 }
 HARNESS = pytest.StashKey[Harness]()
 RECORDS = pytest.StashKey[list[Record]]()  # an item's gate Records, as objects (see Gates._record)
@@ -63,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     harness = Harness(config)
     config.stash[HARNESS] = harness
     # Before anything compiles: Inductor/Triton caches persist under the qconform cache.
-    from harness.timing import configure_compile_caches
+    from harness.measure.timing import configure_compile_caches
 
     configure_compile_caches(harness.store.cache_dir)
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
@@ -79,7 +81,7 @@ def _is_controller(config: pytest.Config) -> bool:
     return not _is_worker(config) and config.stash[HARNESS].is_conformance_run
 
 
-# -- parametrization: suites declare their axes with harness.session.cases / workloads -------
+# -- parametrization: suites declare their axes with harness.run.session.cases / workloads -------
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -275,11 +277,11 @@ class Reporter:
         if not _is_controller(session.config):
             return
         # Written first, replaced at the end: a crash or kill never leaves an older PASS behind.
-        report.write_incomplete(self.report_dir, "the run started and has not finished (killed or still running)")
+        summary.write_incomplete(self.report_dir, "the run started and has not finished (killed or still running)")
         try:
             self.harness.validate()
         except pytest.UsageError as exc:
-            report.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
+            summary.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
             raise
 
     @pytest.hookimpl(trylast=True)  # after -k, -m and the module hook's --shard have deselected
@@ -292,7 +294,7 @@ class Reporter:
         try:
             self.harness.check_thresholds(items)
         except pytest.UsageError as exc:
-            report.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
+            summary.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
             raise
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -332,9 +334,9 @@ class Reporter:
             return
         result = self.verdict
         if self.html_report is not None:
-            self.html_report.title = f"qconform release verdict: {result.word} ({report.counts_text(result)}) on {self.harness.device.describe()}"
-        path = report.write_summary(self.report_dir, self.records, result, self.environment, self.selected, self.comparison)
-        report.keep_history(path)
+            self.html_report.title = f"qconform release verdict: {result.word} ({summary.counts_text(result)}) on {self.harness.device.describe()}"
+        path = summary.write_summary(self.report_dir, self.records, result, self.environment, self.selected, self.comparison)
+        summary.keep_history(path)
         session.exitstatus = result.exit_code  # the exit status is the verdict's
 
     @functools.cached_property
@@ -346,7 +348,7 @@ class Reporter:
         baseline = self.harness.config.getoption("baseline")
         if baseline is None:
             return None
-        return report.compare_with_baseline(self.records, json.loads(Path(baseline).read_text()))
+        return summary.compare_with_baseline(self.records, json.loads(Path(baseline).read_text()))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if _is_controller(terminalreporter.config) and getattr(self, "_exitstatus", None) not in (None, pytest.ExitCode.USAGE_ERROR):
@@ -356,4 +358,4 @@ class Reporter:
         if not self.harness.is_conformance_run:
             return
         baseline = str(self.harness.config.getoption("baseline") or "")
-        prefix.extend(report.verdict_html(self.records, self.verdict, self.environment, self.comparison, baseline))
+        prefix.extend(report_html.verdict_html(self.records, self.verdict, self.environment, self.comparison, baseline))

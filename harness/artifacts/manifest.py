@@ -15,20 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
 from harness.schema import manifest_problems
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-
-class ArtifactError(Exception):
-    """An artifact is missing, malformed or does not match its manifest."""
-
-
-class ArtifactIdentityError(ArtifactError):
-    """The artifact loads but is not the model's: built from other weights, for another model, or
-    its payload's inputs, layers or weights are another model's. A gate finding (FAIL, the
-    `artifact_identity` check), not a failure to produce evidence (ERROR)."""
-
 
 @dataclass(frozen=True)
 class Artifact:
@@ -160,7 +151,7 @@ def load_artifact(directory: Path | str, *, pathway: str | None = None, model_id
 def _check_external_data(directory: Path, name: str, listed: dict[str, str]) -> None:
     """Every external data file an ONNX payload references is a file of the artifact, listed (and so
     hashed) in the manifest: a graph whose weights were left behind is named here, not by a loader."""
-    from harness.trust import onnx_external_data
+    from harness.artifacts.trust import onnx_external_data
 
     try:
         locations = onnx_external_data(directory / name)
