@@ -28,3 +28,18 @@ def test_a_threshold_nothing_gives_is_a_usage_error_before_any_test(llama_int8, 
     message = next(line for line in run.output.splitlines() if "no threshold" in line)
     assert "no threshold 'min_cosine' for [planted-nondeterministic.tiny-llama." in message and "team.toml" in message
     assert not run.summary.get("records"), "no test may run before the profile is complete"
+
+
+def test_plain_pytest_on_the_suites_is_a_conformance_run(tmp_path):
+    # No qconform option at all (the README's `qconform run` / `pytest -m gpu`): the suites' path alone
+    # makes it a conformance run, so the verdict and summary.json are written.
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_properties.py"), "-k", "inc_int8_weight_quantizer", "-p", "no:cacheprovider", f"--rootdir={REPO}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    summary = tmp_path / "reports" / "summary.json"
+    assert summary.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "qconform verdict:" in proc.stdout

@@ -32,7 +32,8 @@ CaseFilter = Callable[[Pathway, str], bool]
 CaseKey = tuple[str, str, str]  # (model id, pathway name, device kind): labels, test ids, the case cache
 T = TypeVar("T")
 # The checkout's suites/, and the same suites as installed from the wheel (harness/suites).
-SUITES_DIRS = (Path(__file__).resolve().parent.parent / "suites", Path(__file__).resolve().parent / "suites")
+HARNESS_DIR = Path(__file__).resolve().parents[1]
+SUITES_DIRS = (HARNESS_DIR.parent / "suites", HARNESS_DIR / "suites")
 DEFAULT_REPORT_DIR = Path("reports")
 # Options that make any pytest run a conformance run.
 EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "model")
