@@ -78,7 +78,7 @@ def test_a_toy_kind_is_detected_and_evaluated_through_the_kind_interface(toy_kin
 
 
 def test_init_text_comes_from_the_kind(toy_kind, classifier_dir, tmp_path):
-    from harness.config import init_project
+    from harness.project_init import init_project
 
     text = init_project(classifier_dir, tmp_path / "qconform.toml")
     assert "# Gated metrics (sequence classifier)" in text and 'metrics = ["label_agreement", "label_flips"]' in text
