@@ -19,8 +19,9 @@ def test_every_threshold_names_its_source():
         key = re.match(r"(\w+)\s*=", line)
         if key and key.group(1) in EXPLAIN:
             # An inline comment naming the H100 measurement or the policy, or a table note saying
-            # "policy" or, once calibrated on the 5090 (`qconform calibrate`), "worst measured".
-            if not re.search(r"#\s*(H100|policy)", line) and not re.search("policy|worst measured", note):
+            # "policy", the measurement it was copied from ("CPU measurement"), or, once calibrated
+            # on the 5090 (`qconform calibrate`), "worst measured".
+            if not re.search(r"#\s*(H100|policy)", line) and not re.search("policy|worst measured|CPU measurement", note):
                 unexplained.append(f"{table} {line.strip()}")
     assert not unexplained, unexplained
     assert load_profile("rtx5090").name == "rtx5090"
