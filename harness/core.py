@@ -4,6 +4,7 @@ Imports nothing of qconform's, so anything may import it (no cycles)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class Device:
         return re.sub(r"\s+", "", family.group(1)) if family else re.sub(r"[^a-z0-9]+", "-", name).strip("-")
 
 
+@functools.cache  # the CPU does not change in a process; every threshold lookup asks
 def cpu_class() -> str:
     """This CPU's class as its int8 kernels see it. x86 without VNNI (AVX2, AVX-512F): ONNX Runtime's
     U8S8 GEMM multiplies pairs through vpmaddubsw into int16 and saturates (its docs say so; INC

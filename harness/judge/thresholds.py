@@ -91,11 +91,11 @@ def resolve(profile: Profile, key: str, table: tuple[str, ...], policy_table: tu
         return profile.threshold(key, *table)
     except ProfileError:
         pass
-    policy = default_profile()
     if policy_table is not None:
-        for depth in range(len(policy_table), 1, -1):
-            if policy.has(key, *policy_table[:depth]):
-                return policy.threshold(key, *policy_table[:depth])
+        try:
+            return default_profile().threshold(key, *policy_table)
+        except ProfileError:
+            pass
     where = f"[{toml_table(table)}]"
     fallback = f" nor defaults.toml [{toml_table(policy_table)}]" if policy_table else " (no policy table applies: the model declares no kind)"
     raise ProfileError(f"no threshold {key!r} for {where}: neither {profile.path}{fallback} sets it")

@@ -96,12 +96,6 @@ def read_golden(directory: Path, inputs: dict[str, np.ndarray]) -> Golden:
     return Golden(directory, outputs, meta)
 
 
-def describe_drift(meta: dict[str, Any], current: dict[str, Any]) -> str:
-    """Which recorded tool versions differ from now: the first suspect when a golden check fails."""
-    moved = tool_changes(meta, current)
-    return "; ".join(moved) if moved else "no tool version changed"
-
-
 def tool_changes(meta: dict[str, Any], current: dict[str, Any]) -> list[str]:
     recorded = meta.get("tool_versions", {})
     return [f"{k} {recorded.get(k)} -> {v}" for k, v in sorted(current.items()) if recorded.get(k) != v]
@@ -125,15 +119,19 @@ def find_golden(root: Path, model_id: str, pathway: str, device: "Device", tools
     """The golden of this device class; else the nearest one of the same pathway recorded on
     another class (same device kind first, then the newest). Raises GoldenError when there is none."""
     own = golden_dir(root, model_id, pathway, device.device_class)
-    others = sorted(
-        (d for d in (Path(root) / model_id / pathway).glob("*") if d.is_dir() and d != own and (d / META).is_file()),
-        key=lambda d: (_kind_of(d) != device.kind, -_created(d), d.name),
-    )
-    if (own / META).is_file() or not others:
+    metas = {} if (own / META).is_file() else {d: _meta(d) for d in (Path(root) / model_id / pathway).glob("*") if (d / META).is_file()}
+    if not metas:
         golden = read_golden(own, inputs)
         return GoldenMatch(golden, tool_changes(golden.meta, tools))
-    golden = read_golden(others[0], inputs)
-    where = f"device class {device.device_class} has no golden yet; compared with {others[0].name}'s"
+
+    def nearness(directory: Path) -> tuple:
+        meta = metas[directory]
+        kind = str(meta.get("device", "cpu")).split(":")[0]
+        return (kind != device.kind, -int(str(meta.get("created", "0")).replace("-", "") or 0), directory.name)
+
+    nearest = min(metas, key=nearness)
+    golden = read_golden(nearest, inputs)
+    where = f"device class {device.device_class} has no golden yet; compared with {nearest.name}'s"
     return GoldenMatch(golden, [where, *tool_changes(golden.meta, tools)])
 
 
@@ -142,11 +140,3 @@ def _meta(directory: Path) -> dict[str, Any]:
         return json.loads((directory / META).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _kind_of(directory: Path) -> str:
-    return str(_meta(directory).get("device", "cpu")).split(":")[0]
-
-
-def _created(directory: Path) -> int:
-    return int(str(_meta(directory).get("created", "0")).replace("-", "") or 0)

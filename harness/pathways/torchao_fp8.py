@@ -13,16 +13,15 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import read_quantized_state_dict
 from harness.artifacts.trust import load_torch_file
-from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.core import Device, QuantLayout, Runner, Tensors
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.runtimes.torch import TorchRunner, load_quantized_state
+from harness.runtimes.torch import TorchRunner, load_quantized_state, torchao_layout
 
 PAYLOAD = "model.pt"
 MIN_CAPABILITY = (8, 9)
@@ -78,28 +77,7 @@ def rowwise_scaled_mm(device: Device) -> str:
 
 
 def read_layout(module: torch.nn.Module) -> QuantLayout:
-    layout = QuantLayout()
-    for name, child in module.named_modules():
-        if not isinstance(child, torch.nn.Linear):
-            continue
-        weight = child.weight
-        if not is_fp8_weight(weight):
-            layout.unquantized.append(name)
-            continue
-        scale = weight.scale.detach().float().cpu().numpy()
-        described = describe_float8(weight)
-        layout.layers[name] = QuantLayer(
-            name=name,
-            dtype=described["weight_dtype"],
-            weight_granularity=described["weight_granularity"],
-            weight_axis=0 if described["weight_granularity"] == "per-channel" else None,
-            weight_scales=scale.reshape(-1).astype(np.float64),
-            activation_dtype=described["activation_dtype"],
-            activation_granularity=described["activation_granularity"],
-            output_channels=weight.shape[0],
-            dequantized_weight=weight.dequantize(torch.float32).cpu().numpy(),
-        )
-    return layout
+    return torchao_layout(module, is_fp8_weight, describe_float8)
 
 
 @register

@@ -23,17 +23,16 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from harness.artifacts.errors import ArtifactError
 from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import read_quantized_state_dict
 from harness.artifacts.trust import load_torch_file
-from harness.core import Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.core import Device, QuantLayout, Runner, Tensors
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
-from harness.runtimes.torch import TorchRunner, load_quantized_state
+from harness.runtimes.torch import TorchRunner, load_quantized_state, torchao_layout
 
 PAYLOAD = "model.pt"
 CONFIG = "Int8DynamicActivationInt8WeightConfig()"
@@ -89,29 +88,7 @@ def describe_int8(weight) -> dict[str, Any]:
 
 
 def read_layout(module: torch.nn.Module) -> QuantLayout:
-    layout = QuantLayout()
-    for name, child in module.named_modules():
-        if not isinstance(child, torch.nn.Linear):
-            continue
-        weight = child.weight
-        if not is_int8_weight(weight):
-            layout.unquantized.append(name)
-            continue
-        described = describe_int8(weight)
-        zero_point = None if weight.zero_point is None else weight.zero_point.detach().cpu().numpy().reshape(-1)
-        layout.layers[name] = QuantLayer(
-            name=name,
-            dtype=described["weight_dtype"],
-            weight_granularity=described["weight_granularity"],
-            weight_axis=0 if described["weight_granularity"] == "per-channel" else None,
-            weight_scales=weight.scale.detach().float().cpu().numpy().reshape(-1).astype(np.float64),
-            weight_zero_points=zero_point,
-            activation_dtype=described["activation_dtype"],
-            activation_granularity=described["activation_granularity"],
-            output_channels=weight.shape[0],
-            dequantized_weight=weight.dequantize(torch.float32).cpu().numpy(),
-        )
-    return layout
+    return torchao_layout(module, is_int8_weight, describe_int8)
 
 
 def int8_dynamic_linear(device: Device) -> str:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from harness.artifacts.errors import ArtifactError
 from harness.artifacts.identity import align_state_dict, check_state_dict_matches
-from harness.core import QuantLayout, Runner, Tensors
+from harness.core import QuantLayer, QuantLayout, Runner, Tensors
 
 
 class TorchRunner(Runner):
@@ -51,3 +51,34 @@ def load_quantized_state(module: Any, state: Any, model: Any, path: Any) -> Any:
             raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
     module.load_state_dict(state, assign=True)
     return module
+
+
+def torchao_layout(module: Any, is_quantized: Callable[[Any], bool], describe: Callable[[Any], dict[str, Any]]) -> QuantLayout:
+    """The layout of a module whose Linear weights are torchao tensor subclasses (Float8Tensor,
+    Int8Tensor): `describe(weight)` gives the recipe fields the subclass states about itself."""
+    import numpy as np
+    import torch
+
+    layout = QuantLayout()
+    for name, child in module.named_modules():
+        if not isinstance(child, torch.nn.Linear):
+            continue
+        weight = child.weight
+        if not is_quantized(weight):
+            layout.unquantized.append(name)
+            continue
+        described = describe(weight)
+        zero_point = getattr(weight, "zero_point", None)  # Int8Tensor has one (None when symmetric); Float8Tensor none
+        layout.layers[name] = QuantLayer(
+            name=name,
+            dtype=described["weight_dtype"],
+            weight_granularity=described["weight_granularity"],
+            weight_axis=0 if described["weight_granularity"] == "per-channel" else None,
+            weight_scales=weight.scale.detach().float().cpu().numpy().reshape(-1).astype(np.float64),
+            weight_zero_points=None if zero_point is None else zero_point.detach().cpu().numpy().reshape(-1),
+            activation_dtype=described["activation_dtype"],
+            activation_granularity=described["activation_granularity"],
+            output_channels=weight.shape[0],
+            dequantized_weight=weight.dequantize(torch.float32).cpu().numpy(),
+        )
+    return layout
