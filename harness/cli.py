@@ -1,8 +1,23 @@
-"""`qconform build | run | report`: the commands a release pipeline calls.
+"""qconform: may this quantized model ship? The commands a release pipeline calls.
 
-Every subcommand exits with the verdict table's codes (harness/judge/gates.py EXIT_CODES): a usage problem
-(a missing file, a bad argument, an unknown model or pathway, an existing qconform.toml) is 4 with
-one line on stderr, `qconform <command>: <why>`."""
+commands:
+  init          write a starting qconform.toml for your model, every key explained
+  build         build (or validate the cached) artifacts of the chosen models and pathways
+  import        wrap an artifact your own pipeline made in a manifest, checked against the model
+  run           run the conformance suites: HTML report, junit.xml, summary.json, the verdict
+  report        print the verdict of a summary.json (--json: one JSON object for CI)
+  merge         merge shards' summary.json files into one summary and HTML page
+  calibrate     measure this device and write a threshold profile with margins
+  hash-weights  print the source-weights sha256 of a checkpoint, .safetensors or .onnx
+
+The same option names in every command: --models ID,... (model ids: a [[models]] id of
+qconform.toml or a built-in), --model SOURCE (a checkpoint directory, fp32 .onnx file or
+module:factory), --pathways NAME,..., --qc-cache DIR, --report-dir DIR.
+
+exit codes (every command, the same table as the verdict's):
+  0 PASS  1 FAIL  2 INCOMPLETE  3 ERROR  4 USAGE ERROR  6 NOT GATED
+A usage problem (a missing file, a bad argument, an unknown model or pathway, an existing
+qconform.toml) is 4 with one line on stderr, `qconform <command>: <why>`."""
 
 from __future__ import annotations
 
@@ -11,6 +26,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness import importer
 from harness.artifacts.errors import ArtifactError
@@ -27,6 +43,38 @@ from harness.run.store import ArtifactStore
 USAGE_ERROR = EXIT_CODES["USAGE ERROR"]  # pytest's code for bad options: the same for qconform's own commands
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+DEPRECATIONS: list[str] = []  # this command's deprecation lines, printed when it did not end in a usage error
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option name, kept one release: it still works, and the command says which name replaces
+    it (on stderr, after the command; a usage error stays its one line)."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        DEPRECATIONS.append(f"{parser.prog}: {option_string} is deprecated, use {self.new} (the old name goes in the next release)")
+        setattr(namespace, self.dest, values)
+
+
+def _model_id_as_source(args: argparse.Namespace) -> None:
+    """`qconform import --model ID`: --model takes a source everywhere; an id there still works."""
+    source = getattr(args, "model", None)
+    if isinstance(source, str) and not Path(source).expanduser().exists() and ":" not in source:
+        DEPRECATIONS.append(f"qconform import: --model {source}: a model id is deprecated here, use --models {source} (--model takes a checkpoint directory, .onnx file or module:factory)")
+
+
+def version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("qconform")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class UsageError(Exception):
@@ -68,7 +116,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(usage_line("build", exc), file=sys.stderr)
         return USAGE_ERROR
     device = Device.detect()
-    store = ArtifactStore(args.cache)
+    store = ArtifactStore(args.qc_cache)
     failed = 0
     for model in models:
         for pathway in pathways:
@@ -173,6 +221,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         "--self-contained-html",
         f"--junitxml={report_dir / 'junit.xml'}",
         f"--report-dir={report_dir}",
+        "-o", "render_collapsed=all",  # pytest-html's per-test rows start collapsed: the verdict block reads first
         *pytest_args,
     ]
     print("qconform: pytest " + " ".join(argv), flush=True)
@@ -181,9 +230,7 @@ def cmd_run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         code = int(pytest.main(argv, plugins=[]))
     finally:
         sys.stderr = stderr
-    if code != USAGE_ERROR:
-        print(f"qconform: report at {report_dir / 'conformance.html'}; exit {code} ({', '.join(f'{c} {w}' for w, c in EXIT_CODES.items())})")
-    return code
+    return code  # the plugin's last line said the verdict, its exit code's meaning and the report
 
 
 class UsageLinePrefix:
@@ -224,17 +271,44 @@ def _unfinished_run(path: Path) -> bool:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the verdict of a summary.json: one line per failed or skipped gate; exit with its code."""
+    """Print the verdict of a summary.json: one line per failed or skipped gate (or, with --json, one
+    JSON object for CI); exit with its code."""
+    if args.json:
+        return report_json(Path(args.summary))
     summaries = read_summaries("report", [args.summary])
     if isinstance(summaries, int):
         return summaries
     summary = summaries[0]
+    from harness.report.verdict import final_line, is_noise, verdict_of
+
     print(f"verdict: {summary.get('line', summary['verdict'])}")
-    for record in table_rows(records_from(summary)):
+    for record in table_rows([r for r in records_from(summary) if not is_noise(r)]):
         if record.outcome != "passed":
             measured = f" {record.metric}={record.measured} threshold {record.threshold}" if record.metric else ""
             print(f"  {record.outcome:7} {record.pathway}/{record.device} {record.model} {record.check}{measured} {record.message}")
+    if "counts" in summary:  # the last line, as a run's: the verdict in words
+        html = Path(args.summary).parent / "conformance.html"
+        print(final_line(verdict_of(summary), str(html if html.is_file() else args.summary)))
     return EXIT_CODES[summary["verdict"]]
+
+
+def report_json(path: Path) -> int:
+    """`qconform report --json`: the verdict object of harness/report/verdict.py on stdout. A run that
+    did not finish is an object too ({"verdict": "INCOMPLETE", ...}): a bot always gets JSON."""
+    from harness.report.summary import json_safe
+    from harness.report.verdict import exit_meaning, verdict_object, verdict_of
+
+    try:
+        summary = read_summary(path)
+    except SummaryError as exc:
+        word = "USAGE ERROR" if not _unfinished_run(path) else json.loads(path.read_text())["verdict"]
+        print(json.dumps({"verdict": word, "exit_code": EXIT_CODES[word], "meaning": exit_meaning(word), "line": usage_line("report", exc), "summary": str(path)}, indent=2))
+        return EXIT_CODES[word]
+    html = path.parent / "conformance.html"
+    obj = verdict_object(summary, records_from(summary), verdict_of(summary), str(html if html.is_file() else path))
+    obj["summary"] = str(path)
+    print(json.dumps(json_safe(obj), indent=2))
+    return obj["exit_code"]
 
 
 def _table_of(record: dict) -> tuple[str, ...]:
@@ -292,16 +366,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: {message}\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="qconform", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)  # subcommands are Parsers too
+def build_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """(the `qconform` parser, its subparsers action: `.choices` maps each command to its parser)."""
+    parser = Parser(prog="qconform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"qconform {version()}", help="print qconform's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")  # subcommands are Parsers too
 
     build = sub.add_parser("build", help="build the artifacts of the project's models (else the embedded defaults) into the cache")
-    build.add_argument("--models", help="comma-separated model ids: a [[models]] id of qconform.toml or a built-in (default: the project's models, else all)")
+    build.add_argument("--models", metavar="ID,...", help="comma-separated model ids: a [[models]] id of qconform.toml or a built-in (default: the project's models, else all)")
     build.add_argument("--model", action="append", metavar="SOURCE", help="a Hugging Face checkpoint directory, fp32 .onnx file or module:factory (repeatable)")
     build.add_argument("--allow-pickle-checkpoint", action="store_true", help="accept a pickle-based (.bin) checkpoint for --model, loaded with weights_only=True")
-    build.add_argument("--pathways", help="comma-separated pathway names (default: the project's, else all)")
-    build.add_argument("--cache", type=Path, help="cache directory (default: $QCONFORM_CACHE or ~/.cache/qconform)")
+    build.add_argument("--pathways", metavar="NAME,...", help="comma-separated pathway names (default: the project's, else all)")
+    build.add_argument("--qc-cache", type=Path, metavar="DIR", help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
+    build.add_argument("--cache", dest="qc_cache", type=Path, metavar="DIR", action=DeprecatedAlias, new="--qc-cache", help="deprecated: use --qc-cache")
 
     run = sub.add_parser(
         "run",
@@ -309,32 +386,46 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the conformance suites. Any argument not listed here goes to pytest (-k, -m gpu, -n auto, ...).",
         formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=28, width=200),  # one line per option
     )
-    run.add_argument("--suites", type=Path, help="suites directory (default: ./suites, else the checkout's, else the installed package's)")
-    run.add_argument("--report-dir", default="reports", help="where the HTML report, junit.xml and summary.json go")
+    run.add_argument("--suites", type=Path, metavar="DIR", help="suites directory (default: ./suites, else the checkout's, else the installed package's)")
+    run.add_argument("--report-dir", default="reports", metavar="DIR", help="where the HTML report, junit.xml, summary.json and history/ go (default: reports)")
     add_pytest_options(run)
 
     calibrate = sub.add_parser("calibrate", help="measure this device and write a threshold profile with margins; extra arguments go to pytest")
-    calibrate.add_argument("--runs", type=int, default=3, help="repeated runs; the worst value of each metric counts")
-    calibrate.add_argument("--from", dest="summaries", action="append", default=[], help="use existing summary.json files instead of running")
+    calibrate.add_argument("--runs", type=int, default=3, help="repeated runs; the worst value of each metric counts (default: 3)")
+    calibrate.add_argument("--from", dest="summaries", action="append", default=[], metavar="SUMMARY", help="use an existing summary.json instead of running (repeatable)")
     calibrate.add_argument("--name", required=True, help="profile name, e.g. rtx5090")
-    calibrate.add_argument("--description", default="")
-    calibrate.add_argument("--out", required=True, help="where to write the profile TOML")
-    calibrate.add_argument("--suites", type=Path)
-    calibrate.add_argument("--report-dir", default="reports")
+    calibrate.add_argument("--description", default="", help="the profile's description line (default: the devices it was calibrated on)")
+    calibrate.add_argument("--out", required=True, metavar="TOML", help="where to write the profile TOML")
+    calibrate.add_argument("--suites", type=Path, metavar="DIR", help="suites directory, as for `qconform run`")
+    calibrate.add_argument("--report-dir", default="reports", metavar="DIR", help="where each run's reports go, as calibrate-<n>/ (default: reports)")
 
     merge = sub.add_parser("merge", help="merge shards' summary.json files into one summary and HTML page")
-    merge.add_argument("summaries", nargs="+")
-    merge.add_argument("--out", default="reports/merged")
+    merge.add_argument("summaries", nargs="+", metavar="SUMMARY", help="each shard's summary.json (`qconform run --shard K/N`)")
+    merge.add_argument("--out", default="reports/merged", metavar="DIR", help="where the merged summary.json and conformance-merged.html go (default: reports/merged)")
 
     init = sub.add_parser("init", help="write a starting qconform.toml for your model, every key explained")
-    init.add_argument("--model", type=Path, required=True, help="Hugging Face checkpoint directory or fp32 .onnx file")
-    init.add_argument("--out", type=Path, default=Path("qconform.toml"))
+    init.add_argument("--model", type=Path, required=True, metavar="SOURCE", help="Hugging Face checkpoint directory or fp32 .onnx file")
+    init.add_argument("--out", type=Path, default=Path("qconform.toml"), help="where to write it (default: qconform.toml; an existing file is never overwritten)")
 
-    report = sub.add_parser("report", help="print the verdict of a summary.json")
-    report.add_argument("summary", nargs="?", default="reports/summary.json")
+    report = sub.add_parser("report", help="print the verdict of a summary.json (--json: one JSON object for CI); exits with the run's code")
+    report.add_argument("summary", nargs="?", default="reports/summary.json", help="a finished run's summary.json (default: reports/summary.json)")
+    report.add_argument("--json", action="store_true", help="print one JSON object: verdict, exit code, counts, per pathway x model cell, failures with metric/value/threshold/source")
 
-    importer.add_parsers(sub)  # import, hash-weights (harness/importer.py)
+    importer.add_parsers(sub, DeprecatedAlias)  # import, hash-weights (harness/importer.py)
+    return parser, sub
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser, sub = build_parser()
+    DEPRECATIONS.clear()
+    code = _dispatch(parser, sub, argv)
+    if code != USAGE_ERROR:
+        for line in DEPRECATIONS:
+            print(line, file=sys.stderr)
+    return code
+
+
+def _dispatch(parser: argparse.ArgumentParser, sub, argv: list[str] | None) -> int:
     try:
         args, rest = parser.parse_known_args(argv)
         if args.command not in ("run", "calibrate") and rest:
@@ -347,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_calibrate(args, rest)
     if args.command == "init":
         return cmd_init(args.model, args.out)
+    if args.command == "import":
+        _model_id_as_source(args)
     if args.command in importer.COMMANDS:
         return importer.COMMANDS[args.command](args)
     return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
@@ -364,7 +457,11 @@ def cmd_init(model: Path, out: Path = Path("qconform.toml")) -> int:
     except (FileExistsError, ValueError, OSError) as exc:
         print(usage_line("init", exc), file=sys.stderr)
         return USAGE_ERROR
-    print(f"wrote {out}: review it, then `qconform calibrate` to measure thresholds for the new model")
+    print(
+        f"wrote {out}: review it, then `qconform run --regen-golden` (a first release: the policy thresholds of "
+        "defaults.toml gate it and its golden outputs are recorded for review); `qconform calibrate` later measures "
+        "thresholds of its own (docs/runbook.md)"
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ class ModelEntry:
     eval_text: str | None = None
     eval_prompts: str | None = None
     eval_pairs: str | None = None
+    eval_choices: str | None = None
     calibration_text: str | None = None
     metrics: list[str] | None = None
     eval_tokens: int | None = None
@@ -35,6 +36,8 @@ class ModelEntry:
     new_tokens: int | None = None
     generation_prompts: int | None = None
     int8_keep_float: list[str] | None = None
+    lm_eval_tasks: list[str] | None = None
+    lm_eval_include: str | None = None
     allow_pickle: bool = False
 
     def options(self) -> dict[str, Any]:
@@ -59,11 +62,6 @@ class Project:
         for name in [*self.pathways, *self.recipes]:
             if name not in known:
                 raise ConfigError(f"{self.label or self.path}: unknown pathway {name!r}; known: {', '.join(sorted(known))}")
-
-    def recipe_mismatches(self, pathway: str, recipe: dict[str, Any]) -> list[str]:
-        """Where an artifact's manifest recipe differs from what the project expects."""
-        expected = self.recipes.get(pathway, {})
-        return [f"recipe {key} is {recipe.get(key)!r}, the project expects {value!r}" for key, value in expected.items() if recipe.get(key) != value]
 
 
 TOP_KEYS = {"models": list, "pathways": list, "recipes": dict, "artifacts": str, "profile": str}
@@ -104,7 +102,7 @@ def parse_project(data: dict[str, Any], path: Path, label: str) -> Project:
             raise ConfigError(f"{label}: [[models]] #{number} has no 'source' (a checkpoint directory, .onnx file or module:factory)")
         entry = ModelEntry(**raw)
         entry.source = resolve(entry.source)
-        for key in ("eval_text", "eval_prompts", "eval_pairs", "calibration_text"):
+        for key in ("eval_text", "eval_prompts", "eval_pairs", "eval_choices", "calibration_text", "lm_eval_include"):
             setattr(entry, key, resolve(getattr(entry, key)))
         models.append(entry)
     pathways = data.get("pathways", [])

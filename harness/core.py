@@ -155,6 +155,10 @@ class QuantLayer:
     dequantized_weight: np.ndarray | None = None
     # Per-group weights: input elements per scale (weight_scales then holds out x in/group_size).
     group_size: int | None = None
+    # SmoothQuant: the per-input-channel factors s (in_features,) the graph divides this layer's
+    # input by; its stored weight is then the model's times s along the input axis (the reference a
+    # stored weight is compared with: harness/artifacts/qdq.py smoothed_reference). None: unsmoothed.
+    input_smoothing: np.ndarray | None = None
 
 
 @dataclass

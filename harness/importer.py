@@ -88,9 +88,26 @@ def refusal(command: str, exc: BaseException) -> str:
     return f"qconform {command}: {' '.join(str(text).split())}"
 
 
+def import_selection(args: argparse.Namespace) -> tuple[str, str]:
+    """(pathway name, model id or source) from `--pathways NAME` and `--models ID` / `--model SOURCE`
+    (the names of `qconform run` and `build`; import takes exactly one of each)."""
+    pathways = [p.strip() for p in (args.pathways or "").split(",") if p.strip()]
+    if len(pathways) != 1:
+        raise ValueError(f"--pathways: name exactly one pathway for the artifact (got {', '.join(pathways) or 'none'})")
+    if args.models and args.model:
+        raise ValueError("--models and --model: name the model once (--models ID, or --model SOURCE for a checkpoint)")
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if args.models is not None and len(models) != 1:
+        raise ValueError(f"--models: name exactly one model the payload was made from (got {', '.join(models) or 'none'})")
+    if not models and not args.model:
+        raise ValueError("name the model the payload was made from: --models ID (a [[models]] id of qconform.toml or a built-in) or --model SOURCE")
+    return pathways[0], models[0] if models else args.model
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     try:
-        pathway, model = get_pathway(args.pathway), find_model(args.model, Path.cwd())
+        pathway_name, model_name = import_selection(args)
+        pathway, model = get_pathway(pathway_name), find_model(model_name, Path.cwd())
         target = import_artifact(pathway, model, [Path(p) for p in args.payload], Path(args.out), _assignments(args.set, "--set"), _assignments(args.tool_version, "--tool-version", parse=False))
     except (ImportRefused, ArtifactError, KeyError, ValueError, TypeError, OSError, ImportError) as exc:
         print(refusal("import", exc), file=sys.stderr)
@@ -113,17 +130,20 @@ def cmd_hash_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    """The `import` and `hash-weights` subcommands (cli.main dispatches through COMMANDS)."""
+def add_parsers(sub, deprecated: type[argparse.Action]) -> None:
+    """The `import` and `hash-weights` subcommands (cli.main dispatches through COMMANDS);
+    `deprecated`: cli's action for an old option name kept one release."""
     imp = sub.add_parser("import", help="wrap an artifact made by your own pipeline in a manifest (checked against the model)")
-    imp.add_argument("--pathway", required=True, help="pathway that will load it, e.g. inc-int8-qdq")
-    imp.add_argument("--model", required=True, help="the model the payload was made from: a checkpoint directory, .onnx file, module:factory, or a model id (project file or built-in)")
+    imp.add_argument("--pathways", metavar="NAME", help="the one pathway that will load it, e.g. inc-int8-qdq")
+    imp.add_argument("--pathway", dest="pathways", action=deprecated, new="--pathways", help="deprecated: use --pathways")
+    imp.add_argument("--models", metavar="ID", help="the model the payload was made from, by id: a [[models]] id of qconform.toml or a built-in")
+    imp.add_argument("--model", metavar="SOURCE", help="the model the payload was made from, by source: a Hugging Face checkpoint directory, fp32 .onnx file or module:factory")
     imp.add_argument("payload", nargs="+", help="payload file(s): a QDQ .onnx (+ .engine for tensorrt), a torchao state dict .pt, INC FP8 *_hooks_*.json dumps")
     imp.add_argument("--out", required=True, help="artifacts root; writes OUT/<model>/<pathway>/ for `qconform run --artifacts OUT`")
     imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="add or override a recipe entry (VALUE parsed as JSON if it can be)")
     imp.add_argument("--tool-version", action="append", default=[], metavar="DIST=VERSION", help="record the version of a tool that made the payload")
     hw = sub.add_parser("hash-weights", help="print the source-weights sha256 of a checkpoint dir, .safetensors or .onnx (docs/artifacts.md)")
-    hw.add_argument("path")
+    hw.add_argument("path", help="a checkpoint directory, a .safetensors file or an .onnx file")
 
 
 COMMANDS = {"import": cmd_import, "hash-weights": cmd_hash_weights}

@@ -3,7 +3,8 @@
 import pytest
 
 from harness.judge.gates import metric, threshold_key
-from harness.judge.metrics import log_error_histogram, output_metrics, smallest_detectable_change, wilson_lower, wilson_upper
+from harness.judge.metrics import ALPHA, POWER, ProportionTest, log_error_histogram, output_metrics, smallest_detectable_change
+from harness.judge.paired import PairedTask
 from harness.measure.layout_checks import weight_sqnr
 from harness.measure.localize import NotLocalizable, describe_first_bad, localize
 from harness.run.session import cases
@@ -45,33 +46,46 @@ def test_layer_activation_sqnr(case, gate):
 @cases(thresholds=lambda pathway, model, kind: [threshold_key(name) for name in model.task_metric_names])
 def test_task_metric(case, gate):
     """The model's task metric (token agreement, ranking, task score) stays within budget.
-    Proportions are judged on their 95% Wilson bound over the items measured (lower for a `min_`
-    key, upper for a `max_` key), and each metric states the smallest change its sample size can detect."""
+    A proportion fails only when it is significantly past its threshold (one-sided 5%, with the
+    power stated: harness/judge/metrics.ProportionTest); a correlation states the smallest change
+    its sample size can detect."""
     measured = case.model.task_metrics(case.reference, case.outputs)
-    judge, extra, notes = judge_task_metrics(measured, case.model.task_metric_samples(case.reference))
+    samples = case.model.task_metric_samples(case.reference)
+    thresholds = {threshold_key(name): case.threshold(threshold_key(name)).value for name in samples if name in measured}
     # evidence: every measured statistic and, for LLMs, reference vs candidate generations (report).
-    extra.update(case.model.evidence(case.reference, case.outputs))
-    gate.check(case, {threshold_key(name): value for name, value in measured.items()}, "; ".join(notes), extra=extra, judge=judge)
+    evidence = case.model.evidence(case.reference, case.outputs)
+    judge, extra, notes = judge_task_metrics(measured, samples, thresholds, evidence.get("statistics", measured))
+    extra.update(evidence)
+    gate.check(case, {threshold_key(name): value for name, value in measured.items()}, extra=extra, judge=judge, notes=notes)
 
 
-def judge_task_metrics(measured: dict[str, float], samples: dict[str, int]) -> tuple[dict[str, float], dict[str, object], list[str]]:
-    """(the value each threshold key is judged on, the record's extra, notes) from the measured task
-    metrics and the items each is measured on; what a metric is over n items (a proportion, a
-    correlation) is its entry in harness/gates.METRICS."""
-    judge, detectable, counted, notes = {}, {}, {}, []
-    bounds: dict[str, dict[str, float]] = {"lower": {}, "upper": {}}
+def judge_task_metrics(
+    measured: dict[str, float], samples: dict[str, int], thresholds: dict[str, float], statistics: dict[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, object], dict[str, str]]:
+    """(the value each threshold key is judged on, the record's extra, a note per key) from the
+    measured task metrics, the items each is measured on and the thresholds; what a metric is over
+    n items (a proportion, a correlation, a paired table) is its entry in harness/judge/gates.METRICS.
+    `statistics`: every number the model measured (a paired table's counts among them)."""
+    judge, detectable, counted, notes, tests = {}, {}, {}, {}, {}
     for name, n in samples.items():
         key = threshold_key(name)
         entry = metric(key)
         if entry.sample is None or name not in measured:
             continue
         counted[key] = n
-        detectable[key] = smallest_detectable_change(measured[name], n, entry.sample)
         if entry.sample == "proportion":
-            side = "lower" if entry.direction == "min" else "upper"
-            judge[key] = bounds[side][key] = (wilson_lower if side == "lower" else wilson_upper)(measured[name], n)
-            notes.append(f"{name} judged on its 95% {side} bound {judge[key]:.4f} over {n} items")
-    extra: dict[str, object] = {"detectable": detectable, "samples": counted, "judged_on_lower_bound": bounds["lower"]}
-    if bounds["upper"]:
-        extra["judged_on_upper_bound"] = bounds["upper"]
+            test = ProportionTest(measured[name], n, thresholds[key], entry.direction)
+            judge[key], detectable[key], notes[key] = test.judged, test.detectable, test.note(name)
+            tests[key] = {"bound": test.bound_side, "judged": test.judged, "alpha": ALPHA, "power": POWER, "detectable": test.detectable}
+        elif entry.sample == "paired":  # the labeled task's 2x2 table (harness/judge/paired.py)
+            task = PairedTask.from_metrics(statistics or measured)
+            detectable[key] = task.detectable_loss()
+            if key == "min_task_recovery":
+                judge[key] = task.recovery_upper
+                notes[key] = f"recovery {task.recovery:.4f} (reference accuracy {task.reference_accuracy:.3f}, candidate {task.candidate_accuracy:.3f}), judged on its one-sided 95% upper bound {task.recovery_upper:.4f}; " + task.power_note(thresholds[key])
+            else:
+                notes[key] = task.power_note()
+        else:
+            detectable[key] = smallest_detectable_change(measured[name], n, entry.sample)
+    extra: dict[str, object] = {"detectable": detectable, "samples": counted, "proportion_tests": tests}
     return judge, extra, notes

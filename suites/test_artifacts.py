@@ -73,6 +73,17 @@ def test_manifest_recipe_agrees(case, gate):
 
 
 @cases()
+def test_project_recipe(case, gate):
+    """The artifact was built with the recipe the team's project file requires ([recipes.<pathway>]):
+    every key it sets, as the artifact's recipe records it (its layout keys are also checked
+    against the payload itself, above)."""
+    required = case.model.recipe_overrides.get(case.pathway.name, {})
+    if not required:
+        pytest.skip(f"the project file sets no [recipes.{case.pathway.name}]")
+    gate.expect(case, lc.project_recipe_problems(case.artifact.recipe, required), "project_recipe")
+
+
+@cases()
 def test_scales_valid(case, gate):
     """Scales are positive and finite."""
     gate.expect(case, lc.scale_problems(case.runner.layout()), "scales_valid")

@@ -30,9 +30,12 @@ def test_init_writes_a_file_that_loads(tmp_path):
     assert project.path == tmp_path / "qconform.toml"
     [model] = project.models
     assert Path(model.source) == checkpoint and model.id == "my-llama-3"
-    assert model.options()["metrics"] == ["ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement"]
+    assert model.options()["metrics"] == ["ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", "task_recovery", "task_flip_rate", "task_mcnemar_p"]
     assert project.pathways == ["inc-int8-qdq", "inc-fp8-ref"]
-    assert project.recipe_mismatches("inc-int8-qdq", {"weight_granularity": "per-tensor"}) == ["recipe weight_granularity is 'per-tensor', the project expects 'per-channel'"]
+    assert project.recipes == {"inc-int8-qdq": {"weight_granularity": "per-channel"}}
+    from harness.measure.layout_checks import project_recipe_problems
+
+    assert project_recipe_problems({"weight_granularity": "per-tensor"}, project.recipes["inc-int8-qdq"]) == ["recipe weight_granularity is 'per-tensor', the project file requires 'per-channel'"]
     with pytest.raises(FileExistsError):
         init_project(checkpoint, tmp_path / "qconform.toml")
 

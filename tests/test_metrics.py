@@ -85,24 +85,65 @@ def test_wilson_upper_bound_mirrors_the_lower():
     assert metrics.wilson_lower(0.02, 200) < 0.02 < metrics.wilson_upper(0.02, 200)
 
 
-def test_a_max_proportion_is_judged_on_its_upper_bound():
-    """A planted `max_` proportion (a flip rate): 4 flips in 200 items measures 0.02, under a 0.03
-    budget, but its 95% upper bound (0.050) is not: the verdict uses the bound on the side that can
-    fail, the upper one for a `max_` key, the lower one for a `min_` key (issue 24)."""
-    from harness.judge.gates import METRICS, passes, register_metric
+def test_the_proportion_rule_by_hand():
+    """Hand-worked: p = 0.5 over n = 100 against t = 0.5. One-sided z = 1.645: Wilson upper bound
+    (0.5 + z^2/200 + z sqrt(0.0025 + z^2/40000)) / (1 + z^2/100) = 0.5812. The gate fails below
+    c = 0.5 - 1.645 * 0.05 = 0.41776; a true 0.37697 falls below c with 80% probability
+    ((c - p1) = 0.8416 sqrt(p1 (1 - p1) / 100) = 0.04079), so the detectable effect is 0.1230. The real 270M LLM of issue 24 (top-1 0.856 over 508
+    tokens, t = 0.85) passes: its upper bound is 0.8797, where the old two-sided lower bound (0.823)
+    failed it."""
+    test = metrics.ProportionTest(0.5, 100, 0.5, "min")
+    assert test.judged == pytest.approx(0.58115, abs=1e-4) and test.detectable == pytest.approx(0.12303, abs=1e-4)
+    real = metrics.ProportionTest(0.856, 508, 0.85, "min")
+    assert real.judged == pytest.approx(0.8797, abs=1e-4) and real.judged >= 0.85 > metrics.wilson_lower(0.856, 508)
+    assert metrics.ProportionTest(1.0, 512, 0.99, "min").detectable >= 3 / 512  # rule of three
+
+
+@pytest.mark.parametrize("direction, threshold", [("min", 0.85), ("min", 0.95), ("max", 0.03), ("max", 0.10)])
+def test_the_proportion_rule_has_its_stated_error_rates(direction, threshold):
+    """Simulated: binomial counts at the threshold fail at most ~ALPHA of the time (false alarms),
+    and counts from a true value `detectable` past it fail at least ~POWER of the time."""
+    rng = np.random.default_rng(24)
+    n = 500
+    detectable = metrics.ProportionTest(threshold, n, threshold, direction).detectable
+    past = threshold - detectable if direction == "min" else threshold + detectable
+
+    def fail_rate(true: float) -> float:
+        counts = rng.binomial(n, true, size=4000)
+        return float(np.mean([not passes(f"{direction}_x", metrics.ProportionTest(c / n, n, threshold, direction).judged, threshold, direction) for c in counts]))
+
+    assert fail_rate(threshold) <= metrics.ALPHA + 0.02
+    assert fail_rate(past) >= metrics.POWER - 0.05
+
+
+def passes(key: str, value: float, threshold: float, direction: str) -> bool:
+    return value >= threshold if direction == "min" else value <= threshold
+
+
+def test_a_max_proportion_is_judged_on_its_passing_side_bound():
+    """A planted `max_` proportion (a flip rate) against a 0.03 budget: 6 flips in 200 (0.03
+    measured... 0.06) is significantly over it and fails; 8 in 200 measured 0.04 over it is not
+    significant at n = 200 and passes, with the power stated (a true rate 0.030 over the budget
+    fails 80% of the time); a `min_` proportion is judged on its upper bound the same way."""
+    from harness.judge.gates import METRICS, register_metric
     from suites.test_accuracy import judge_task_metrics
 
     register_metric("max_planted_flips", "max", "planted: fraction of items whose label flipped", margin=None, policy=0.03, sample="proportion")
     try:
-        measured = {"planted_flips": 0.02, "top1_agreement": 0.95, "ranking_agreement": 0.99, "kl_mean": 0.01}
-        judge, extra, notes = judge_task_metrics(measured, {"planted_flips": 200, "top1_agreement": 200, "ranking_agreement": 24, "kl_mean": 200})
-        assert judge["max_planted_flips"] == pytest.approx(metrics.wilson_upper(0.02, 200)) and judge["max_planted_flips"] > 0.03
-        assert passes("max_planted_flips", measured["planted_flips"], 0.03) and not passes("max_planted_flips", judge["max_planted_flips"], 0.03)
-        assert judge["min_top1_agreement"] == pytest.approx(metrics.wilson_lower(0.95, 200))
+        thresholds = {"max_planted_flips": 0.03, "min_top1_agreement": 0.85, "min_ranking_agreement": 0.9}
+        samples = {"planted_flips": 200, "top1_agreement": 200, "ranking_agreement": 24, "kl_mean": 200}
+        over = {"planted_flips": 0.08, "top1_agreement": 0.84, "ranking_agreement": 0.99, "kl_mean": 0.01}
+        judge, extra, notes = judge_task_metrics(over, samples, thresholds)
+        assert judge["max_planted_flips"] == pytest.approx(metrics.wilson_lower(0.08, 200, metrics.Z_ALPHA)) and judge["max_planted_flips"] > 0.03
+        assert judge["min_top1_agreement"] == pytest.approx(metrics.wilson_upper(0.84, 200, metrics.Z_ALPHA)) and judge["min_top1_agreement"] >= 0.85
         assert set(judge) == {"max_planted_flips", "min_top1_agreement"}  # a correlation and a divergence are judged as measured
-        assert extra["judged_on_upper_bound"] == {"max_planted_flips": judge["max_planted_flips"]}
-        assert extra["judged_on_lower_bound"] == {"min_top1_agreement": judge["min_top1_agreement"]}
+        tests = extra["proportion_tests"]
+        assert tests["max_planted_flips"]["bound"] == "lower" and tests["min_top1_agreement"]["bound"] == "upper"
+        assert tests["max_planted_flips"]["alpha"] == metrics.ALPHA and tests["max_planted_flips"]["power"] == metrics.POWER
+        assert tests["max_planted_flips"]["detectable"] == pytest.approx(metrics.ProportionTest(0.08, 200, 0.03, "max").detectable)
         assert extra["samples"] == {"max_planted_flips": 200, "min_top1_agreement": 200, "min_ranking_agreement": 24}
-        assert "planted_flips judged on its 95% upper bound 0.0503 over 200 items" in notes
+        assert notes["max_planted_flips"].startswith("planted_flips 0.0800 over 200 items fails only if its one-sided 95% lower bound")
+        slightly = judge_task_metrics({**over, "planted_flips": 0.04}, samples, thresholds)[0]
+        assert slightly["max_planted_flips"] <= 0.03 < 0.04  # over the budget, not significantly: passes
     finally:
         METRICS.pop("max_planted_flips")

@@ -197,3 +197,38 @@ def test_scales_off_by_2x_fail_every_sentence_task_gate(minilm_int8, user_artifa
     run = run_suites(f"--artifacts={target.parent.parent}", "--pathways=inc-int8-qdq", "--models=minilm-l6")
     failed = {r["metric"] for r in run.records(outcome="failed", check="task_metric")}
     assert failed == {"min_row_cosine", "min_ranking_agreement", "max_rel_task_drop"}, run.output
+
+
+# Defects that change what the model computes. Under the policy alone (a first release: no
+# calibrated table, every threshold from defaults.toml), each must fail an output or task gate, not
+# only a layer gate. (int8-activations-expected-uint8 computes the same numbers; layer-left-float is
+# more accurate; one-layer-coarse-codes measured logits SQNR 16.41 dB against the clean artifact's
+# 16.38 on cpu-x86, and zero-point-off-by-one shifts each weight by one code: within clean
+# quantization noise, so the layer and artifact gates catch those.)
+OUTPUT_CHANGING = ("per-tensor-scales", "scales-2x", "scales-wrong-axis", "one-layer-scales-x4", "one-layer-permuted", "transposed-weights", "calibration-tiny-range")
+OUTPUT_GATES = {"output_agreement", "task_metric"}
+
+
+def _policy_only(tmp_path) -> str:
+    """A profile with no tables: every threshold resolves to the policy of defaults.toml."""
+    profile = tmp_path / "policy-only.toml"
+    profile.write_text('[profile]\nname = "policy-only"\ndescription = "no calibrated tables: policy defaults only"\n')
+    return f"--profile={profile}"
+
+
+def test_clean_artifact_passes_the_policy(llama_int8, user_artifacts, run_suites, tmp_path):
+    target = user_artifacts(llama_int8)
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, _no_golden(tmp_path), _policy_only(tmp_path), "-k", "output_agreement or task_metric")
+    assert run.returncode == 0, run.output
+    sources = {r["source"] for r in run.records(outcome="passed") if r.get("metric") in ("min_sqnr_db", "min_token_agreement")}
+    assert sources and all("defaults.toml" in source for source in sources), sources
+
+
+@pytest.mark.parametrize("defect", OUTPUT_CHANGING)
+def test_output_changing_defect_fails_an_output_gate_under_the_policy(defect, llama_int8, user_artifacts, run_suites, tmp_path):
+    plant, recipe_changes, _ = ONNX_DEFECTS[defect]
+    target = user_artifacts(llama_int8)
+    rewrite_artifact(llama_int8, target, PAYLOAD, plant(onnx.load(str(target / PAYLOAD))), **recipe_changes)
+    run = run_suites(f"--artifacts={target.parent.parent}", *CASE, _no_golden(tmp_path), _policy_only(tmp_path), "-k", "output_agreement or task_metric")
+    failed = {(r["check"], r.get("metric")) for r in run.records(outcome="failed")}
+    assert run.returncode == 1 and {check for check, _ in failed} & OUTPUT_GATES, f"{defect}: no output or task gate failed under the policy\n{run.output[-3000:]}"

@@ -1,6 +1,8 @@
 """The report as a person sees it: verdict on top, regressions first, plots that render."""
 
+import html as html_lib
 import json
+import re
 import shutil
 import subprocess
 
@@ -47,31 +49,47 @@ def test_unchanged_rerun_shows_no_regression(llama_int8, tmp_path, run_suites):
     assert again.summary["comparison"] == {"regressions": [], "improvements": []}
 
 
-def test_screenshot_shows_verdict_on_top_and_plots(llama_int8, tmp_path, run_suites):
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync")
+# Read in the rendered page (not the source): where each part of the report lies, top to bottom.
+MEASURE = """<script>window.addEventListener('load', () => setTimeout(() => {
+  const ids = ['qc-verdict', 'qc-matrix', 'qc-failures', 'qc-not-run', 'qc-plots', 'qc-details', 'environment', 'results-table'];
+  const tops = {};
+  for (const id of ids) { const e = document.getElementById(id); if (e) tops[id] = e.getBoundingClientRect().top + window.scrollY; }
+  const cells = [...document.querySelectorAll('#qc-matrix td')].map(td => td.innerText.split('\\n')[0]);
+  const pre = document.createElement('pre'); pre.id = 'qc-measured';
+  pre.textContent = JSON.stringify({tops, cells, columns: [...document.querySelectorAll('#qc-matrix tr:first-child th')].map(th => th.innerText)});
+  document.body.appendChild(pre);
+}, 200));</script>"""
+
+
+def _chromium():
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    return browser
+
+
+def _rendered_layout(browser: str, tmp_path, page: str) -> dict:
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", MEASURE + "</body>"))
+    out = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}", "--window-size=1400,900", "--virtual-time-budget=10000", "--dump-dom", f"file://{measured}"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    found = re.search(r"<pre id=\"qc-measured\">(.*?)</pre>", out.stdout, re.S)
+    assert found, out.stdout[-2000:] + out.stderr[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def test_screenshot_shows_verdict_on_top_and_plots(llama_int8, tmp_path, run_suites):
+    browser = _chromium()
     run, html = _html(tmp_path, run_suites)
     assert run.returncode == 0, run.output
     assert "<title>qconform release verdict: PASS" in html or "qconform release verdict: PASS" in html
     assert html.count("data:image/png;base64,") >= 1
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1400,5000",
-            f"--screenshot={shot}",
-            f"file://{tmp_path / 'report.html'}",
-        ],
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,5000", f"--screenshot={shot}", f"file://{tmp_path / 'report.html'}"],
         capture_output=True,
         timeout=120,
         check=True,
@@ -80,3 +98,21 @@ def test_screenshot_shows_verdict_on_top_and_plots(llama_int8, tmp_path, run_sui
     top = pixels[:700]
     assert (np.abs(top - GREEN).sum(axis=2) < 30).sum() > 200, "the green PASS verdict is not visible near the top"
     assert (np.abs(pixels - BLUE).sum(axis=2) < 30).sum() > 500, "no plot rendered (matplotlib lines missing)"
+
+
+def test_rendered_page_reads_top_down_with_the_matrix(llama_int8, tmp_path, run_suites):
+    """In the rendered page: verdict, matrix, failures, not run, plots, the collapsed details, and only
+    then pytest-html's environment and per-test table; the matrix has the case's PASS cell; the
+    report's own part fits three screens (900 px each)."""
+    browser = _chromium()
+    run, html = _html(tmp_path, run_suites)
+    assert run.returncode == 0, run.output
+    layout = _rendered_layout(browser, tmp_path, html)
+    tops = layout["tops"]
+    order = ["qc-verdict", "qc-matrix", "qc-failures", "qc-not-run", "qc-plots", "qc-details", "environment", "results-table"]
+    assert [k for k in sorted(tops, key=tops.get)] == [k for k in order if k in tops], tops
+    assert {"qc-verdict", "qc-matrix", "qc-failures", "qc-details", "results-table"} <= set(tops)
+    assert tops["qc-details"] < 3 * 900, f"the report's own part is {tops['qc-details']:.0f} px tall"
+    assert layout["columns"][1:] == ["tiny-llama"], layout
+    assert layout["cells"][0] == "PASS", layout  # inc-int8-qdq on the CPU: the first row
+    assert "got empty parameter set" not in html.split("id='qc-details'")[0]  # noise stays out of the report

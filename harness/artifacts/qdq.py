@@ -45,6 +45,37 @@ class Graph:
         return 1  # ONNX's default for Quantize/DequantizeLinear
 
 
+# SmoothQuant (INC's, onnx_neural_compressor/algorithms/smoother/core.py; ONNX Runtime's
+# extra_options SmoothQuant runs the same code): `X -> Mul(X, <node>_smooth_scale) -> <node>` in front
+# of each smoothed weight op, named "<node>_smooth_mul", its initializer holding 1/s per input
+# channel, and the op's weight multiplied by s along its input axis. Recognized by that name: a
+# RMSNorm's gain is a Mul by a per-channel initializer in front of the same ops.
+SMOOTH_MUL_SUFFIX = "_smooth_mul"
+
+
+def smoothing_of(graph: Graph, tensor: str) -> tuple[str, np.ndarray] | None:
+    """When `tensor` is a SmoothQuant Mul's output: (the unsmoothed tensor it scales, the factor
+    1/s per input channel it multiplies by); else None."""
+    node = graph.producer.get(tensor)
+    if node is None or node.op_type != "Mul" or not node.name.endswith(SMOOTH_MUL_SUFFIX):
+        return None
+    scale = [i for i in node.input if i in graph.inits]
+    if len(scale) != 1:
+        return None
+    source = next(i for i in node.input if i != scale[0])
+    return source, graph.array(scale[0]).astype(np.float64).reshape(-1)
+
+
+def smoothed_reference(reference: np.ndarray | None, layer: QuantLayer) -> np.ndarray | None:
+    """The model's weight (out, in) as `layer` must store it: times its SmoothQuant factors along
+    the input axis (a smoothed layer computes (x / s) @ (s * W)). What every comparison of a stored
+    weight with the model's (identity, weight SQNR, weight scales) takes; unchanged for an
+    unsmoothed layer."""
+    if reference is None or layer.input_smoothing is None or reference.ndim != 2 or reference.shape[1] != layer.input_smoothing.size:
+        return reference
+    return reference * layer.input_smoothing.reshape(1, -1)
+
+
 def read_layout(model: onnx.ModelProto) -> QuantLayout:
     graph = Graph(model)
     layout = QuantLayout()
@@ -78,6 +109,8 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             act_scale = graph.array(act_dq.input[1])
             act_zp = graph.array(act_dq.input[2]) if len(act_dq.input) > 2 and act_dq.input[2] else None
             act_dtype = DTYPE_NAMES.get(graph.inits[act_dq.input[2]].data_type) if act_zp is not None else None
+        act_q = graph.producer.get(act_dq.input[0]) if act_dq is not None else None
+        smoothing = smoothing_of(graph, act_q.input[0] if act_q is not None and act_q.op_type == "QuantizeLinear" else node.input[0])
         shape = [1] * len(dims)
         if per_channel:
             shape[axis] = -1
@@ -98,5 +131,6 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             activation_zero_point=act_zp,
             output_channels=dims[axis] if per_channel else None,
             dequantized_weight=dequantized,
+            input_smoothing=None if smoothing is None else 1.0 / smoothing[1],
         )
     return layout

@@ -26,9 +26,11 @@ class Metric:
     margin: tuple[str, float] | None = ("distance", 2.0)  # see calibrated_threshold()
     policy: float | None = None  # the fixed value of a policy threshold
     # What a measured value is over the n items a model reports for it (ModelSpec.task_metric_samples):
-    # "proportion" (a fraction of n items: judged on its 95% Wilson bound, the lower one for a `min_`
-    # key, the upper one for a `max_` key), "correlation" (a rank correlation over n pairs: its
-    # smallest detectable change through Fisher's z), or None (judged as measured).
+    # "proportion" (a fraction of n items: it fails only when significantly past its threshold,
+    # one-sided 5%, its power stated: harness/judge/metrics.ProportionTest), "correlation" (a rank
+    # correlation over n pairs: its smallest detectable change through Fisher's z), "paired" (a
+    # labeled task's 2x2 table of reference vs candidate correctness: harness/judge/paired.py), or
+    # None (judged as measured).
     sample: str | None = None
 
 
@@ -68,6 +70,11 @@ METRICS: dict[str, Metric] = {
     "max_weight_amax_rel_err": Metric("max", "worst layer's relative error of the recorded weight amax against the model's max |w|", margin=None, policy=0.01),
     "max_input_amax_ratio": Metric("max", "worst layer's factor between the recorded input amax and a fresh measurement on the calibration data", margin=None, policy=1.05),
     "min_peak_fraction": Metric("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/measure/roofline.py)", ("rel", 0.05), ("times", 0.90)),
+    # Labeled multiple-choice task of a causal LM, the same items scored on reference and candidate
+    # (harness/judge/paired.py): "paired" metrics are judged with the 2x2 table's paired statistics.
+    "min_task_recovery": Metric("min", "labeled-task accuracy of the candidate / the reference's on the same items (llm-compressor's recovery; judged on its one-sided 95% upper bound)", ("abs", 0.01), ("minus", 0.03), sample="paired"),
+    "max_task_flip_rate": Metric("max", "fraction of labeled items whose correctness flipped, either way (Dutta et al. 2024: accuracy hides flips)", ("abs", 0.01), ("minus", 0.03), sample="proportion"),
+    "min_task_mcnemar_p": Metric("min", "one-sided exact McNemar p-value that the candidate loses more labeled items than it gains (under the threshold: a significant loss)", ("abs", 0.0), margin=None, policy=0.01, sample="paired"),
     "min_e4m3_over_e5m2_db": Metric("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range", ("abs", 0.5), ("minus", 1.0)),
 }
 

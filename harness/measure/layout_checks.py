@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.artifacts.qdq import smoothed_reference
 from harness.core import DTYPES, RECIPE_KEYS, QuantLayout, module_path
 from harness.judge.metrics import sqnr_db
 
@@ -28,11 +29,23 @@ FULL_CODE = 126
 
 
 def expected_recipe(pathway: "Pathway", model: "ModelSpec", profile: "Profile") -> dict[str, Any]:
-    """The pathway's expected recipe for `model`, with the profile's [pathway.model.expect] keys."""
+    """The pathway's expected recipe for `model`, with the profile's [pathway.model.expect] keys,
+    then the layout keys of the project file's [recipes.<pathway>] (the team's word is last)."""
     expected = pathway.expected_recipe(model)
     if profile.has("expect", pathway.name, model.id):
         expected.update(profile.table(pathway.name, model.id, "expect"))
+    expected.update({key: value for key, value in model.recipe_overrides.get(pathway.name, {}).items() if key in RECIPE_KEYS})
     return expected
+
+
+def project_recipe_problems(recorded: dict[str, Any], required: dict[str, Any]) -> list[str]:
+    """Where an artifact's recorded recipe (its manifest) differs from what the project file's
+    [recipes.<pathway>] requires: every key the project sets, build option or layout."""
+    return [
+        f"recipe {key} is {recorded.get(key)!r}, the project file requires {value!r}"
+        for key, value in required.items()
+        if _norm(recorded.get(key)) != _norm(value)
+    ]
 
 
 def int8_per_channel_weights(recipe: dict[str, Any]) -> bool:
@@ -125,7 +138,7 @@ def weight_sqnr(layout: QuantLayout, model: "ModelSpec") -> dict[str, float]:
     """Per quantized layer: SQNR of the weight the runtime uses against the fp32 weight, dB."""
     result = {}
     for name, layer in layout.layers.items():
-        reference = model.reference_weight(name)
+        reference = smoothed_reference(model.reference_weight(name), layer)  # SmoothQuant stores W * s
         if reference is None or layer.dequantized_weight is None:
             continue
         if reference.shape != layer.dequantized_weight.shape:
@@ -159,7 +172,7 @@ def weight_scale_error(layout: QuantLayout, model: "ModelSpec") -> dict[str, flo
     weights: 0 when each scale maps the channel's (or tensor's) max |w| onto the largest code."""
     result = {}
     for name, layer in layout.layers.items():
-        reference = model.reference_weight(name)
+        reference = smoothed_reference(model.reference_weight(name), layer)  # SmoothQuant stores W * s
         if reference is None or layer.dtype not in QMAX:
             continue
         scales = np.asarray(layer.weight_scales, dtype=np.float64).reshape(-1)

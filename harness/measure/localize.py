@@ -203,8 +203,17 @@ def calibration_input_ranges(runner: Any, model: "ModelSpec") -> dict[str, tuple
     batches = model.calibration_inputs()
     graph = getattr(runner, "model", None)
     if graph is not None and hasattr(graph, "graph"):
+        from harness.artifacts.qdq import Graph, smoothing_of
+
         reference = onnx_activations(fp32_graph(model), batches)
-        return {module_path(name): (float(reference[src].min()), float(reference[src].max())) for name, _, src in _onnx_layer_tensors(graph) if src in reference}
+        g, ranges = Graph(graph), {}
+        for name, _, src in _onnx_layer_tensors(graph):
+            smoothed = smoothing_of(g, src)  # SmoothQuant: the op's input is x * (1/s) per channel
+            values = reference.get(smoothed[0] if smoothed else src)
+            if values is not None:
+                values = values.reshape(-1, smoothed[1].size) * smoothed[1] if smoothed else values
+                ranges[module_path(name)] = (float(values.min()), float(values.max()))
+        return ranges
     layers = _torch_layers(runner)
     found = torch_activations(model.reference, layers, batches, model.input_names, which="input")
     return {name: (float(values.min()), float(values.max())) for name, values in found.items()}

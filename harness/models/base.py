@@ -39,6 +39,10 @@ class ModelSpec:
     # Weight layers INT8 recipes keep in float, as regexes over ONNX node names, each for a
     # measured reason given where it is set.
     int8_keep_float: tuple[str, ...] = ()
+    # The project file's [recipes.<pathway>] tables (pathway name -> keys), set by the run: what each
+    # pathway's artifact of this model must hold, and the build options it selects
+    # (Pathway.recipe_options). Empty: every pathway's own recipe.
+    recipe_overrides: dict[str, dict[str, Any]] = {}
     # Python modules the model needs (its weights' package), with the install hint.
     requires: dict[str, str] = {}
     # The module types that are weight layers (what an artifact quantizes, and what identity, layout

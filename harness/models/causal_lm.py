@@ -16,10 +16,14 @@ import torch
 from torch import nn
 
 from harness.core import Tensors
-from harness.judge.metrics import generation_agreement, lm_metric_names, lm_metrics, logprobs_at, sqnr_db, topk_logprobs
+from harness.judge.metrics import generation_agreement, lm_metric_names, lm_metrics, log_softmax, logprobs_at, sqnr_db, topk_logprobs
+from harness.judge.paired import PairedTask
 from harness.models.kinds import DataKey, ModelKind, read_jsonl, register_kind
 
 GOLDEN_TOP_K = 8  # per position: 8 ids (int32) + 8 log-probs (float32) = 64 bytes, any vocabulary
+# The labeled multiple-choice task's gated metrics (harness/judge/paired.py).
+TASK_METRICS = ("task_recovery", "task_flip_rate", "task_mcnemar_p")
+FLIPPED_SHOWN = 20  # flipped items listed in the report
 
 
 class CausalLMLogits(nn.Module):
@@ -41,7 +45,7 @@ class CausalLM(ModelKind):
     output_names = ("logits",)
     dynamic_axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
     # Gated by default; any key lm_metrics returns may be declared instead (kl_max, rel_ppl_increase ...).
-    default_metrics = ("ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement")
+    default_metrics = ("ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", *TASK_METRICS)
     data = (
         DataKey(
             "eval_text",
@@ -52,6 +56,15 @@ class CausalLM(ModelKind):
             ),
         ),
         DataKey("eval_prompts", "prompts.jsonl", ('# Prompts for greedy generation, one JSON object per line: {"prompt": "..."} (default: shipped).',), required_by="generation_agreement"),
+        DataKey(
+            "eval_choices",
+            "choices.jsonl",
+            (
+                '# Labeled multiple-choice items, one JSON object per line: {"context": "...", "choices": [" a", " b"], "answer": 0},',
+                "# each choice scored by its log-likelihood after the context, as lm-evaluation-harness scores them (default: shipped).",
+            ),
+            required_by=TASK_METRICS,
+        ),
         DataKey("calibration_text", "calibration.txt", ("# Text the quantizer calibrates activation ranges on (default: a different shipped text).",)),
     )
     init_settings = (
@@ -73,7 +86,7 @@ class CausalLM(ModelKind):
 
     @classmethod
     def measurable_metrics(cls) -> tuple[str, ...]:
-        return (*lm_metric_names(), "generation_agreement")
+        return (*lm_metric_names(), "generation_agreement", *TASK_METRICS)
 
     def wrap(self, module: nn.Module) -> nn.Module:
         return CausalLMLogits(module)
@@ -81,6 +94,10 @@ class CausalLM(ModelKind):
     @property
     def generates(self) -> bool:
         return "generation_agreement" in self.model.task_metric_names
+
+    @property
+    def scores_choices(self) -> bool:
+        return any(name in self.model.task_metric_names for name in TASK_METRICS)
 
     # -- data: fixed windows of a text; prompts for greedy generation ------------------------------
     def windows(self, text_file: Path, tokens: int) -> np.ndarray:
@@ -115,10 +132,43 @@ class CausalLM(ModelKind):
         prompts = [row["prompt"] for row in read_jsonl(self.model.data["eval_prompts"], ("prompt",))][: self.model.generation_prompts]
         return [self.model.tokenizer(p)["input_ids"] for p in prompts]
 
+    @functools.cached_property
+    def choice_items(self) -> list[dict[str, Any]]:
+        """The labeled items, each with its tokenized (context + choice) sequences and where each
+        choice's tokens start: lm-evaluation-harness's split (encode the whole string, the
+        continuation is what follows the context's tokens)."""
+        path = self.model.data["eval_choices"]
+        tokenizer = self.model.tokenizer
+        items = []
+        for number, row in enumerate(read_jsonl(path, ("context", "choices", "answer")), start=1):
+            choices, answer = row["choices"], row["answer"]
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+                raise ValueError(f"{path}: item {number}: choices must be a list of at least two non-empty strings")
+            if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+                raise ValueError(f"{path}: item {number}: answer {answer!r} is not an index into its {len(choices)} choices")
+            context_ids = tokenizer(row["context"])["input_ids"]
+            sequences = [tokenizer(row["context"] + choice)["input_ids"] for choice in choices]
+            starts = [min(len(context_ids), len(seq) - 1) for seq in sequences]
+            items.append({"context": row["context"], "choices": choices, "answer": answer, "sequences": sequences, "starts": starts})
+        return items
+
+    @property
+    def uses_lm_eval(self) -> bool:
+        return bool(getattr(self.model, "lm_eval_tasks", ()))
+
     def check_data(self) -> None:
         super().check_data()
         if self.generates:
             _ = self.prompt_ids
+        if self.scores_choices and self.uses_lm_eval:
+            from harness.models.lm_eval_tasks import check_tasks, unavailable
+
+            reason = unavailable()
+            if reason:
+                raise ValueError(f"model {self.model.id}: lm_eval_tasks {list(self.model.lm_eval_tasks)}: {reason}")
+            check_tasks(self.model.lm_eval_include, list(self.model.lm_eval_tasks))
+        elif self.scores_choices:
+            _ = self.choice_items
 
     # -- running -------------------------------------------------------------------------------------
     def greedy_generate(self, run: Callable[[Tensors], Tensors]) -> np.ndarray:
@@ -134,17 +184,52 @@ class CausalLM(ModelKind):
             rows.append(ids[len(prompt) :])
         return np.array(rows, dtype=np.int64).reshape(len(self.prompt_ids), new_tokens)
 
+    def choice_logprobs(self, run: Callable[[Tensors], Tensors]) -> np.ndarray:
+        """(items, most choices) summed log-likelihood of each choice's tokens after its context
+        (-inf where an item has fewer choices): one right-padded batch per item."""
+        items = self.choice_items
+        out = np.full((len(items), max(len(item["choices"]) for item in items)), -np.inf)
+        pad = self.model.tokenizer.pad_token_id or 0
+        for row, item in enumerate(items):
+            length = max(len(seq) for seq in item["sequences"])
+            ids = np.full((len(item["sequences"]), length), pad, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for i, seq in enumerate(item["sequences"]):
+                ids[i, : len(seq)], mask[i, : len(seq)] = seq, 1
+            logits = run({"input_ids": ids, "attention_mask": mask})["logits"]
+            for i, (seq, start) in enumerate(zip(item["sequences"], item["starts"], strict=True)):
+                lp = log_softmax(np.asarray(logits[i, start - 1 : len(seq) - 1], dtype=np.float64))
+                out[row, i] = float(np.sum(lp[np.arange(len(seq) - start), seq[start:]]))
+        return out
+
     def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
         outputs = super().evaluate(run)
         if self.generates:
             outputs["generated_ids"] = self.greedy_generate(run)
+        if self.scores_choices and self.uses_lm_eval:
+            from harness.models.lm_eval_tasks import per_document_scores
+
+            scores = per_document_scores(self.model.lm_eval_include, list(self.model.lm_eval_tasks), self.model.tokenizer, run, self.model.seq_len)
+            outputs["task_correct"] = np.concatenate([scores[name] for name in self.model.lm_eval_tasks]) >= 0.5
+            outputs["task_documents"] = np.array([f"{name}#{i}" for name in self.model.lm_eval_tasks for i in range(len(scores[name]))])
+        elif self.scores_choices:
+            outputs["choice_logprobs"] = self.choice_logprobs(run)
+            answers = np.array([item["answer"] for item in self.choice_items])
+            outputs["task_correct"] = np.nan_to_num(outputs["choice_logprobs"], nan=-np.inf).argmax(axis=1) == answers
         return outputs
+
+    def paired_task(self, reference: Tensors, candidate: Tensors) -> PairedTask:
+        return PairedTask.from_items(reference["task_correct"], candidate["task_correct"])
 
     # -- metrics -------------------------------------------------------------------------------------
     def metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
         measured = lm_metrics(reference["logits"], candidate["logits"], self.model.eval_inputs()["input_ids"])
         if "generated_ids" in reference and "generated_ids" in candidate:
             measured["generation_agreement"] = generation_agreement(reference["generated_ids"], candidate["generated_ids"])
+        if "task_correct" in reference and "task_correct" in candidate:
+            task = self.paired_task(reference, candidate)
+            measured.update(task_recovery=task.recovery, task_flip_rate=task.flip_rate, task_mcnemar_p=task.mcnemar_p)
+            measured.update(task_accuracy_reference=task.reference_accuracy, task_accuracy_candidate=task.candidate_accuracy, **task.counts())
         return measured
 
     def task_metric_samples(self, reference: Tensors) -> dict[str, int]:
@@ -155,6 +240,10 @@ class CausalLM(ModelKind):
         samples = {name: windows * (length - 1) for name in names if name != "generation_agreement"}
         if "generation_agreement" in names and "generated_ids" in reference:
             samples["generation_agreement"] = int(reference["generated_ids"].size)
+        for name in TASK_METRICS:
+            samples.pop(name, None)
+            if name in names and "task_correct" in reference:
+                samples[name] = len(reference["task_correct"])
         return samples
 
     def evidence(self, reference: Tensors, candidate: Tensors) -> dict[str, Any]:
@@ -169,6 +258,16 @@ class CausalLM(ModelKind):
                 {"prompt": tokenizer.decode(prompt, skip_special_tokens=True), "reference": decode(ref.tolist()), "candidate": decode(cand.tolist())}
                 for prompt, ref, cand in zip(self.prompt_ids, reference["generated_ids"], candidate["generated_ids"], strict=True)
             ]
+        if "task_correct" in reference and "task_correct" in candidate:
+            task = self.paired_task(reference, candidate)
+            changed = np.flatnonzero(reference["task_correct"] != candidate["task_correct"])
+            if "choice_logprobs" in reference:
+                picks = [np.nan_to_num(outputs["choice_logprobs"], nan=-np.inf).argmax(axis=1) for outputs in (reference, candidate)]
+                items = self.choice_items
+                flipped = [{"context": items[i]["context"], "answer": items[i]["choices"][items[i]["answer"]], "reference": items[i]["choices"][picks[0][i]], "candidate": items[i]["choices"][picks[1][i]]} for i in changed]
+            else:  # lm-eval documents: named by task and index
+                flipped = [{"document": str(reference["task_documents"][i]), "reference": "correct" if reference["task_correct"][i] else "wrong", "candidate": "correct" if candidate["task_correct"][i] else "wrong"} for i in changed]
+            result["task_flips"] = {"table": task.table, "rows": ["reference correct", "reference wrong"], "columns": ["candidate correct", "candidate wrong"], "flipped": flipped[:FLIPPED_SHOWN], "flipped_total": len(flipped)}
         return result
 
     # -- goldens: bounded digests --------------------------------------------------------------------

@@ -85,6 +85,156 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
+def unshare_weight_initializers(path: Path | str) -> bool:
+    """Give every weight-bearing op (WEIGHT_OPS) an initializer of its own for its weight and bias.
+
+    Why: torch's TorchScript exporter deduplicates parameters of equal value: one initializer is
+    kept and each other parameter becomes Identity(<that initializer>). In a GPT-2 built from its
+    config every Conv1D bias and LayerNorm bias is zero, so `h.0.attn.c_proj.bias`,
+    `h.0.mlp.c_proj.bias` ... are Identity(`h.0.ln_1.bias`); ONNX Runtime's and Neural Compressor's
+    optimizer folds the Identity nodes, INC then quantizes that one bias once per Gemm under the one
+    name `<bias>_quantized`, and the graph it writes is invalid ONNX ("model.transformer.h.0.ln_1.bias_quantized
+    initializer name is not unique"). Here each Identity of an initializer that feeds a weight op
+    becomes a copy named as the Identity's output (the parameter's own name), and an initializer
+    still feeding several weight ops directly gets a copy per op, named after the op's module. Other
+    consumers (a LayerNorm) keep the original. The graph is rewritten in place (external data stays
+    where it is: copies reference the same bytes); returns whether anything changed."""
+    import onnx
+
+    from harness.artifacts.qdq import WEIGHT_OPS
+    from harness.core import module_path
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+
+    def weight_inputs(node):
+        return [(i, name) for i, name in enumerate(node.input) if node.op_type in WEIGHT_OPS and i >= WEIGHT_OPS[node.op_type] and name]
+
+    def copy_of(name: str, fresh: str):
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(inits[name])
+        tensor.name = fresh
+        graph.initializer.append(tensor)
+        inits[fresh] = tensor
+
+    changed = False
+    fed = {name for node in graph.node for _, name in weight_inputs(node)}
+    for node in list(graph.node):
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] in fed and node.output[0] not in outputs and node.output[0] not in inits:
+            copy_of(node.input[0], node.output[0])
+            graph.node.remove(node)
+            changed = True
+    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in inits:
+                uses.setdefault(name, []).append((node, index))
+    taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    for name, consumers in uses.items():
+        weight_uses = [(node, i) for node, i in consumers if (i, name) in weight_inputs(node)]
+        if len({id(node) for node, _ in weight_uses}) < 2:
+            continue
+        for node, index in weight_uses:
+            base = f"{module_path(node.name) if node.name else node.output[0]}.{'weight' if index == WEIGHT_OPS[node.op_type] else 'bias'}"
+            fresh, n = base, 1
+            while fresh in taken:
+                fresh, n = f"{base}.{n}", n + 1
+            taken.add(fresh)
+            copy_of(name, fresh)
+            node.input[index] = fresh
+        if len(weight_uses) == len(consumers) and name not in {i.name for i in graph.input} | outputs:
+            graph.initializer.remove(inits.pop(name))
+        changed = True
+    if changed:
+        onnx.save(model, str(path))
+    return changed
+
+
+def align_node_scopes(path: Path | str, module_paths: set[str]) -> bool:
+    """Rename the nodes of a TorchScript export whose scope skips a module level to the module path
+    they run in ("/model/decoder/layers.0/fc1/MatMul" -> "/model/model/decoder/layers.0/fc1/MatMul").
+
+    Why: the exporter names a node by the chain of module *calls* it ran under, and OPTForCausalLM's
+    forward calls `self.model.decoder(...)`, never OPTModel's forward: every layer's node then names a
+    module the reference does not have, and the artifact identity check refuses the INT8 artifact
+    ("graph layers ['model.decoder.layers.0.fc1', ...] are not layers of the model"). A scope is
+    resolved from the root: a component that is no child of the path so far is looked up as the one
+    shallowest module below it ending in that name, and the levels skipped are put back; a scope that
+    does not resolve stays as it is. Returns whether anything changed."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+
+    @functools.cache
+    def resolve(scope: str) -> str:
+        resolved, parts = "", []
+        for component in scope.strip("/").split("/"):  # components like "layers.0" (a ModuleList entry)
+            child = f"{resolved}.{component}" if resolved else component
+            if child not in module_paths:
+                below = [m for m in module_paths if m.endswith(f".{component}") and m.startswith(f"{resolved}." if resolved else "")]
+                shallowest = [m for m in below if m.count(".") == min(b.count(".") for b in below)]
+                if len(shallowest) != 1:
+                    return scope
+                child = shallowest[0]
+                parts.append(child[len(resolved) : len(child) - len(component)].strip("."))  # the skipped levels
+            parts.append(component)
+            resolved = child
+        return "/" + "/".join(parts)
+
+    changed = False
+    for node in model.graph.node:
+        scope, _, op = node.name.rpartition("/")
+        if node.name.startswith("/") and scope and resolve(scope) != scope:
+            node.name = f"{resolve(scope)}/{op}"
+            changed = True
+    if changed:
+        onnx.save(model, str(path))
+    return changed
+
+
+# Subclasses of torch.nn.Linear in transformers that compute exactly what nn.Linear computes
+# (x @ W.T + b) and hold the same parameters. Neural Compressor's FP8 quantization patches modules by
+# class *name* ("Linear"), so it measured a Falcon's LM head alone and the inc-fp8-ref artifact was
+# refused ("the model's layers [...query_key_value, ...] are missing" from its statistics). As plain
+# Linear modules they are quantized; the state dict (and so the weights hash) and the ONNX export are
+# unchanged.
+LINEAR_EQUIVALENTS = ("FalconLinear",)
+
+
+def plain_linears(module: nn.Module) -> nn.Module:
+    """`module` with every LINEAR_EQUIVALENTS submodule turned into a plain nn.Linear, in place."""
+    for child in module.modules():
+        if type(child).__name__ in LINEAR_EQUIVALENTS and isinstance(child, nn.Linear):
+            child.__class__ = nn.Linear
+    return module
+
+
+def conv1d_as_linear(module: nn.Module) -> nn.Module:
+    """`module` with every transformers Conv1D (GPT-2's weight layers, weight stored (in, out))
+    replaced, in place and under the same name, by the nn.Linear computing the same (weight (out, in)).
+    For a copy handed to a quantizer that patches nn.Linear only: Neural Compressor's FP8 leaves a
+    GPT-2's Conv1D layers unmeasured, and the artifact is refused for lacking their statistics. Not
+    for the reference itself, whose state dict (and weights hash) keeps the checkpoint's layout."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # no transformers: no model holds a Conv1D
+        return module
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D):
+                linear = nn.Linear(child.weight.shape[0], child.nf, bias=child.bias is not None, dtype=child.weight.dtype, device=child.weight.device)
+                with torch.no_grad():
+                    linear.weight.copy_(child.weight.T)
+                    if child.bias is not None:
+                        linear.bias.copy_(child.bias)
+                setattr(parent, name, linear)
+    return module
+
+
 def checkpoint_kind(config: dict[str, Any]) -> str:
     """The kind's name (ModelSpec.kind) of a checkpoint from its config.json (harness/models/kinds.py)."""
     return kind_for_config(config).name
@@ -110,6 +260,8 @@ class HuggingFaceModel(ModelSpec):
         int8_keep_float: tuple[str, ...] | list[str] = (),
         allow_pickle: bool = False,
         description: str | None = None,
+        lm_eval_tasks: tuple[str, ...] | list[str] = (),
+        lm_eval_include: Path | str | None = None,
         **data: Path | str | None,
     ):
         known = {key.name for kind in all_kinds() for key in kind.data}
@@ -128,6 +280,12 @@ class HuggingFaceModel(ModelSpec):
         self.eval_tokens, self.seq_len, self.batch_size = eval_tokens, seq_len, batch_size
         self.calibration_tokens, self.new_tokens, self.generation_prompts = calibration_tokens, new_tokens, generation_prompts
         self.int8_keep_float = tuple(int8_keep_float)
+        # The team's lm-evaluation-harness tasks (causal LMs): task names defined by the YAML configs
+        # under lm_eval_include; they replace the shipped multiple-choice items as the labeled task.
+        self.lm_eval_tasks = tuple(lm_eval_tasks)
+        self.lm_eval_include = Path(lm_eval_include).resolve() if lm_eval_include else None
+        if self.lm_eval_tasks and self.lm_eval_include is None:
+            raise ValueError(f"model {self.id}: lm_eval_tasks {list(self.lm_eval_tasks)} need lm_eval_include, the directory of their task configs")
         self.input_names = self.model_kind.input_names
         self.output_names = self.model_kind.output_names
         self.dynamic_axes = self.model_kind.dynamic_axes
@@ -225,7 +383,17 @@ class HuggingFaceModel(ModelSpec):
             if not extra:
                 raise
             module = auto.from_pretrained(str(self.path), **options)
-        return self.model_kind.wrap(module)
+        return self.model_kind.wrap(plain_linears(module))
+
+    def export_onnx(self, path: Path, opset: int = 17) -> Path:
+        """ModelSpec's fp32 export, with no weight or bias initializer shared between weight layers
+        (the exporter merges equal-valued ones, and Neural Compressor's INT8 build of such a graph is
+        invalid ONNX: unshare_weight_initializers) and every node named by the module it runs in (the
+        exporter names it by the module calls it ran under: align_node_scopes)."""
+        super().export_onnx(path, opset)
+        unshare_weight_initializers(path)
+        align_node_scopes(path, {name for name, _ in self.reference.named_modules() if name})
+        return path
 
     @functools.cached_property
     def tokenizer(self):
@@ -335,6 +503,7 @@ class OnnxFileModel(HuggingFaceModel):
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         shutil.copy(self.path, path)
+        unshare_weight_initializers(path)  # a torch export of the same model shares them alike (HuggingFaceModel.export_onnx)
         return path
 
 

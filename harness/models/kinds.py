@@ -79,10 +79,13 @@ class DataKey:
     name: str
     default: str  # a file name in harness/data/, or an absolute path (a kind shipped elsewhere)
     help: tuple[str, ...]
-    required_by: str | None = None  # read only when this metric is gated; None: always
+    required_by: str | tuple[str, ...] | None = None  # read only when (one of) these metrics is gated; None: always
 
     def needed(self, metrics: tuple[str, ...]) -> bool:
-        return self.required_by is None or self.required_by in metrics
+        if self.required_by is None:
+            return True
+        names = (self.required_by,) if isinstance(self.required_by, str) else self.required_by
+        return any(name in metrics for name in names)
 
     def default_path(self) -> Path:
         return Path(self.default) if Path(self.default).is_absolute() else default_data(self.default)

@@ -78,9 +78,24 @@ class Pathway:
             built_on={"kind": built_on.kind, "name": built_on.name, "capability": built_on.capability},
         )
 
+    # Recipe keys a project's [recipes.<pathway>] may set to change how artifacts are built (key ->
+    # what it selects); recipe() applies them with selected_options(). Every other key of that
+    # table is an expectation only: the artifact must hold it (the project_recipe check).
+    recipe_options: dict[str, str] = {}
+
     def recipe(self, model: "ModelSpec") -> dict[str, Any]:
         """The quantization recipe recorded in the manifest; part of the artifact cache key."""
         raise NotImplementedError
+
+    def recipe_option_problem(self, key: str, value: Any) -> str | None:
+        """What is wrong with a project's value for one of recipe_options (None: valid); checked
+        before any test runs."""
+        return None
+
+    def selected_options(self, model: "ModelSpec") -> dict[str, Any]:
+        """The build options the project selects for this pathway (its recipe_options keys)."""
+        chosen = model.recipe_overrides.get(self.name, {})
+        return {key: value for key, value in chosen.items() if key in self.recipe_options}
 
     def expected_recipe(self, model: "ModelSpec") -> dict[str, Any]:
         """What an artifact of this pathway for `model` must hold (RECIPE_KEYS): the reference the

@@ -36,6 +36,7 @@ from harness.artifacts.payloads import ImportRefused, WrongArtifact, refuse
 from harness.artifacts.trust import check_npz
 from harness.core import DTYPES, FP8_FORMATS, Device, QuantLayer, QuantLayout, Runner, Tensors
 from harness.models.base import ModelSpec
+from harness.models.hf import conv1d_as_linear
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner
 
@@ -122,6 +123,12 @@ def _write_npz(source: Path, target: Path) -> None:
             np.savez(target, npz_stats(dump))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactError(f"{source}: not a Neural Compressor stats dump ({type(exc).__name__}: {exc})") from exc
+
+
+def _linear_copy(model: ModelSpec):
+    """An fp32 copy of the reference for INC, which patches nn.Linear only: GPT-2's Conv1D layers
+    become the nn.Linear computing the same, under the same names (harness/models/hf.conv1d_as_linear)."""
+    return conv1d_as_linear(copy.deepcopy(model.reference).float().eval())
 
 
 @register
@@ -220,7 +227,7 @@ class IncFp8Reference(Pathway):
     def _quantize(self, model: ModelSpec, stats_dir: Path):
         from neural_compressor.torch.quantization import convert
 
-        return convert(copy.deepcopy(model.reference).float().eval(), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
+        return convert(_linear_copy(model), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
 
     def dump_stats(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> None:
         """INC's measurement and derived scales, each as .json and (pickled) .npz, into `out_dir`."""
@@ -231,7 +238,7 @@ class IncFp8Reference(Pathway):
         # INC appends every measured model's layer list to one process-wide list (save_measure.gmod_list)
         # and dumps all of it: a second build in the process would carry the first model's layers.
         save_measure.gmod_list.clear()
-        measured = prepare(copy.deepcopy(model.reference).float().eval(), _fp8_config(self.fp8_format, out_dir, "MEASURE"))
+        measured = prepare(_linear_copy(model), _fp8_config(self.fp8_format, out_dir, "MEASURE"))
         with torch.inference_mode():
             for batch in calib:
                 measured(*(torch.from_numpy(batch[name]) for name in model.input_names))

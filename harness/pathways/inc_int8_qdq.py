@@ -5,10 +5,26 @@ INC's ONNX line is the `onnx-neural-compressor` package (INC 3.x moved ONNX out 
 `neural-compressor`; the 2.x `PostTrainingQuantConfig(backend="onnxrt_qdq")` API pins numpy<2 and
 pulls pycocotools/opencv for nothing we use). Its `StaticQuantConfig` + `quantize` is the
 supported static PTQ entry point (onnx_neural_compressor/quantization/quantize.py).
+
+Build options a project's `[recipes.inc-int8-qdq]` may set (IncInt8Qdq.recipe_options), for LLMs
+whose layer inputs carry outlier channels (a 135M Llama's down_proj inputs: channels ~5000x the
+median; per-tensor static activations then measured output SQNR 1.45 dB):
+- `smoothquant = true` runs INC's SmoothQuant first (`SmoothQuantConfig`: each weight op's input is
+  divided by s = max|x|^alpha / max|w|^(1-alpha) per input channel, its weight multiplied by s), then
+  the same static quantization. `smoothquant_alpha` is alpha (INC's default 0.5), or "auto": INC's
+  per-layer search over alpha 0.3 .. 0.65 (its auto_alpha_args defaults).
+- `keep_float`: weight layers kept in float (regexes over ONNX node names), replacing the model's
+  `int8_keep_float`: the project's table states the whole list the artifact holds.
+- `quantize_outputs`: false keeps the weight ops' outputs float (INC also quantizes them by default).
+(No calibration-method option: onnx-neural-compressor 1.0 gave bit-identical activation scales for
+minmax, percentile and entropy on the tiny Llama of tests/test_smoothquant.py, so it is not offered.)
+A default build records none of the SmoothQuant keys: its recipe, and so its cache key, are unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import tempfile
@@ -29,17 +45,27 @@ from harness.runtimes.onnxruntime import OrtQdqRunner, ort_provider_missing, ort
 
 PAYLOAD = "model.qdq.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# recipe "calibration" -> onnxruntime.quantization.CalibrationMethod member
+CALIBRATION_METHODS = {"minmax": "MinMax"}
+SMOOTHQUANT_ALPHA = 0.5  # INC's default (SmoothQuantConfig)
 
 
 def _calibration_reader(batches: list[Tensors]):
     from onnx_neural_compressor import data_reader
 
     class Reader(data_reader.CalibrationDataReader):
+        """One pass over the batches, then None, then the next pass: INC's SmoothQuant alpha search
+        reads the reader once per layer and alpha without rewinding it; a reader that stays empty
+        makes every loss 0 and silently picks alpha_min for every layer."""
+
         def __init__(self) -> None:
             self.rewind()
 
         def get_next(self):
-            return next(self._it, None)
+            batch = next(self._it, None)
+            if batch is None:
+                self.rewind()
+            return batch
 
         def rewind(self) -> None:
             self._it = iter(batches)
@@ -57,14 +83,20 @@ def export_for_quantization(model: ModelSpec, recipe: dict[str, Any], tmp: Path)
 def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: dict[str, Any]) -> Path:
     """INC static PTQ of the fp32 export to a QDQ graph at `out_path`, as `recipe` says
     (IncInt8Qdq.recipe's keys; the TensorRT pathways change the activation dtype and symmetry)."""
+    import onnxruntime as ort
     from onnx_neural_compressor.quantization import config, quantize
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     with tempfile.TemporaryDirectory(prefix="qconform-export-") as tmp:
         fp32, keep_float = export_for_quantization(model, recipe, Path(tmp))
-        quant_config = config.StaticQuantConfig(
+        unmatched = [p for p in recipe["keep_float"] if not any(re.search(p, n) for n in keep_float)]
+        if unmatched:
+            raise ArtifactError(f"keep_float patterns {unmatched} match no node of the {model.id} ONNX export (node names look like {keep_float[:1] or _weight_op_names(fp32)[:2]})")
+        if recipe.get("smoothquant"):
+            calib = _uniform_rows(calib)
+        static = dict(
             calibration_data_reader=_calibration_reader(calib),
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[recipe["calibration"]]),
             quant_format=QuantFormat.QDQ,
             activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[recipe["activation_dtype"]],
             weight_type=QuantType.QInt8,
@@ -74,16 +106,137 @@ def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: di
             execution_provider="CPUExecutionProvider",
             extra_options={"WeightSymmetric": recipe["weight_symmetric"], "ActivationSymmetric": recipe.get("activation_symmetric", False)},
         )
+        if not recipe.get("quantize_outputs", True):
+            # INC's static MatMul/Gemm also quantizes its output (per tensor) unless its op type is
+            # excluded (algorithms/post_training_quant/operators/matmul.py StaticMatMulOperator).
+            static["extra_options"] = {**static["extra_options"], "OpTypesToExcludeOutputQuantization": list(recipe["op_types"])}
+        if recipe.get("smoothquant"):
+            # quantize() runs SmoothQuant only when extra_options says so, with the SmoothQuantConfig's
+            # own arguments. folding=False keeps every smoothing a visible `<node>_smooth_mul` in front
+            # of its op (harness/artifacts/qdq.py smoothing_of reads it back); folded into a
+            # preceding op's weights it could not be told from the model's own. scales_per_op: one
+            # scale per op (q, k and v each get theirs), INC's default.
+            static["extra_options"] = {**static["extra_options"], "SmoothQuant": True}
+            quant_config = config.SmoothQuantConfig(alpha=recipe["smoothquant_alpha"], folding=False, op_types=list(recipe["op_types"]), scales_per_op=True, calib_iter=len(calib), **static)
+        else:
+            quant_config = config.StaticQuantConfig(**static)
+        source, optimization = str(fp32), {}
+        if recipe.get("smoothquant_alpha") == "auto":
+            source, optimization = str(_basic_optimized(fp32, Path(tmp))), {"optimization_level": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
         inc_logger = logging.getLogger("onnx_neural_compressor")
         level = inc_logger.level
         inc_logger.setLevel(logging.WARNING)  # its per-op statistics table is noise in a test log
         try:
-            quantize(str(fp32), str(out_path), quant_config)
+            with contextlib.redirect_stdout(io.StringIO()):  # SmoothQuant prints a progress bar
+                quantize(source, str(out_path), quant_config, **optimization)
         finally:
             inc_logger.setLevel(level)
     if not out_path.is_file():
         raise ArtifactError(f"{out_path}: Neural Compressor produced no model")
     return out_path
+
+
+def _uniform_rows(calib: list[Tensors]) -> list[Tensors]:
+    """The calibration batches one row each: INC's SmoothQuant stacks every batch's layer inputs
+    into one array (algorithms/smoother/calibrator.py _get_max_per_channel), so they must share a
+    shape, and a last batch holding fewer windows (3 windows in batches of 2) does not."""
+    rows = [{name: value[i : i + 1] for name, value in batch.items()} for batch in calib for i in range(len(next(iter(batch.values()))))]
+    shapes = {tuple(sorted((name, value.shape) for name, value in row.items())) for row in rows}
+    if len(shapes) > 1:
+        raise ArtifactError(f"SmoothQuant needs calibration inputs of one shape (INC stacks them); these have {len(shapes)}: {sorted(shapes)[:2]}")
+    return rows
+
+
+def _basic_optimized(fp32: Path, tmp: Path) -> Path:
+    import onnxruntime as ort
+
+    """The ORT_ENABLE_BASIC optimization quantize() applies first, saved as one file. quantize()
+    saves it with external data, and INC's SmoothQuant alpha search then runs its sessions from a
+    copy saved before it adds the layer outputs it reads ("Invalid output name", onnx_neural_compressor
+    1.0 algorithms/smoother/core.py _get_output_loss): with one file it serializes the model itself."""
+    path = tmp / "model.basic.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    try:
+        ort.InferenceSession(str(fp32), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's Fail: e.g. a graph over protobuf's 2 GB in one file
+        raise ArtifactError(f"smoothquant_alpha = \"auto\": INC's alpha search needs the model in one ONNX file, which failed ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return path
+
+
+def _weight_op_names(fp32: Path) -> list[str]:
+    from harness.artifacts.qdq import WEIGHT_OPS
+
+    return [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type in WEIGHT_OPS]
+
+
+def int8_qdq_recipe(model: ModelSpec) -> dict[str, Any]:
+    """The default INC INT8 QDQ recipe for `model` (no project options applied)."""
+    return {
+        "format": "QDQ",
+        "opset": 17,
+        "op_types": ["MatMul", "Gemm"],  # the weight-bearing ops; W8A8 for Linear layers
+        "weight_dtype": "int8",
+        "weight_granularity": "per-channel",
+        "weight_symmetric": True,
+        "activation_dtype": "uint8",
+        "activation_granularity": "per-tensor",
+        "calibration": "minmax",
+        "calibration_batches": len(model.calibration_inputs()),
+        "keep_float": list(model.int8_keep_float),  # regexes over ONNX node names
+    }
+
+
+RECIPE_OPTIONS = {
+    "smoothquant": "true: Neural Compressor's SmoothQuant before static quantization (per-input-channel scales move activation outliers into the weights)",
+    "smoothquant_alpha": 'SmoothQuant migration strength in [0, 1] (default 0.5), or "auto" (INC\'s per-layer search over 0.3 .. 0.65); selects SmoothQuant',
+    "keep_float": "weight layers kept in float, regexes over ONNX node names; replaces the model's int8_keep_float",
+    "quantize_outputs": "false: weight ops' outputs stay float (INC's static QDQ also quantizes each MatMul/Gemm output per tensor by default)",
+}
+
+
+def option_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one recipe option's value (None: valid)."""
+    if key in ("smoothquant", "quantize_outputs") and not isinstance(value, bool):
+        return f"must be true or false, not {value!r}"
+    if key == "smoothquant_alpha":
+        if value == "auto":
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            return f'must be a number in [0, 1] or "auto", not {value!r}'
+    if key == "keep_float":
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            return f"must be a list of regexes (strings), not {value!r}"
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                return f"{pattern!r} is not a regex ({exc})"
+    return None
+
+
+def with_options(recipe: dict[str, Any], options: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
+    """`recipe` with the selected build options applied; every option selected is recorded (so the
+    manifest states it and the cache key changes with it), none that is not: a build that selects
+    nothing keeps the default recipe byte for byte. Raises ValueError for an invalid value."""
+    for key, value in options.items():
+        problem = option_problem(key, value)
+        if problem:
+            raise ValueError(f"{where} {key}: {problem}")
+    if options.get("smoothquant") is False and "smoothquant_alpha" in options:
+        raise ValueError(f"{where}: smoothquant_alpha = {options['smoothquant_alpha']!r} with smoothquant = false")
+    recipe = dict(recipe)
+    if "keep_float" in options:
+        recipe["keep_float"] = list(options["keep_float"])
+    if "quantize_outputs" in options:
+        recipe["quantize_outputs"] = options["quantize_outputs"]
+    if "smoothquant" in options or "smoothquant_alpha" in options:
+        recipe["smoothquant"] = options.get("smoothquant", True)
+        if recipe["smoothquant"]:
+            alpha = options.get("smoothquant_alpha", SMOOTHQUANT_ALPHA)
+            recipe["smoothquant_alpha"] = alpha if alpha == "auto" else float(alpha)
+    return recipe
 
 
 def qdq_recipe(layout: QuantLayout, onnx_model, payload: Path) -> dict[str, Any]:
@@ -109,6 +262,12 @@ def qdq_recipe(layout: QuantLayout, onnx_model, payload: Path) -> dict[str, Any]
         recipe["activation_dtype"] = single(act_dtypes, "activation dtype", payload)
     if act_granularities:
         recipe["activation_granularity"] = single(act_granularities, "activation granularity", payload)
+    if any(layer.input_smoothing is not None for layer in layers):
+        recipe["smoothquant"] = True  # its alpha is not in the graph: only the scales it gave
+    nodes = {n.name or n.output[0]: n for n in onnx_model.graph.node}
+    quantizes = {i for n in onnx_model.graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
+    if not any(nodes[layer.name].output[0] in quantizes for layer in layers):
+        recipe["quantize_outputs"] = False  # no weight op's output is quantized (INC's default quantizes them)
     if onnx_model.producer_name:
         recipe["producer"] = f"{onnx_model.producer_name} {onnx_model.producer_version}".strip()
     return recipe
@@ -118,7 +277,7 @@ def read_qdq_payload(payloads: list[Path], model: ModelSpec) -> tuple[dict[str, 
     """`qconform import` of a QDQ graph (any QDQ producer: INC, ONNX Runtime's quantize_static, ...):
     checked against the model (inputs, layer names, weight shapes and values), with the ONNX
     external data it references; the recipe read from the graph."""
-    from harness.artifacts.qdq import load_model, read_layout
+    from harness.artifacts.qdq import load_model, read_layout, smoothed_reference
 
     payload = pick(payloads, (".onnx",), "ONNX QDQ graph")
     try:
@@ -127,7 +286,7 @@ def read_qdq_payload(payloads: list[Path], model: ModelSpec) -> tuple[dict[str, 
         raise ImportRefused(str(exc)) from exc
     same_model(check_onnx_matches, onnx_model, model, payload)  # graph inputs, layer names, weight shapes
     layout = read_layout(onnx_model)
-    references = {name: model.reference_weight(name) for name in layout.layers}
+    references = {name: smoothed_reference(model.reference_weight(name), layer) for name, layer in layout.layers.items()}
     refuse([weight_value_mismatch(name, layer.dequantized_weight, references[name]) for name, layer in layout.layers.items() if references[name] is not None], payload, model)
     files = {PAYLOAD: payload, **external_data_files(payload, reserved={PAYLOAD})}
     return files, qdq_recipe(layout, onnx_model, payload)
@@ -154,20 +313,13 @@ class IncInt8Qdq(Pathway):
         provider = PROVIDERS[device.kind]
         return f"onnxruntime InferenceSession on {provider}", ort_session(provider)
 
+    recipe_options = RECIPE_OPTIONS
+
+    def recipe_option_problem(self, key: str, value: Any) -> str | None:
+        return option_problem(key, value)
+
     def recipe(self, model: ModelSpec) -> dict[str, Any]:
-        return {
-            "format": "QDQ",
-            "opset": 17,
-            "op_types": ["MatMul", "Gemm"],  # the weight-bearing ops; W8A8 for Linear layers
-            "weight_dtype": "int8",
-            "weight_granularity": "per-channel",
-            "weight_symmetric": True,
-            "activation_dtype": "uint8",
-            "activation_granularity": "per-tensor",
-            "calibration": "minmax",
-            "calibration_batches": len(model.calibration_inputs()),
-            "keep_float": list(model.int8_keep_float),  # regexes over ONNX node names
-        }
+        return with_options(int8_qdq_recipe(model), self.selected_options(model), f"[recipes.{self.name}]")
 
     def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
         build_qdq(model, calib, out_dir / PAYLOAD, self.recipe(model))

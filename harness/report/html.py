@@ -1,6 +1,8 @@
-"""The verdict a release manager reads: one table (pathway x check, measured vs threshold) at the
-top of the pytest-html report, plots and generations; summary.json (harness/report/summary.py)
-holds the same numbers for machines."""
+"""The verdict a release manager reads, at the top of the pytest-html report and top-down: the
+verdict, the pathway x model matrix, failures with their evidence, regressions against the
+baseline, what did not run (by reason), plots; then every check, collapsed. The cells, counts and
+failures come from harness/report/verdict.py, as the terminal's and `qconform report --json`'s do;
+summary.json (harness/report/summary.py) holds the same Records for machines."""
 
 from __future__ import annotations
 
@@ -9,6 +11,20 @@ from typing import Any
 
 from harness.judge.gates import Record, Verdict
 from harness.report.summary import ORDER, counts_text
+from harness.report.verdict import (
+    PERF_COLUMN,
+    distance,
+    exit_meaning,
+    failures,
+    first_bad_layer,
+    generations,
+    is_case_record,
+    is_noise,
+    is_policy,
+    matrix,
+    not_run_groups,
+    policy_records,
+)
 
 
 def table_rows(records: list[Record]) -> list[Record]:
@@ -66,43 +82,247 @@ def speedup_html(records: list[Record]) -> str:
 
 
 COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#cf222e"}
+STATUS_CLASS = {"PASS": "qc-passed", "FAIL": "qc-failed", "ERROR": "qc-error", "NOT RUN": "qc-skipped"}
+
+# pytest-html puts its environment table above the summary; the page reads verdict first: the body
+# is a flex column and the summary (which holds this block) comes right after the title.
+STYLE = (
+    "<style>"
+    "body{display:flex;flex-direction:column}body>*{order:3}#title,body>p:first-of-type{order:0}body>.summary{order:1}"
+    "#environment-header,#environment{order:2}#environment{align-self:flex-start}footer{order:4}"
+    ".qc-table{border-collapse:collapse;margin:6px 0}.qc-table td,.qc-table th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
+    ".qc-failed,.qc-error{background:#ffebe9}.qc-passed{background:#dafbe1}.qc-skipped,.qc-xfailed{background:#fff8c5}"
+    ".qc-matrix td{min-width:12em}.qc-matrix a{color:inherit;text-decoration:none;display:block}.qc-status{font-weight:bold}"
+    ".qc-policy{background:#ddf4ff;border:1px solid #54aeff;border-radius:3px;padding:0 3px;font-size:80%}"
+    ".qc-evidence{border-left:4px solid #cf222e;padding:2px 10px;margin:8px 0}.qc-small{font-size:85%;color:#57606a}"
+    "#qc-report{color:#24292f}#qc-report td,#qc-report th,#qc-report h3,#qc-report h4,#qc-report p{color:inherit}#qc-report h3{margin:14px 0 4px}"
+    "</style>"
+)
+OPEN_DETAILS = "onclick=\"document.getElementById('qc-details').open=true\""
+
+
+def _op(direction: str | None) -> str:
+    return {"min": "≥", "max": "≤"}.get(direction or "", "")
+
+
+def _source(r: Record) -> str:
+    """The threshold's source, flagged when it is a policy default (defaults.toml)."""
+    if not r.source:
+        return ""
+    badge = " <span class='qc-policy' title='policy default: no calibrated threshold for this case'>policy</span>" if is_policy(r) else ""
+    return f"{_fmt(r.source)}{badge}"
+
+
+def profile_line(env: dict[str, Any], records: list[Record]) -> str:
+    """`Profile: harness/profiles/cpu.toml`, saying when and for what the policy defaults gated."""
+    text = f"Profile: {_fmt(env.get('profile', '') or 'none loaded')}"
+    policy = policy_records(records)
+    if policy:
+        cases = sorted({f"{r.pathway}/{r.device} {r.model}" for r in policy})
+        gated = sum(1 for r in records if r.source and r.source != "artifact check")
+        text += (
+            f"; <b>policy defaults were used</b> (harness/profiles/defaults.toml) for {len(policy)} of {gated} threshold(s), "
+            f"where the profile has no calibrated value: {_fmt(', '.join(cases))} <span class='qc-policy'>policy</span>"
+        )
+    return text
+
+
+def verdict_section(records: list[Record], result: Verdict, env: dict[str, Any]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    gpu_line = f" (compute capability {env['compute_capability']}, CUDA {env['cuda']}, driver {env['driver']})" if "gpu" in env else ""
+    return (
+        f"<div id='qc-verdict'><h2 style='color:{COLOURS.get(result.word, '#9a6700')};margin:4px 0'>Release verdict: {result.word} (exit {result.exit_code})</h2>"
+        f"<p style='margin:2px 0'><b>{_fmt(exit_meaning(result.word))}</b>. Tests: {counts_text(result)}; {result.gates} check(s) ran (threshold gates, artifact checks, properties).</p>"
+        f"<p style='margin:2px 0'>Device: {_fmt(env.get('device', ''))}{gpu_line}. {profile_line(env, records)}.</p>"
+        f"<p class='qc-small' style='margin:2px 0'>{_fmt(packages)}</p></div>"
+    )
+
+
+def matrix_html(records: list[Record], result: Verdict) -> str:
+    """Pathway (device) x model: each cell's status, its worst gate and the margin to its threshold,
+    linking to its rows in the details."""
+    rows, columns, cells = matrix(records, result)
+    if not rows:
+        return "<div id='qc-matrix'><h3>Pathway × model</h3><p>No pathway ran a case on an artifact in this selection.</p></div>"
+    head = "".join(f"<th>{_fmt(c)}</th>" for c in columns)
+    body = []
+    for pathway, device in rows:
+        tds = []
+        for column in columns:
+            cell = cells.get((pathway, device, column))
+            if cell is None:
+                tds.append("<td class='qc-small'>-</td>")
+                continue
+            worst = cell.worst
+            if cell.status == "NOT RUN":
+                detail = _fmt(cell.reason[:160])
+            elif cell.status == "ERROR":
+                detail = _fmt(next((r.message for r in cell.records if r.outcome == "error"), "")[:160])
+            elif worst is not None:
+                detail = f"worst: {_fmt(worst.metric)} {_fmt(worst.measured)} {_op(worst.direction)} {_fmt(worst.threshold)}, margin {distance(worst):+.3g}"
+                detail += " <span class='qc-policy'>policy</span>" if is_policy(worst) else ""
+            else:
+                detail = f"{sum(1 for r in cell.records if r.outcome == 'passed')} check(s) passed"
+            link = f"#{cell.anchor}" if cell.records else "#qc-not-run"
+            tds.append(f"<td class='{STATUS_CLASS[cell.status]}'><a href='{link}' {OPEN_DETAILS}><span class='qc-status'>{cell.status}</span><br><small>{detail}</small></a></td>")
+        body.append(f"<tr><th>{_fmt(pathway)}<br><small>{_fmt(device)}</small></th>{''.join(tds)}</tr>")
+    return (
+        "<div id='qc-matrix'><h3>Pathway × model</h3>"
+        f"<table class='qc-table qc-matrix'><tr><th>pathway</th>{head}</tr>{''.join(body)}</table>"
+        "<p class='qc-small'>Each cell: PASS, FAIL, ERROR or NOT RUN over all of its checks; the gate closest to (or furthest past) its threshold and the margin, in the metric's units. A cell links to its rows below.</p></div>"
+    )
+
+
+def _generations_table(generations: list[dict[str, str]]) -> str:
+    rows = "".join(
+        f"<tr><td>{_fmt(g['prompt'])}</td><td>{_fmt(g['reference'])}</td><td class='qc-{'passed' if g['candidate'] == g['reference'] else 'failed'}'>{_fmt(g['candidate'])}</td></tr>"
+        for g in generations
+    )
+    return f"<table class='qc-table'><tr><th>Prompt</th><th>Reference</th><th>Quantized</th></tr>{rows}</table>"
+
+
+def _flipped_item(flip: dict[str, Any]) -> str:
+    """A shipped or JSONL item (context and answer), or an lm-eval document (task#index)."""
+    if "context" in flip:
+        return f"{_fmt(flip['context'])} → answer {_fmt(flip.get('answer'))}"
+    return _fmt(flip.get("document"))
+
+
+def _flips_html(flips: dict[str, Any]) -> str:
+    table = flips.get("table")
+    parts = []
+    if table:
+        cols = "".join(f"<th>{_fmt(c)}</th>" for c in flips.get("columns", []))
+        body = "".join(f"<tr><th>{_fmt(name)}</th>{''.join(f'<td>{_fmt(v)}</td>' for v in row)}</tr>" for name, row in zip(flips.get("rows", []), table, strict=False))
+        parts.append(f"<table class='qc-table'><tr><th></th>{cols}</tr>{body}</table>")
+    items = "".join(f"<li>{_flipped_item(f)}: reference {_fmt(f.get('reference'))}, quantized {_fmt(f.get('candidate'))}</li>" for f in flips.get("flipped", []))
+    if items:
+        parts.append(f"<p>Flipped items ({_fmt(flips.get('flipped_total', ''))} in all):</p><ul>{items}</ul>")
+    return "".join(parts)
+
+
+def failures_html(records: list[Record]) -> str:
+    """Each failed gate and error with its evidence: measured vs threshold and its source, where the
+    error starts, the case's generations side by side and its flips (once per case)."""
+    found = failures(records)
+    if not found:
+        return "<div id='qc-failures'><h3>Failures: 0</h3><p>No gate failed and nothing errored.</p></div>"
+    parts, shown = [], set()
+    for r in found:
+        case = (r.pathway, r.device, r.model)
+        if r.outcome == "error":
+            head = f"ERROR {_fmt(r.pathway)}/{_fmt(r.device)} {_fmt(r.model)}: {_fmt(r.check)}"
+            numbers = ""
+        elif r.metric and r.measured is not None and r.threshold is not None:
+            head = f"FAIL {_fmt(r.pathway)}/{_fmt(r.device)} {_fmt(r.model)}: {_fmt(r.check)}"
+            numbers = (
+                f"<table class='qc-table'><tr><th>metric</th><th>measured</th><th>threshold</th><th>margin</th><th>threshold from</th></tr>"
+                f"<tr class='qc-failed'><td>{_fmt(r.metric)}<br><small>{_fmt(r.explanation or '')}</small></td><td><b>{_fmt(r.measured)}</b></td>"
+                f"<td>{_op(r.direction)} {_fmt(r.threshold)}</td><td>{distance(r):+.3g}</td><td>{_source(r)}</td></tr></table>"
+            )
+        else:
+            head = f"FAIL {_fmt(r.pathway)}/{_fmt(r.device)} {_fmt(r.model)}: {_fmt(r.check)}"
+            numbers = ""
+        evidence = [numbers, f"<p>{_fmt(r.message)}</p>" if r.message else ""]
+        if case not in shown:
+            shown.add(case)
+            where = first_bad_layer(records, case)
+            if where:
+                evidence.append(f"<p><b>First bad layer</b>: {_fmt(where)}</p>")
+            gens = generations(records, case)
+            if gens:
+                evidence.append("<p><b>Generations</b>, reference vs quantized:</p>" + _generations_table(gens))
+            flips = next((x.extra["task_flips"] for x in records if (x.pathway, x.device, x.model) == case and x.extra.get("task_flips")), None)
+            if flips:
+                evidence.append("<p><b>Labeled task</b>, reference vs quantized:</p>" + _flips_html(flips))
+        parts.append(f"<div class='qc-evidence'><h4 style='margin:4px 0'>{head}</h4>{''.join(evidence)}<small><code>{_fmt(r.nodeid)}</code></small></div>")
+    return f"<div id='qc-failures'><h3 style='color:#cf222e'>Failures: {len(found)}</h3>{''.join(parts)}</div>"
+
+
+def not_run_html(records: list[Record], result: Verdict) -> str:
+    """Tests that did not run, one row per reason with its count; pathways no gate ran for; pathways
+    not selected on this machine."""
+    groups = not_run_groups(records)
+    total = result.counts.get("skipped", 0)
+    parts = []
+    if result.not_gated:
+        items = "".join(f"<li><b>{_fmt(p)}</b>: {_fmt(why)}</li>" for p, why in sorted(result.not_gated.items()))
+        parts.append(f"<p><b>Selected but no gate ran</b> (this alone makes the verdict NOT GATED):</p><ul>{items}</ul>")
+    if result.not_selected:
+        items = "".join(f"<li><b>{_fmt(p)}</b>: {_fmt(why)}</li>" for p, why in sorted(result.not_selected.items()))
+        parts.append(f"<p><b>Not run on this machine</b> (not selected; name them with --pathways to require them):</p><ul>{items}</ul>")
+    if groups:
+        rows = "".join(
+            f"<tr><td>{_fmt(g['reason'])}</td><td>{g['count']}</td><td>{_fmt(', '.join(g['pathways']) or '-')}</td><td><small>{_fmt(', '.join(g['checks']))}</small></td></tr>"
+            for g in groups
+        )
+        parts.append(f"<table class='qc-table'><tr><th>Why not run</th><th>Tests</th><th>Pathways</th><th>Checks</th></tr>{rows}</table>")
+    if not parts:
+        return ""
+    return f"<div id='qc-not-run'><h3>Not run: {total} test(s), {len(groups)} reason(s)</h3>{''.join(parts)}</div>"
+
+
+def _row(r: Record, case: bool = True) -> str:
+    """One record; in a cell's table (`case=False`) without the pathway, device and model it shares."""
+    threshold = f"{_op(r.direction)} {_fmt(r.threshold)}" if r.threshold is not None else ""
+    why = r.message or r.explanation or ""
+    source = f"<br><small>{_source(r)}</small>" if r.source else ""
+    labels = f"<td>{_fmt(r.pathway)}</td><td>{_fmt(r.device)}</td><td>{_fmt(r.model)}</td>" if case else ""
+    return (
+        f"<tr class='qc-{r.outcome}'><td><b>{r.outcome.upper()}</b></td>{labels}<td>{_fmt(r.check)}</td>"
+        f"<td>{_fmt(r.metric or '')}</td><td>{_fmt(r.measured)}</td><td>{threshold}</td>"
+        f"<td>{_fmt(why)}{source}</td></tr>"
+    )
+
+
+TABLE_HEAD = "<tr><th>Outcome</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th><th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>"
+CELL_HEAD = "<tr><th>Outcome</th><th>Check</th><th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why (threshold from)</th></tr>"
+
+
+def details_html(records: list[Record], result: Verdict) -> str:
+    """Every check, one table per matrix cell (the cells link here), then the library's property
+    tests; collapsed."""
+    rows, columns, cells = matrix(records, result)
+    parts = []
+    for pathway, device in rows:
+        for column in columns:
+            cell = cells.get((pathway, device, column))
+            if cell is None or not cell.records:
+                continue
+            body = "".join(_row(r, case=column == PERF_COLUMN) for r in table_rows([r for r in cell.records if not is_noise(r)]))
+            head = TABLE_HEAD if column == PERF_COLUMN else CELL_HEAD
+            parts.append(f"<h4 id='{cell.anchor}'>{_fmt(pathway)}/{_fmt(device)} × {_fmt(column)}: {cell.status}</h4><table class='qc-table'>{head}{body}</table>")
+    library = [r for r in records if not is_case_record(r) and not is_noise(r)]
+    if library:
+        body = "".join(_row(r) for r in table_rows(library))
+        parts.append(f"<h4 id='qc-library'>Library property tests and other checks (no model)</h4><table class='qc-table'>{TABLE_HEAD}{body}</table>")
+    return "".join(parts)
 
 
 def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], comparison: dict | None = None, baseline_path: str = "") -> list[str]:
-    body = []
-    for r in table_rows(records):
-        op = {"min": "≥", "max": "≤"}.get(r.direction or "", "")
-        threshold = f"{op} {_fmt(r.threshold)}" if r.threshold is not None else ""
-        why = r.message or r.explanation or ""
-        source = f"<br><small>{_fmt(r.source)}</small>" if r.source else ""
-        body.append(
-            f"<tr class='qc-{r.outcome}'><td><b>{r.outcome.upper()}</b></td><td>{_fmt(r.pathway)}</td>"
-            f"<td>{_fmt(r.device)}</td><td>{_fmt(r.model)}</td><td>{_fmt(r.check)}</td>"
-            f"<td>{_fmt(r.metric or '')}</td><td>{_fmt(r.measured)}</td><td>{threshold}</td>"
-            f"<td>{_fmt(why)}{source}</td></tr>"
-        )
-    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-    gpu_line = f" (compute capability {env['compute_capability']}, CUDA {env['cuda']}, driver {env['driver']})" if "gpu" in env else ""
-    missing = "".join(f"<li><b>{_fmt(p)}</b>: {_fmt(why)}</li>" for p, why in sorted(result.not_gated.items()))
-    missing = f"<p><b>Selected but no gate ran</b> (this alone makes the verdict NOT GATED):</p><ul>{missing}</ul>" if missing else ""
-    skipped = "".join(f"<li><b>{_fmt(p)}</b>: {_fmt(why)}</li>" for p, why in sorted(result.not_selected.items()))
-    skipped = f"<p><b>Not run on this machine</b> (not selected; name them with --pathways to require them):</p><ul>{skipped}</ul>" if skipped else ""
+    """The report, top-down: the verdict; the pathway x model matrix; failures with evidence;
+    regressions against the baseline; what did not run, by reason; plots; then the details, collapsed."""
+    rows = sum(1 for r in records if not is_noise(r))
+    details = "".join(
+        [
+            details_html(records, result),
+            generations_html(records),
+            speedup_html(records),
+            probes_html(env.get("probes", [])),
+            proven_html(),
+        ]
+    )
     return [
-        "<style>.qc-table{border-collapse:collapse;margin:8px 0}.qc-table td,.qc-table th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        ".qc-failed,.qc-error{background:#ffebe9}.qc-passed{background:#dafbe1}.qc-skipped,.qc-xfailed{background:#fff8c5}</style>",
-        f"<h2 id='qc-verdict' style='color:{COLOURS.get(result.word, '#9a6700')}'>Release verdict: {result.word} (exit {result.exit_code})</h2>",
+        STYLE,
+        "<div id='qc-report'>",
+        verdict_section(records, result, env),
+        matrix_html(records, result),
+        failures_html(records),
         comparison_html(comparison, baseline_path),
-        f"<p>Tests: {counts_text(result)}; {result.gates} check(s) ran (threshold gates, artifact checks, properties). "
-        f"Device: {_fmt(env.get('device', ''))}{gpu_line}. Profile: {_fmt(env.get('profile', ''))}.<br><small>{_fmt(packages)}</small></p>",
-        missing,
-        skipped,
-        "<table class='qc-table'><tr><th>Outcome</th><th>Pathway</th><th>Device</th><th>Model</th><th>Check</th>"
-        "<th>Metric</th><th>Measured</th><th>Threshold</th><th>What it means / why</th></tr>" + "".join(body) + "</table>",
-        generations_html(records),
-        speedup_html(records),
+        not_run_html(records, result),
         plots_html(records),
-        probes_html(env.get("probes", [])),
-        proven_html(),
+        f"<details id='qc-details'><summary><b>Details</b>: every check ({rows} rows, by cell), generations, speed tables, capability probes, what each gate is proven to catch</summary>{details}</details>",
+        "</div>",
     ]
 
 
@@ -150,21 +370,27 @@ def standalone_html(records: list[Record], result: Verdict, env: dict[str, Any])
 # -- baseline comparison and history --------------------------------------------------------
 
 def comparison_html(comparison: dict[str, list[dict[str, Any]]] | None, baseline_path: str) -> str:
+    """Regressions against the baseline (each metric that moved the wrong way beyond its noise band);
+    the improvements below them, collapsed."""
     if comparison is None:
         return ""
-    parts = []
-    for title, key, colour in (("Regressions since the baseline", "regressions", "#cf222e"), ("Improvements since the baseline", "improvements", "#1a7f37")):
+
+    def table(entries: list[dict[str, Any]]) -> str:
         rows = "".join(
             f"<tr><td>{_fmt(e['pathway'])}/{_fmt(e['device'])}</td><td>{_fmt(e['model'])}</td><td>{_fmt(e['metric'])}</td>"
             f"<td>{_fmt(e['baseline'])}</td><td>{_fmt(e['current'])}</td><td>{e['delta']:+.4g} (noise band {e['band']:.3g})</td></tr>"
-            for e in comparison[key]
+            for e in entries
         )
-        count = len(comparison[key])
-        parts.append(
-            f"<h3 style='color:{colour}'>{title}: {count}</h3>"
-            + (f"<table class='qc-table'><tr><th>Pathway</th><th>Model</th><th>Metric</th><th>Baseline</th><th>Now</th><th>Change</th></tr>{rows}</table>" if count else "")
-        )
-    return f"<div id='qc-baseline'><p>Compared with {_fmt(baseline_path)}</p>{''.join(parts)}</div>"
+        return f"<table class='qc-table'><tr><th>Pathway</th><th>Model</th><th>Metric</th><th>Baseline</th><th>Now</th><th>Change</th></tr>{rows}</table>"
+
+    regressions, improvements = comparison["regressions"], comparison["improvements"]
+    colour = "#cf222e" if regressions else "#1a7f37"
+    parts = [f"<h3 style='color:{colour}'>Regressions since the baseline: {len(regressions)}</h3>", f"<p class='qc-small'>Compared with {_fmt(baseline_path)}</p>"]
+    if regressions:
+        parts.append(table(regressions))
+    if improvements:
+        parts.append(f"<details><summary>Improvements since the baseline: {len(improvements)}</summary>{table(improvements)}</details>")
+    return f"<div id='qc-baseline'>{''.join(parts)}</div>"
 
 
 def _png(fig) -> str:
@@ -179,28 +405,46 @@ def _png(fig) -> str:
     return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 
 
+def _layer_series(records: list[Record]) -> dict[str, list[tuple[str, str, list[float], float | None]]]:
+    """model -> [(label, panel, per-layer values, threshold)]: weight SQNR per quantized layer and
+    activation SQNR per layer in execution order, from the layer gates' records."""
+    series: dict[str, list[tuple[str, str, list[float], float | None]]] = {}
+    for r in records:
+        if r.measured is None or not is_case_record(r):
+            continue
+        if r.metric == "min_layer_weight_sqnr_db" and isinstance(r.extra.get("per_layer"), dict):
+            values, panel = [float(v) for v in r.extra["per_layer"].values()], "weight"
+        elif r.metric == "min_layer_activation_sqnr_db" and r.extra.get("layer_activation_sqnr_db"):
+            values, panel = [float(v) for _, v in r.extra["layer_activation_sqnr_db"]], "activation"
+        else:
+            continue
+        series.setdefault(r.model, []).append((f"{r.pathway}/{r.device}", panel, values, r.threshold))
+    return series
+
+
 def plots_html(records: list[Record]) -> str:
-    """Error histograms, per-layer weight SQNR and speedup against threshold, as embedded PNGs."""
+    """Per model, one row of axes: weight SQNR per quantized layer and activation SQNR per layer in
+    execution order, each pathway a line and its threshold drawn dashed in the same colour; the
+    speedups against their thresholds. Embedded PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     images = []
-    outputs = [r for r in records if "error_histogram" in r.extra and r.metric == "min_sqnr_db"]
-    if outputs:
-        fig, (hist, layers) = plt.subplots(1, 2, figsize=(12, 3.6))
-        for r in outputs:
-            label = f"{r.pathway}/{r.device} {r.model}"
-            edges, counts = r.extra["error_histogram"]["edges"], r.extra["error_histogram"]["counts"]
-            hist.stairs([c / max(sum(counts), 1) for c in counts], edges, label=label)
-            per_layer = list(r.extra.get("layer_weight_sqnr_db", {}).values())
-            if per_layer:
-                layers.plot(range(len(per_layer)), per_layer, marker=".", label=label)
-        hist.set(title="output error vs fp32 reference", xlabel="log10 |error|", ylabel="fraction of values")
-        layers.set(title="weight SQNR per quantized layer", xlabel="layer (graph order)", ylabel="dB")
-        hist.legend(fontsize=7)
-        layers.legend(fontsize=7)
+    titles = {"weight": "weight SQNR per quantized layer (graph order)", "activation": "activation SQNR per layer (execution order)"}
+    for model, lines in sorted(_layer_series(records).items()):
+        panels = [p for p in ("weight", "activation") if any(line[1] == p for line in lines)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.2), squeeze=False)
+        for ax, panel in zip(axes[0], panels, strict=True):
+            for i, (label, _, values, threshold) in enumerate(line for line in lines if line[1] == panel):
+                colour = f"C{i}"
+                finite = [v if v == v and abs(v) != float("inf") else float("nan") for v in values]
+                ax.plot(range(len(finite)), finite, marker=".", color=colour, label=label)
+                if threshold is not None:
+                    ax.axhline(threshold, color=colour, linestyle="--", linewidth=1, label=f"{label} threshold {threshold:g} dB")
+            ax.set(title=f"{model}: {titles[panel]}", xlabel="layer", ylabel="dB")
+            ax.legend(fontsize=7)
         images.append(_png(fig))
     speed = sorted((r for r in records if r.metric == "min_speedup"), key=lambda r: r.model)
     if speed:
@@ -214,4 +458,4 @@ def plots_html(records: list[Record]) -> str:
         ax.tick_params(axis="y", labelsize=7)
         ax.legend(loc="lower right")
         images.append(_png(fig))
-    return "<h3>Plots</h3>" + "".join(images) if images else ""
+    return "<div id='qc-plots'><h3>Plots</h3>" + "".join(images) + "</div>" if images else ""

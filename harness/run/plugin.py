@@ -16,7 +16,9 @@ from harness.judge.gates import PROBLEMS, Record, verdict
 from harness.judge.thresholds import ProfileError
 from harness.pathways.base import all_pathways
 from harness.report import html as report_html
+from harness.report import progress as report_progress
 from harness.report import summary
+from harness.report import verdict as report_verdict
 from harness.run import scaleout
 from harness.run.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case
 
@@ -40,9 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", help="threshold profile: a built-in name (cpu, h100, rtx5090, generic-gpu) or a .toml path; default: detected from the GPU")
     group.addoption("--artifacts", type=Path, help="directory of your own artifacts: DIR/<model>/<pathway>/manifest.json")
     group.addoption("--regen-golden", action="store_true", help="record the current outputs as the golden outputs")
-    group.addoption("--golden-dir", type=Path, help="golden store (default: <rootdir>/golden)")
-    group.addoption("--baseline", type=Path, help="a previous summary.json to compare against")
-    group.addoption("--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help="where summary.json goes (default: reports)")
+    group.addoption("--golden-dir", type=Path, help="golden store (default: golden/ beside qconform.toml, else <rootdir>/golden)")
+    group.addoption("--baseline", type=Path, help="a previous summary.json (e.g. one of <report-dir>/history/) to compare against: metrics that moved the wrong way beyond their noise band are listed as regressions")
+    group.addoption("--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help="where summary.json and history/ go (default: reports)")
     group.addoption("--qc-cache", type=Path, help="artifact build cache (default: $QCONFORM_CACHE or ~/.cache/qconform)")
     group.addoption("--model", action="append", metavar="SOURCE", help="gate your own model: a Hugging Face checkpoint directory, an fp32 .onnx file or module:factory (repeatable; default: the project file's [[models]], else the embedded demos)")
     group.addoption("--allow-pickle-checkpoint", action="store_true", help="accept a pickle-based (.bin/.pt) checkpoint for --model; loaded with torch.load(weights_only=True) (default: safetensors only)")
@@ -69,6 +71,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
     configure_compile_caches(harness.store.cache_dir)
     config.pluginmanager.register(Reporter(harness), "qconform-reporter")
+    install_progress(config, harness)
+
+
+def install_progress(config: pytest.Config, harness: Harness) -> None:
+    """Phase lines (building artifacts, references) on the real terminal, not in pytest's capture:
+    the store's log and the first reference of each model go through harness/report/progress.py."""
+    if _is_worker(config):
+        return  # an xdist worker has no terminal; its controller prints pytest's own progress
+    progress = report_progress.Progress(config)
+    report_progress.install(progress)
+    config.pluginmanager.register(progress, "qconform-progress")
+    harness.store.log = progress.store_log
+    harness.reference_outputs = report_progress.timed(lambda model: f"reference outputs of {model.id}", harness.reference_outputs, first_only=lambda model: model.id)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -135,9 +150,11 @@ class Gates:
         detail: str = "",
         extra: dict[str, Any] | None = None,
         judge: dict[str, float] | None = None,
+        notes: dict[str, str] | None = None,
     ) -> None:
         """Gate each measured value on its threshold. `judge` replaces the value the verdict uses
-        (a speedup is judged on its interval's upper end: it fails only when clearly below)."""
+        (a speedup is judged on its interval's upper end: it fails only when clearly below);
+        `notes` adds a sentence to one key's record (how that key was judged)."""
         misses = []
         for key, value in measured.items():
             try:
@@ -159,7 +176,7 @@ class Gates:
                     direction=threshold.direction,
                     source=threshold.source,
                     explanation=threshold.explanation,
-                    message=detail,
+                    message="; ".join(part for part in (detail, (notes or {}).get(key, "")) if part),
                     extra=dict(extra or {}),
                 )
             )
@@ -251,6 +268,12 @@ def records_of(test_report: pytest.TestReport, item: pytest.Item | None = None) 
     return gates or [Record(**base, outcome="passed", message=notes)]
 
 
+def _is_timed(item: pytest.Item) -> bool:
+    """A perf item (a workload timed on the GPU) that will run."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return isinstance(params.get("perf_key"), tuple) and not any(item.iter_markers("skip"))
+
+
 def _crash(test_report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(test_report.longrepr, "reprcrash", None)
     if crash is not None:
@@ -268,6 +291,7 @@ class Reporter:
         self.records: list[Record] = []
         self.html_report: Any = None
         self._items: dict[str, pytest.Item] = {}  # this process's items by nodeid (none on an xdist controller)
+        self._timed: dict[str, int] = {}  # perf items that will run -> their position among them
 
     @property
     def report_dir(self) -> Path:
@@ -288,6 +312,7 @@ class Reporter:
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         self.harness.count_uses(items)  # each case's runner goes when its last item has run
         self._items = {item.nodeid: item for item in items}
+        self._timed = {item.nodeid: i + 1 for i, item in enumerate(i for i in items if _is_timed(i))}
         # xdist workers collect for themselves; there a gap stays a gate-time failure naming the key.
         if not _is_controller(config):
             return
@@ -300,6 +325,16 @@ class Reporter:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.records.append(Record("collection", "-", "-", "-", "error", message=f"{report.nodeid or 'collection'}: {_crash(report)}", nodeid=report.nodeid))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        """Timing is a phase of its own on the terminal: `timing <pathway> <workload> (3/24) ... done in 12.3 s`."""
+        position = self._timed.get(item.nodeid)
+        if position is None or _is_worker(item.config):
+            return (yield)
+        workload, pathway, _ = item_case(item)
+        with report_progress.phase(f"timing {pathway.name} {getattr(workload, 'id', workload)} ({position}/{len(self._timed)})"):
+            return (yield)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.records.extend(records_of(report, self._items.get(report.nodeid)))
@@ -350,9 +385,35 @@ class Reporter:
             return None
         return summary.compare_with_baseline(self.records, json.loads(Path(baseline).read_text()))
 
+    @property
+    def _has_verdict(self) -> bool:
+        return _is_controller(self.harness.config) and getattr(self, "_exitstatus", None) not in (None, pytest.ExitCode.USAGE_ERROR)
+
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if _is_controller(terminalreporter.config) and getattr(self, "_exitstatus", None) not in (None, pytest.ExitCode.USAGE_ERROR):
-            terminalreporter.write_line(f"qconform verdict: {self.verdict.line()} -> exit {self.verdict.exit_code}", bold=True)
+        """Before pytest's SKIPPED lines: what failed (measured vs threshold), the regressions against
+        --baseline, the pathways no gate ran for. The verdict line itself comes last (unconfigure)."""
+        if self._has_verdict:
+            lines = report_verdict.terminal_lines(self.records, self.verdict, self.comparison, str(self.harness.config.getoption("baseline") or ""))
+            if lines:
+                terminalreporter.write_sep("-", "qconform", bold=True)
+                for text, markup in lines:
+                    terminalreporter.write_line(text, **markup)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """The last line of the run: the verdict in words, its counts, the report, the exit code's meaning."""
+        report_progress.install(None)
+        if not self._has_verdict:
+            return
+        html = config.getoption("htmlpath", None)
+        where = str(html) if html else str(self.report_dir / summary.SUMMARY)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        line = report_verdict.final_line(self.verdict, where)
+        colour = {"PASS": {"green": True}, "FAIL": {"red": True}, "ERROR": {"red": True}}.get(self.verdict.word, {"yellow": True})
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(line, bold=True, **colour)
+        else:
+            print(line, flush=True)
 
     def pytest_html_results_summary(self, prefix: list, summary: list, postfix: list) -> None:
         if not self.harness.is_conformance_run:

@@ -26,6 +26,7 @@ from harness.core import Device, Runner
 from harness.judge.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
+from harness.report.progress import phase
 from harness.run.store import ArtifactStore
 
 CaseFilter = Callable[[Pathway, str], bool]
@@ -73,7 +74,8 @@ class Case:
 
     @functools.cached_property
     def outputs(self) -> dict[str, np.ndarray]:
-        return self.model.evaluate(self.runner)  # eval batches (+ greedy generation for LLMs)
+        with phase(f"candidate outputs of {self.model.id} ({self.pathway.name}/{self.device.kind})"):
+            return self.model.evaluate(self.runner)  # eval batches (+ greedy generation, labeled task for LLMs)
 
     @property
     def reference(self) -> dict[str, np.ndarray]:
@@ -262,11 +264,13 @@ class Harness:
         artifacts directory holds; else the embedded defaults."""
         user_models = self.user_models  # registered first, so --models can name them
         if self.config.getoption("models"):
-            return pick(self.config.getoption("models"), all_models, get_model)
-        if user_models:
-            return user_models
-        held = sorted({model for model, _ in self.artifact_pairs})
-        return [get_model(model) for model in held] if held else all_models()
+            chosen = pick(self.config.getoption("models"), all_models, get_model)
+        elif user_models:
+            chosen = user_models
+        else:
+            held = sorted({model for model, _ in self.artifact_pairs})
+            chosen = [get_model(model) for model in held] if held else all_models()
+        return apply_project_recipes(chosen, self.project)
 
     @functools.cached_property
     def required(self) -> set[str]:
@@ -456,8 +460,24 @@ def pick(names: str | None, everything: Callable[[], list[T]], lookup: Callable[
 
 
 def check_project_pathways(project: Project) -> None:
-    """The pathways the project file names are registered ones (ConfigError naming the file)."""
+    """The pathways the project file names are registered ones, and each build option its
+    [recipes.<pathway>] sets is one the pathway takes, with a valid value (ConfigError naming the file)."""
     project.check_pathway_names(p.name for p in all_pathways())
+    for name, recipe in project.recipes.items():
+        pathway = get_pathway(name)
+        for key, value in recipe.items():
+            problem = pathway.recipe_option_problem(key, value) if key in pathway.recipe_options else None
+            if problem:
+                raise ConfigError(f"{project.label or project.path}: [recipes.{name}] {key}: {problem}")
+
+
+def apply_project_recipes(models: list[ModelSpec], project: Project | None) -> list[ModelSpec]:
+    """The project's [recipes.<pathway>] tables onto each model of a run (ModelSpec.recipe_overrides):
+    the build options they select and what each artifact must hold."""
+    if project is not None and project.recipes:
+        for model in models:
+            model.recipe_overrides = {name: dict(recipe) for name, recipe in project.recipes.items()}
+    return models
 
 
 def model_of(entry: ModelEntry) -> ModelSpec:
@@ -482,19 +502,19 @@ def find_model(name_or_source: str, start: Path) -> ModelSpec:
     `start`; else a built-in id."""
     from harness.models.hf import model_from_source
 
-    if Path(name_or_source).expanduser().exists() or ":" in name_or_source:
-        return model_from_source(name_or_source)
     project = load_project(start)
+    if Path(name_or_source).expanduser().exists() or ":" in name_or_source:
+        return apply_project_recipes([model_from_source(name_or_source)], project)[0]
     entries = project.models if project else []
     for entry in entries:  # a declared id first: no other entry's checkpoint is opened
         if entry.id == name_or_source:
-            return model_of(entry)
+            return apply_project_recipes([model_of(entry)], project)[0]
     for entry in (e for e in entries if e.id is None):
         spec = model_of(entry)
         if spec.id == name_or_source:
-            return spec
+            return apply_project_recipes([spec], project)[0]
     try:
-        return get_model(name_or_source)
+        return apply_project_recipes([get_model(name_or_source)], project)[0]
     except KeyError:
         declared = [e.id or Path(e.source).stem for e in entries]
         where = f"{project.path} [[models]]: {', '.join(declared)}; built-in: " if entries else ""

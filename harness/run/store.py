@@ -3,6 +3,9 @@ builds the embedded defaults on first use and keys them by weights, recipe and t
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import shutil
 import sys
 import tempfile
@@ -16,6 +19,19 @@ from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
 
 STALE_BUILD_S = 3 * 3600
+
+
+@functools.cache
+def build_code_digest(pathway: Pathway) -> str:
+    """sha256 (16 hex digits) of the code an artifact is built with: the pathway's module and the
+    model export code (harness/models/, harness/artifacts/). A fix there rebuilds cached artifacts,
+    which the tool versions alone would keep serving."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent.parent
+    sources = [Path(inspect.getfile(type(pathway))), *sorted((here / "models").glob("*.py")), *sorted((here / "artifacts").glob("*.py"))]
+    for source in sources:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _stderr(message: str) -> None:
@@ -37,7 +53,7 @@ class ArtifactStore:
             model_id=model.id,
             source_weights_sha256=model.weights_sha256,
             recipe=pathway.recipe(model),
-            tool_versions=pathway.tool_versions(),
+            tool_versions={**pathway.tool_versions(), "qconform build code": build_code_digest(pathway)},
         )
         return self.cache_dir / "artifacts" / model.id / pathway.name / key[:16]
 
