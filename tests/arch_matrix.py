@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from tests import hf_checkpoints as hc
-from tests.hf_checkpoints import DATA, SEED, VOCAB, build_tokenizer, train_briefly
+from tests.hf_checkpoints import SEED, VOCAB, build_tokenizer, train_briefly
 
 CAUSAL, ENCODER = "causal-lm", "encoder"
 DECODER_STEPS = 150  # as tests/hf_checkpoints._save_decoder: peaked, text-like predictions
@@ -40,21 +40,8 @@ OUTLIER_RATIO = 500.0  # as tests/hf_checkpoints.plant_outliers
 
 
 def _decoder(**overrides) -> dict[str, Any]:
-    """The common tiny decoder config (tests/hf_checkpoints._decoder_config's numbers)."""
-    base = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return {**base, **overrides}
+    """The common tiny decoder config (tests/hf_checkpoints.DECODER_CONFIG)."""
+    return {**hc.DECODER_CONFIG, **overrides}
 
 
 @dataclass(frozen=True)
@@ -138,31 +125,17 @@ ARCHITECTURES: dict[str, Arch] = {
 # -- training -------------------------------------------------------------------------------------
 
 
-def _token_ids(tokenizer_dir: Path) -> torch.Tensor:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    return torch.tensor(tokenizer(" ".join(p.read_text() for p in sorted(DATA.glob("*.txt"))), add_special_tokens=False)["input_ids"])
-
-
 def train_masked(model, tokenizer_dir: Path, steps: int, seq_len: int = 64, batch: int = 8, mask_id: int = 2) -> None:
     """A few Adam steps of masked-token prediction on the shipped text (15% of the tokens replaced by
     `mask_id`, the tokenizer's </s>, which the encoders' text never holds): contextual embeddings that
     separate sentences, where random layers leave the token embeddings almost unchanged."""
-    ids = _token_ids(tokenizer_dir)
-    gen = torch.Generator().manual_seed(SEED)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=gen)
-        x = torch.stack([ids[s : s + seq_len] for s in starts])
+
+    def masked_loss(m, x, gen):
         masked = torch.rand(x.shape, generator=gen) < 0.15
         labels = torch.where(masked, x, torch.full_like(x, -100))
-        loss = model(input_ids=torch.where(masked, torch.full_like(x, mask_id), x), attention_mask=torch.ones_like(x), labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+        return m(input_ids=torch.where(masked, torch.full_like(x, mask_id), x), attention_mask=torch.ones_like(x), labels=labels).loss
+
+    hc.train(model, tokenizer_dir, steps, masked_loss, seq_len, batch)
 
 
 # -- outlier channels, whatever the architecture ----------------------------------------------------
@@ -275,7 +248,7 @@ def build(arch: Arch, out: Path) -> dict[str, Any]:
         build_tokenizer(out, bos=None)
         train_masked(model, out, arch.steps)
         target = model.base_model  # the encoder alone, as a sentence-transformers checkpoint holds it
-    ids = _token_ids(out)[:64][None]
+    ids = hc.training_ids(out)[:64][None]
     with torch.no_grad():
         planted = plant_outliers_anywhere(target, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     target.save_pretrained(str(out))  # config.json + model.safetensors
@@ -285,7 +258,7 @@ def build(arch: Arch, out: Path) -> dict[str, Any]:
 
 
 def _sources() -> str:
-    functions = (build, train_masked, plant_outliers_anywhere, _zero_norm_channels, _weight_layers, _is_norm, _sentence_transformers_layout, _token_ids, train_briefly, build_tokenizer)
+    functions = (build, train_masked, plant_outliers_anywhere, _zero_norm_channels, _weight_layers, _is_norm, _sentence_transformers_layout, hc.training_ids, hc.train, train_briefly, build_tokenizer)
     return "\n".join(inspect.getsource(f) for f in functions)
 
 

@@ -61,42 +61,55 @@ def plant_outliers(model, ratio: float = 500.0, seed: int = SEED) -> None:
             linear.weight[row[:, None], dead] = signs.float() * ratio * peak
 
 
+# The tiny decoder every test checkpoint shares (tests/arch_matrix.py too).
+DECODER_CONFIG = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+
 def _decoder_config(config_cls, **extra):
-    return config_cls(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        **extra,
-    )
+    return config_cls(**DECODER_CONFIG, **extra)
 
 
-def train_briefly(model, tokenizer_dir: Path, steps: int, seq_len: int = 64, batch: int = 8) -> None:
-    """A few Adam steps on the shipped text. Random weights predict near-uniform distributions
-    (perplexity ~ vocabulary size), where top-1 is a coin toss between near-ties and a perplexity
-    ratio means nothing; a briefly trained model has peaked, text-like predictions, as real ones do."""
+def training_ids(tokenizer_dir: Path) -> torch.Tensor:
+    """qconform's shipped text as one token sequence, with the checkpoint's tokenizer."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    ids = torch.tensor(tokenizer(" ".join(p.read_text() for p in sorted(DATA.glob("*.txt"))), add_special_tokens=False)["input_ids"])
+    return torch.tensor(tokenizer(" ".join(p.read_text() for p in sorted(DATA.glob("*.txt"))), add_special_tokens=False)["input_ids"])
+
+
+def train(model, tokenizer_dir: Path, steps: int, loss_of, seq_len: int = 64, batch: int = 8) -> None:
+    """A few Adam steps on random windows of the shipped text; `loss_of(model, windows, generator)`
+    is the objective (next-token, masked-token ...)."""
+    ids = training_ids(tokenizer_dir)
     gen = torch.Generator().manual_seed(SEED)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
         starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=gen)
-        x = torch.stack([ids[s : s + seq_len] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
+        loss = loss_of(model, torch.stack([ids[s : s + seq_len] for s in starts]), gen)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
+
+
+def train_briefly(model, tokenizer_dir: Path, steps: int, seq_len: int = 64, batch: int = 8) -> None:
+    """Next-token prediction. Random weights predict near-uniform distributions (perplexity ~
+    vocabulary size), where top-1 is a coin toss between near-ties and a perplexity ratio means
+    nothing; a briefly trained model has peaked, text-like predictions, as real ones do."""
+    train(model, tokenizer_dir, steps, lambda m, x, gen: m(input_ids=x, labels=x).loss, seq_len, batch)
 
 
 def _save_decoder(model_cls, config, out: Path, steps: int = 150) -> Path:

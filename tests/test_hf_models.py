@@ -64,9 +64,8 @@ def evaluated(model, store, pathway_name, artifact=None):
 def gate(model, pathway_name, reference, candidate) -> tuple[dict[str, float], list[str]]:
     """The measured task metrics and the thresholds they miss, judged as the accuracy suite judges
     them (a proportion on its passing-side bound, the labeled task on its paired table)."""
-    from suites.test_accuracy import judge_task_metrics
-
     from harness.run.session import case_threshold
+    from suites.test_accuracy import judge_task_metrics
 
     profile = load_profile(str(PROFILE))
     task = model.task_metrics(reference, candidate)

@@ -68,7 +68,7 @@ def test_choices_are_scored_by_continuation_log_likelihood(tmp_path, llama_dir):
     model = HuggingFaceModel(llama_dir, eval_tokens=128, seq_len=64, eval_choices=data)
     scores = model.evaluate(model.run_reference)["choice_logprobs"]
     [item] = model.model_kind.choice_items
-    for i, (seq, start) in enumerate(zip(item["sequences"], item["starts"])):
+    for i, (seq, start) in enumerate(zip(item["sequences"], item["starts"], strict=True)):
         ids = np.array([seq])
         logits = model.run_reference({"input_ids": ids, "attention_mask": np.ones_like(ids)})["logits"][0]
         expected = sum(log_softmax(logits[t - 1].astype(np.float64))[seq[t]] for t in range(start, len(seq)))
