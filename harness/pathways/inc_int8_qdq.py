@@ -7,8 +7,10 @@ pulls pycocotools/opencv for nothing we use). Its `StaticQuantConfig` + `quantiz
 supported static PTQ entry point (onnx_neural_compressor/quantization/quantize.py).
 
 Build options a project's `[recipes.inc-int8-qdq]` may set (IncInt8Qdq.recipe_options), for LLMs
-whose layer inputs carry outlier channels (a 135M Llama's down_proj inputs: channels ~5000x the
-median; per-tensor static activations then measured output SQNR 1.45 dB):
+whose layer inputs carry outlier channels (SmolLM2-135M's down_proj inputs: channels up to 2930x the
+median; the default recipe measured logits SQNR 1.8 dB, top-1 0.36 in exact QDQ arithmetic, -1.1 dB
+and 0.01 on ONNX Runtime's AVX2 kernels; SmoothQuant 0.5 or 0.8 with float outputs and float
+down_proj passed the policy thresholds: 20.4 dB / 21.9 dB, KL 0.037 / 0.032, top-1 0.88 / 0.90):
 - `smoothquant = true` runs INC's SmoothQuant first (`SmoothQuantConfig`: each weight op's input is
   divided by s = max|x|^alpha / max|w|^(1-alpha) per input channel, its weight multiplied by s), then
   the same static quantization. `smoothquant_alpha` is alpha (INC's default 0.5), or "auto": INC's
