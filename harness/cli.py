@@ -166,12 +166,29 @@ def _pytest_options() -> list[tuple[tuple[str, ...], dict]]:
     return collected.options
 
 
+# What `qconform run --help` shows for the value of each plugin option: the same words as the other
+# commands' options and the README (the plugin declares the options without them).
+METAVARS = {
+    "--profile": "NAME|PATH",
+    "--artifacts": "DIR",
+    "--golden-dir": "DIR",
+    "--baseline": "SUMMARY",
+    "--qc-cache": "DIR",
+    "--models": "ID,...",
+    "--pathways": "NAME,...",
+    "--shard": "K/N",
+}
+
+
 def add_pytest_options(parser: argparse.ArgumentParser) -> None:
     taken = set(parser._option_string_actions)
     group = parser.add_argument_group("qconform options (passed to pytest)")
     for flags, kwargs in _pytest_options():
         if not taken.intersection(flags):
-            group.add_argument(*flags, **{k: v for k, v in kwargs.items() if k != "default"}, default=None)
+            options = {k: v for k, v in kwargs.items() if k != "default"}
+            if flags[0] in METAVARS and "metavar" not in options and options.get("action") not in ("store_true", "store_false"):
+                options["metavar"] = METAVARS[flags[0]]
+            group.add_argument(*flags, **options, default=None)
 
 
 def pytest_option_args(args: argparse.Namespace) -> list[str]:
@@ -324,6 +341,10 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
     """Measure this device `--runs` times (or take given summaries) and write a profile with margins."""
     from harness.judge.thresholds import calibrated_profile
 
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():  # before three runs, not after them
+        print(usage_line("calibrate", f"--out {out}: {'is a directory' if out.is_dir() else f'no directory {out.parent}'}"), file=sys.stderr)
+        return USAGE_ERROR
     summaries = [Path(p) for p in args.summaries]
     if not summaries:
         for run in range(args.runs):
@@ -339,10 +360,18 @@ def cmd_calibrate(args: argparse.Namespace, pytest_args: list[str]) -> int:
     for summary in read:
         records += summary["records"]
         devices.add(summary["environment"]["device"])
+    if not any(r.get("metric") and r.get("measured") is not None and r.get("outcome") in ("passed", "failed") for r in records):
+        verdicts = ", ".join(dict.fromkeys(summary["verdict"] for summary in read))
+        print(usage_line("calibrate", f"no gate measured anything in {len(summaries)} run(s) ({verdicts}): nothing to calibrate, no profile written"), file=sys.stderr)
+        return EXIT_CODES["NOT GATED"]
     provenance = f"{len(summaries)} run(s) on {', '.join(sorted(devices))}"
     text = calibrated_profile(args.name, args.description or f"calibrated on {', '.join(sorted(devices))}", records, _table_of, provenance)
-    Path(args.out).write_text(text)
-    print(f"qconform: wrote {args.out} from {len(records)} records of {len(summaries)} run(s)")
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        print(usage_line("calibrate", f"--out {out}: {exc.strerror or exc}"), file=sys.stderr)
+        return USAGE_ERROR
+    print(f"qconform: wrote {out} from {len(records)} records of {len(summaries)} run(s)")
     return 0
 
 

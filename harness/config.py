@@ -38,6 +38,8 @@ class ModelEntry:
     int8_keep_float: list[str] | None = None
     lm_eval_tasks: list[str] | None = None
     lm_eval_include: str | None = None
+    speed_prefill: str | None = None  # own-model speed points, "BATCHxTOKENS"
+    speed_decode: str | None = None
     allow_pickle: bool = False
 
     def options(self) -> dict[str, Any]:
@@ -54,6 +56,10 @@ class Project:
     artifacts: Path | None = None
     profile: str | None = None  # built-in name or a .toml path
     label: str = ""  # how messages name the file ("<path> [tool.qconform]" for a pyproject.toml)
+    # Memory budgets ("24GiB", "32GB", bytes) a case's estimated peak must fit; the --max-gpu-memory /
+    # --max-host-memory options win (harness/run/memory.py). None: what the machine has.
+    max_gpu_memory: str | None = None
+    max_host_memory: str | None = None
 
     def check_pathway_names(self, known: Iterable[str]) -> None:
         """Every pathway the file names (`pathways`, `[recipes.<pathway>]`) is one of `known`; the
@@ -64,7 +70,7 @@ class Project:
                 raise ConfigError(f"{self.label or self.path}: unknown pathway {name!r}; known: {', '.join(sorted(known))}")
 
 
-TOP_KEYS = {"models": list, "pathways": list, "recipes": dict, "artifacts": str, "profile": str}
+TOP_KEYS = {"models": list, "pathways": list, "recipes": dict, "artifacts": str, "profile": str, "max_gpu_memory": str, "max_host_memory": str}
 MODEL_KEYS = {f.name: f.type for f in fields(ModelEntry)}
 _TYPES = {"str": str, "int": int, "bool": bool, "list[str]": list}
 
@@ -111,7 +117,7 @@ def parse_project(data: dict[str, Any], path: Path, label: str) -> Project:
     profile = data.get("profile")
     if profile and profile.endswith(".toml"):
         profile = resolve(profile)
-    return Project(path, models, list(pathways), dict(recipes), artifacts, profile, label)
+    return Project(path, models, list(pathways), dict(recipes), artifacts, profile, label, data.get("max_gpu_memory"), data.get("max_host_memory"))
 
 
 def load_project(start: Path) -> Project | None:

@@ -135,6 +135,22 @@ def cpu_class() -> str:
     return "cpu-x86-vnni" if {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags) else "cpu-x86"
 
 
+@dataclass(frozen=True)
+class Precision:
+    """A reference's precision and the device it runs on: the model as the candidate is deployed from
+    (Pathway.reference_precision): fp32 on the CPU, or bf16 on the GPU for a pathway that quantizes
+    the bf16 model there."""
+
+    dtype: str  # torch's name: "float32", "bfloat16"
+    device: str  # "cpu" or "cuda"
+
+    def __str__(self) -> str:
+        return f"{self.dtype} on {self.device}"
+
+
+FP32_CPU = Precision("float32", "cpu")
+
+
 @dataclass
 class QuantLayer:
     """What one quantized layer holds, as read back from the artifact itself."""
@@ -151,14 +167,19 @@ class QuantLayer:
     activation_zero_point: np.ndarray | None = None
     output_channels: int | None = None
     # The weight as the runtime will see it (dequantized), oriented like the reference module's
-    # weight (out_features, in_features); for per-layer error against the reference.
-    dequantized_weight: np.ndarray | None = None
+    # weight (out_features, in_features); for per-layer error against the reference. A callable is
+    # called on each read: a release-size model's layout never holds every layer's fp32 weight.
+    dequantized: np.ndarray | Callable[[], np.ndarray] | None = None
     # Per-group weights: input elements per scale (weight_scales then holds out x in/group_size).
     group_size: int | None = None
     # SmoothQuant: the per-input-channel factors s (in_features,) the graph divides this layer's
     # input by; its stored weight is then the model's times s along the input axis (the reference a
     # stored weight is compared with: harness/artifacts/qdq.py smoothed_reference). None: unsmoothed.
     input_smoothing: np.ndarray | None = None
+
+    @property
+    def dequantized_weight(self) -> np.ndarray | None:
+        return self.dequantized() if callable(self.dequantized) else self.dequantized
 
 
 @dataclass

@@ -115,7 +115,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     artifact = load_artifact(target)
     print(f"qconform: imported {pathway.name} for {model.id} -> {target}")
     print(f"  recipe: {json.dumps(artifact.recipe, sort_keys=True)}")
-    print(f"  run it: qconform run --artifacts {args.out} --models {model.id} --pathways {pathway.name}")
+    source = model_name == args.model and (Path(model_name).expanduser().exists() or ":" in model_name)
+    named = f"--model {model_name}" if source else f"--models {model.id}"  # a source: --models cannot name it
+    print(f"  run it: qconform run --artifacts {args.out} {named} --pathways {pathway.name}")
     return 0
 
 
@@ -135,11 +137,11 @@ def add_parsers(sub, deprecated: type[argparse.Action]) -> None:
     `deprecated`: cli's action for an old option name kept one release."""
     imp = sub.add_parser("import", help="wrap an artifact made by your own pipeline in a manifest (checked against the model)")
     imp.add_argument("--pathways", metavar="NAME", help="the one pathway that will load it, e.g. inc-int8-qdq")
-    imp.add_argument("--pathway", dest="pathways", action=deprecated, new="--pathways", help="deprecated: use --pathways")
+    imp.add_argument("--pathway", dest="pathways", action=deprecated, new="--pathways", metavar="NAME", help="deprecated: use --pathways")
     imp.add_argument("--models", metavar="ID", help="the model the payload was made from, by id: a [[models]] id of qconform.toml or a built-in")
     imp.add_argument("--model", metavar="SOURCE", help="the model the payload was made from, by source: a Hugging Face checkpoint directory, fp32 .onnx file or module:factory")
     imp.add_argument("payload", nargs="+", help="payload file(s): a QDQ .onnx (+ .engine for tensorrt), a torchao state dict .pt, INC FP8 *_hooks_*.json dumps")
-    imp.add_argument("--out", required=True, help="artifacts root; writes OUT/<model>/<pathway>/ for `qconform run --artifacts OUT`")
+    imp.add_argument("--out", required=True, metavar="DIR", help="artifacts root; writes DIR/<model>/<pathway>/ for `qconform run --artifacts DIR`")
     imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="add or override a recipe entry (VALUE parsed as JSON if it can be)")
     imp.add_argument("--tool-version", action="append", default=[], metavar="DIST=VERSION", help="record the version of a tool that made the payload")
     hw = sub.add_parser("hash-weights", help="print the source-weights sha256 of a checkpoint dir, .safetensors or .onnx (docs/artifacts.md)")

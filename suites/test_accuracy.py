@@ -1,4 +1,6 @@
-"""Accuracy: each pathway's outputs against the full-precision reference, within the profile's budget."""
+"""Accuracy: each pathway's outputs against its reference (the model as the candidate is made from
+it: fp32 on the CPU, bf16 on the GPU for torchao's GPU cases, with the bf16-vs-fp32 floor beside
+it), within the profile's budget."""
 
 import pytest
 
@@ -16,7 +18,7 @@ def test_output_agreement(case, gate):
     name = case.model.primary_output
     reference, candidate = case.reference[name], case.outputs[name]
     stats = output_metrics(reference, candidate)
-    detail = f"{name}: max |err| {stats['max_abs_err']:.3g}, {stats['nonfinite']} non-finite values"
+    detail = f"{name}: max |err| {stats['max_abs_err']:.3g}, {stats['nonfinite']} non-finite values{describe_floor(case)}"
     plots = {"error_histogram": log_error_histogram(reference, candidate), "layer_weight_sqnr_db": weight_sqnr(case.runner.layout(), case.model)}
     try:  # where the error starts, for the failure message and the report's per-layer plot
         errors = localize(case)
@@ -26,7 +28,22 @@ def test_output_agreement(case, gate):
         plots["layer_activation_sqnr_db"] = [list(e) for e in errors]  # a list: execution order survives JSON key sorting
     except NotLocalizable as exc:
         detail += f"; no per-layer localization ({exc})"
-    gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail, extra=plots)
+    gate.check(case, {"min_sqnr_db": stats["sqnr_db"], "min_cosine": stats["cosine"]}, detail, extra={**plots, **floor_extra(case)})
+
+
+def floor_extra(case) -> dict:
+    return {"reference": str(case.precision), "precision_floor": case.precision_floor} if case.precision_floor else {}
+
+
+def describe_floor(case) -> str:
+    """What a non-fp32 reference costs by itself, for the record's message (empty for fp32)."""
+    floor = case.precision_floor
+    if not floor:
+        return ""
+    if "not_measured" in floor:
+        return f"; reference {case.precision}, precision floor not measured: {floor['not_measured']}"
+    numbers = ", ".join(f"{key} {value:.4g}" for key, value in floor.items() if key != "against")
+    return f"; reference {case.precision}, precision floor against {floor['against']}: {numbers}"
 
 
 @cases(thresholds=("min_layer_activation_sqnr_db",))
@@ -55,8 +72,8 @@ def test_task_metric(case, gate):
     # evidence: every measured statistic and, for LLMs, reference vs candidate generations (report).
     evidence = case.model.evidence(case.reference, case.outputs)
     judge, extra, notes = judge_task_metrics(measured, samples, thresholds, evidence.get("statistics", measured))
-    extra.update(evidence)
-    gate.check(case, {threshold_key(name): value for name, value in measured.items()}, extra=extra, judge=judge, notes=notes)
+    extra.update(evidence, **floor_extra(case))
+    gate.check(case, {threshold_key(name): value for name, value in measured.items()}, describe_floor(case).removeprefix("; "), extra=extra, judge=judge, notes=notes)
 
 
 def judge_task_metrics(

@@ -10,8 +10,15 @@ from harness.measure.golden import GoldenError, find_golden, golden_dir, write_g
 from harness.run.session import cases
 
 
-def rerecord_command(case) -> str:
-    return f"qconform run --regen-golden --models {case.model.id} --pathways {case.pathway.name}, review and commit it"
+def rerecord_command(case, qc) -> str:
+    """The command that records this case's golden again: its model as the run named it (by source
+    when it came from --model SOURCE, which --models cannot name), its pathway, the same artifacts
+    directory (else a built artifact would be recorded) and golden store."""
+    option = qc.config.getoption
+    source = next((s for s, spec in zip(option("model") or [], qc.user_models, strict=False) if spec.id == case.model.id), None)
+    words = ["qconform run --regen-golden", f"--model {source}" if source else f"--models {case.model.id}", f"--pathways {case.pathway.name}"]
+    words += [f"--{name.replace('_', '-')} {option(name)}" for name in ("artifacts", "golden_dir") if option(name)]
+    return " ".join(words) + ", review and commit it"
 
 
 @cases(thresholds=("min_golden_sqnr_db", "min_golden_cross_sqnr_db"))
@@ -34,12 +41,12 @@ def test_golden(case, qc, gate):
         match = find_golden(qc.golden_root, case.model.id, case.pathway.name, case.device, tools, inputs)
     except GoldenError as exc:
         # A selected case without an approved record fails: a skip here would hide an ungated case.
-        how = f"record one with: {rerecord_command(case)}"
+        how = f"record one with: {rerecord_command(case, qc)}"
         gate.expect(case, [f"{exc}; {how}" if "no golden record" in str(exc) else f"GoldenError: {exc}"], "golden record present and valid")
     measured = case.model.golden_metrics(match.golden.outputs, case.outputs)
     if match.same_context:
         gate.check(case, measured, f"golden {match.golden.path}: same device class and tool versions")
         return
     cross = {"min_golden_cross_sqnr_db": measured.pop("min_golden_sqnr_db"), **measured}
-    detail = f"golden {match.golden.path} from another context ({'; '.join(match.changes)}): cross-context tolerance; to re-record in this context: {rerecord_command(case)}"
+    detail = f"golden {match.golden.path} from another context ({'; '.join(match.changes)}): cross-context tolerance; to re-record in this context: {rerecord_command(case, qc)}"
     gate.check(case, cross, detail, extra={"golden_context_changes": match.changes})

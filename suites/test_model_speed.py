@@ -13,12 +13,25 @@ import pytest
 import torch
 
 from harness.measure import roofline
-from harness.measure.timing import allow_recompiles, compile_regions, decode_sampler, interleaved, prefill_sampler, progress, quantize_except_head, speed_result
-from harness.models.llama8b_perf import PERF_MODELS, PUBLISHED, WHY_DIFFERENT, decoder_shape, perf_layers
-from harness.run.session import workloads
+from harness.measure.timing import (
+    allow_recompiles,
+    compile_regions,
+    compiled_regions,
+    decode_sampler,
+    interleaved,
+    kernel_table,
+    prefill_sampler,
+    progress,
+    quantize_except_head,
+    speed_result,
+    timed_path_check,
+)
+from harness.models.llama8b_perf import PERF_MODELS, PUBLISHED, WHY_DIFFERENT, decoder_shape, own_points, perf_layers
+from harness.run.session import cases, workloads
 
 REPEATS = int(os.environ.get("QCONFORM_PERF_REPEATS", "") or 15)
 _PAIRS: dict[tuple[str, str], tuple] = {}  # one (baseline, candidate, shape) on the GPU at a time
+_OWN_BASELINE: dict[str, torch.nn.Module] = {}  # model id -> its bf16 model, for both phases of its cases
 
 
 def _pair(model_id: str, pathway, capsys) -> tuple:
@@ -41,6 +54,7 @@ def _pair(model_id: str, pathway, capsys) -> tuple:
 def _free_models():
     yield
     _PAIRS.clear()  # about 24 GiB for the 8B pair: not held through the later suites
+    _OWN_BASELINE.clear()
     torch.cuda.empty_cache()
 
 
@@ -90,3 +104,71 @@ def test_model_speedup(perf_case, gate, capsys):
         },
         judge={"min_speedup": result.ci_high},
     )
+
+
+# -- the team's own model: its bf16 checkpoint against its candidate artifact ---------------------
+
+
+def _own_thresholds(pathway, model, kind) -> tuple[str, ...]:
+    timed = kind == "cuda" and pathway.measures_speed and getattr(model, "kind", None) == "causal-lm"
+    return ("min_prefill_speedup", "min_decode_speedup") if timed else ()
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+@cases(where=lambda pathway, kind: kind == "cuda" and pathway.measures_speed, thresholds=_own_thresholds)
+def test_own_model_speedup(case, phase, gate, capsys):
+    """The team's candidate artifact (the one the accuracy suite gated) against the team's bf16 model,
+    at the model's prefill and decode points (harness/models/llama8b_perf.own_points), paired and
+    interleaved. First, MLPerf's TEST01: the timed path (compiled regions, static KV cache) must
+    give the accuracy run's greedy tokens, or the speed belongs to another computation."""
+    model = case.model
+    if getattr(model, "model_kind", None) is None or model.kind != "causal-lm" or "generated_ids" not in case.outputs:
+        pytest.skip(f"model {model.id}: own-model speed times a transformers causal LM checkpoint with greedy generation")
+    allow_recompiles()
+    candidate = case.runner.module.model  # the transformers model inside the case's runner
+    if model.id not in _OWN_BASELINE:
+        _OWN_BASELINE.clear()
+        torch.cuda.empty_cache()
+        _OWN_BASELINE[model.id] = model.load_module(case.precision).model
+    baseline = _OWN_BASELINE[model.id]
+    workload = own_points(model, baseline.config)[phase]
+    shape = decoder_shape(baseline)
+    with compiled_regions(baseline), compiled_regions(candidate):
+        if not hasattr(case, "_qc_test01"):  # once per case, for both phases
+            reference_tokens = case.reference["generated_ids"]
+            accuracy_top1 = model.model_kind.forced_top1(case.runner, reference_tokens)
+            case._qc_test01 = timed_path_check(candidate, model.model_kind.prompt_ids, case.outputs["generated_ids"], "cuda", reference_tokens, accuracy_top1)
+        agrees, test01_note = case._qc_test01
+        if not agrees:
+            pytest.fail(f"the timed candidate does not compute what the accuracy run computed: {test01_note}", pytrace=False)
+        progress(capsys, f"{model.id} {workload.point} on {case.pathway.name}: compiling and timing")
+        inputs = workload.prompt(baseline.config.vocab_size)
+        if phase == "prefill":
+            sides = [prefill_sampler(m, inputs) for m in (baseline, candidate)]
+        else:
+            sides = [decode_sampler(m, inputs, workload.steps) for m in (baseline, candidate)]
+        (base_sample, base_compile), (cand_sample, cand_compile) = sides
+        base, cand = interleaved(base_sample, cand_sample, REPEATS)
+        del sides, base_sample, cand_sample
+    result = speed_result(base, cand, baseline_compile_s=base_compile, candidate_compile_s=cand_compile)
+    peak = roofline.session_peak(case.harness.store.cache_dir)
+    roof = {
+        "baseline": roofline.achieved(workload.work(shape, "bf16"), result.baseline_ms / 1e3, peak, "bf16"),
+        "candidate": roofline.achieved(workload.work(shape, case.pathway.compute_dtype), result.candidate_ms / 1e3, peak, case.pathway.compute_dtype),
+    }
+    unit = "forward" if phase == "prefill" else "step"
+    detail = (
+        f"{model.id} {workload.point} ({shape.layers} layers): bf16 {result.baseline_ms:.2f} ms/{unit}, candidate {result.candidate_ms:.2f} ms/{unit}, "
+        f"speedup {result.speedup:.3f} (95% CI {result.ci_low:.3f}-{result.ci_high:.3f}, {result.repeats} paired repeats); "
+        f"roofline bf16 {roofline.describe(roof['baseline'])}, candidate {roofline.describe(roof['candidate'])}; {test01_note}"
+    )
+    extra = {"timing": result.as_dict(), "roofline": roof["candidate"], "baseline_roofline": roof["baseline"], "workload": {"phase": phase, "batch": workload.batch, "tokens": workload.tokens, "decode_steps": workload.steps}}
+    if phase == "decode":  # what limits a decode step: its Linear shapes at M = batch, kernel against kernel
+        kernels = kernel_table(baseline, case.pathway, workload.batch)
+        extra["kernels"] = kernels
+        slow = [f"{k['name']} {k['speedup']:.2f}x" for k in kernels if k["speedup"] < 1.0]
+        detail += f"; kernels at M={workload.batch}: " + (", ".join(slow) + " slower than bf16" if slow else "none slower than bf16")
+    progress(capsys, detail)
+    key = f"min_{phase}_speedup"
+    gate.check(case, {key: result.speedup}, detail, extra=extra, judge={key: result.ci_high})

@@ -288,11 +288,12 @@ def cache_root() -> Path:
 TIMINGS: dict[str, dict[str, Any]] = {}
 
 
-def checkpoint(name: str, root: Path | None = None) -> Path:
-    """The cached checkpoint directory of architecture `name`, built (and timed) on a miss. A build
-    goes to a temporary directory renamed into place, so a concurrent or killed run never leaves a
-    half-written checkpoint under the key."""
-    arch = ARCHITECTURES[name]
+def checkpoint(name: str | Arch, root: Path | None = None) -> Path:
+    """The cached checkpoint directory of architecture `name` (or of an Arch of a test's own, such
+    as a variant trained longer), built (and timed) on a miss. A build goes to a temporary directory
+    renamed into place, so a concurrent or killed run never leaves a half-written checkpoint under the key."""
+    arch = name if isinstance(name, Arch) else ARCHITECTURES[name]
+    name = arch.name
     start = time.perf_counter()
     key = cache_key(arch)
     target = (root or cache_root()) / name / key[:16]

@@ -68,3 +68,15 @@ def test_runbook_covers_the_four_situations():
     text = RUNBOOK.read_text()
     for title in ("## First release of a model", "## Each next release", "## A new GPU class", "## A torch or INC upgrade"):
         assert title in text
+
+
+def test_run_help_shows_the_option_values_the_readme_names():
+    """`qconform run --help` lists qconform's options as the README's sentence about it spells them
+    (`--profile NAME|PATH`, `--artifacts DIR`, ...), the same value names as the other commands."""
+    _, sub = build_parser()
+    usage = " ".join(sub.choices["run"].format_help().split())
+    sentence = " ".join(README[README.index("`qconform run --help` lists") :].split("any other argument goes to pytest")[0].split())
+    for option in re.findall(r"`(--[a-z-]+ [A-Z][A-Z|,.]*)`", sentence):
+        assert f"[{option}]" in usage, f"qconform run --help does not show {option}"
+    for option in ("--models ID,...", "--pathways NAME,...", "--shard K/N"):
+        assert f"[{option}]" in usage, option

@@ -101,3 +101,35 @@ def test_build_looks_model_ids_up_in_the_project_file(capsys, tmp_path, monkeypa
     (tmp_path / "qconform.toml").write_text('[[models]]\nid = "ours"\nsource = "harness.models.tiny_llama:TinyLlamaSpec"\n')
     code, out, err = _run(capsys, "build", "--models", "nope", "--pathways", "inc-int8-qdq")
     assert code == 4 and "[[models]]: ours" in err, err
+
+
+def test_calibrate_refuses_an_out_it_cannot_write_before_any_run(capsys, tmp_path):
+    """`--out harness/profiles/x.toml` from a directory without harness/profiles: one usage line
+    before the runs (not a traceback after three of them)."""
+    out = tmp_path / "no-such-dir" / "x.toml"
+    code, stdout, err = _run(capsys, "calibrate", "--name", "x", "--out", str(out), "--runs", "3", "-m", "gpu")
+    assert code == 4 and err == f"qconform calibrate: --out {out}: no directory {out.parent}\n", err
+    assert "calibration run" not in stdout
+
+
+def test_calibrate_of_runs_that_gated_nothing_writes_no_profile(capsys, tmp_path):
+    """Runs that gated nothing (`-m gpu` on a CPU: NOT GATED) have nothing to calibrate: exit 6, one
+    line, and no profile without tables that could be committed by mistake."""
+    from tests.test_report_json import _summary
+
+    skipped = {"check": "output_agreement", "pathway": "inc-int8-qdq", "model": "tiny-llama", "device": "cuda", "outcome": "skipped", "message": "needs a CUDA GPU", "nodeid": "t"}
+    summary = _summary(tmp_path, [skipped], verdict="NOT GATED")
+    out = tmp_path / "gpu.toml"
+    code, _, err = _run(capsys, "calibrate", "--name", "gpu", "--out", str(out), "--from", str(summary))
+    assert code == 6 and not out.exists(), err
+    assert err == "qconform calibrate: no gate measured anything in 1 run(s) (NOT GATED): nothing to calibrate, no profile written\n"
+
+
+def test_import_run_hint_names_the_model_as_it_was_given(capsys, tmp_path, payload):
+    """The printed `run it:` command works as printed: a model given by id is named with --models, one
+    given by source (a checkpoint, .onnx or module:factory, which --models cannot name) with --model."""
+    code, out, _ = _run(capsys, "import", "--pathways", "inc-int8-qdq", "--models", "tiny-llama", payload, "--out", str(tmp_path / "a"))
+    assert code == 0 and f"run it: qconform run --artifacts {tmp_path / 'a'} --models tiny-llama --pathways inc-int8-qdq\n" in out, out
+    source = "harness.models.tiny_llama:TinyLlamaSpec"
+    code, out, err = _run(capsys, "import", "--pathways", "inc-int8-qdq", "--model", source, payload, "--out", str(tmp_path / "b"))
+    assert code == 0 and f"run it: qconform run --artifacts {tmp_path / 'b'} --model {source} --pathways inc-int8-qdq\n" in out, out + err

@@ -99,3 +99,20 @@ def test_a_gpu_class_without_a_golden_takes_the_nearest_one_of_the_same_kind(tmp
     assert same.same_context and same.golden.path.name == "h100"
     shutil.rmtree(tmp_path / "m" / "p" / "h100")
     assert find_golden(tmp_path, "m", "p", h200, {"torch": "2.11.0"}, INPUTS).golden.path.name == "cpu"
+
+
+def test_rerecord_command_repeats_how_the_run_named_its_model_and_artifacts():
+    """The command a missing or cross-context golden names works as printed: a model from --model
+    SOURCE is named by its source (--models cannot name it), and --artifacts/--golden-dir are kept
+    (without --artifacts the re-record would build and record qconform's own artifact instead)."""
+    from types import SimpleNamespace
+
+    from suites.test_golden import rerecord_command
+
+    def qc(**options):
+        user = [SimpleNamespace(id="llama")] if options.get("model") else []
+        return SimpleNamespace(config=SimpleNamespace(getoption=lambda name: options.get(name)), user_models=user)
+
+    case = SimpleNamespace(model=SimpleNamespace(id="llama"), pathway=SimpleNamespace(name="inc-int8-qdq"))
+    assert rerecord_command(case, qc(model=["ckpt/llama"], artifacts="own-arts")) == "qconform run --regen-golden --model ckpt/llama --pathways inc-int8-qdq --artifacts own-arts, review and commit it"
+    assert rerecord_command(case, qc(golden_dir="g")) == "qconform run --regen-golden --models llama --pathways inc-int8-qdq --golden-dir g, review and commit it"

@@ -129,6 +129,20 @@ def test_inc_fp8_dumps_import_with_format_from_the_scales(tmp_path, capsys):
     assert code == 1 and "the dumps hold E5M2 scales" in out and "pathway inc-fp8-ref quantizes E4M3" in out
 
 
+def test_an_fp8_artifact_alone_skips_the_e5m2_comparison(tmp_path, capsys, run_suites):
+    """`qconform run --artifacts DIR` with a team's E4M3 dumps and no E5M2 artifact: E4M3 vs E5M2 has
+    nothing to compare with, so it is skipped with that reason (it failed the E4M3 cell before)."""
+    from tests.conftest import _built
+
+    e4m3 = _built("tiny-llama", "inc-fp8-ref")
+    code, out = qconform_import(capsys, "--pathways", "inc-fp8-ref", "--models", "tiny-llama", *(str(e4m3.file(n)) for n in e4m3.manifest["files"]), "--out", str(tmp_path / "arts"))
+    assert code == 0, out
+    run = run_suites(f"--artifacts={tmp_path / 'arts'}", "-k", "e4m3_at_least", suites=("test_cross_pathway.py",))
+    [record] = run.records(check="e4m3_at_least_as_accurate_as_e5m2")
+    assert record["outcome"] == "skipped" and "no inc-fp8-ref-e5m2 artifact of tiny-llama under" in record["message"], record
+    assert run.returncode != 1, run.output[-3000:]
+
+
 def test_inc_fp8_dumps_of_another_model_are_refused(tmp_path, capsys):
     from tests.conftest import _built
 

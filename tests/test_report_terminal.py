@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from harness.judge.gates import Record, Verdict
 from harness.report.verdict import failure_line, final_line, terminal_lines
 
@@ -96,7 +98,8 @@ def test_verdict_line_is_last_after_failures_regressions_and_skips(tmp_path, lla
     assert "regressed inc-int8-qdq/cpu tiny-llama min_cosine: 1 -> " in text
     assert "threshold(s) came from the policy defaults (defaults.toml)" in text  # min_cosine: team.toml has none
     assert text.index("regressed inc-int8-qdq") < text.index("short test summary info") < text.index(last)
-    assert any(line.startswith("qconform: reference outputs of tiny-llama ... done in ") for line in lines), text[-3000:]
+    # A real run's phase lines: the candidate's outputs always (the reference's only when it is not cached yet).
+    assert any(re.match(r"qconform: (reference|candidate) outputs of tiny-llama \([^)]*\) \.\.\. done in ", line) for line in lines), text[-3000:]
 
 
 def test_plain_pytest_ends_with_the_summary_path(run_suites, llama_int8, tmp_path):
@@ -140,6 +143,13 @@ def test_failure_and_policy_lines():
     assert lines[-1].startswith("1 threshold(s) came from the policy defaults")
 
 
+def test_failed_artifact_check_line_says_what_it_found_not_a_margin():
+    """A yes/no check (gate.expect: source "artifact check", measured 1 vs threshold 0) has no margin
+    to print: its line names the check and what it found."""
+    missing = Record("golden", "inc-int8-qdq", "llama", "cpu", "failed", metric="golden record present and valid", measured=1, threshold=0, direction="max", source="artifact check", message="no golden record; record one with: qconform run --regen-golden ...")
+    assert failure_line(missing) == "FAIL  inc-int8-qdq/cpu llama golden: golden record present and valid; no golden record; record one with: qconform run --regen-golden ..."
+
+
 def test_progress_outside_pytest_goes_to_stderr(capsys, monkeypatch):
     from harness.report import progress
 
@@ -165,3 +175,76 @@ def test_timing_items_are_phases(tmp_path):
     lines = _lines(_pytest_in(tmp_path, "test_perf.py"))
     assert any(re.fullmatch(r"qconform: timing p w1 \(1/2\) \.\.\. done in \d+\.\d s", line) for line in lines), lines
     assert any(re.fullmatch(r"qconform: timing p w2 \(2/2\) \.\.\. done in \d+\.\d s", line) for line in lines), lines
+
+
+def test_phase_lines_of_xdist_workers_are_printed_by_the_controller(tmp_path):
+    """Under pytest-xdist (`-n 2`) a worker has no terminal and its stderr is captured into the test's
+    log: each phase line travels with the worker's test report and the controller prints it whole,
+    `[gw0] qconform: ...`, never inside the line of dots and never in the HTML log."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_progress.py").write_text(PROGRESS_TEST)
+    html = tmp_path / "page.html"
+    lines = _lines(_pytest_in(tmp_path, "test_progress.py", "-n", "2", f"--html={html}", "--self-contained-html"))
+    assert any(re.fullmatch(r"\[gw[01]\] qconform: building inc-int8-qdq for tiny-llama \.\.\. done in 1\.2 s", line) for line in lines), lines
+    assert any(re.fullmatch(r"\[gw[01]\] qconform: reference outputs of tiny-llama \.\.\. done in \d+\.\d s", line) for line in lines), lines
+    assert not [line for line in lines if "qconform:" in line and not re.match(r"\[gw\d+\] qconform: ", line) and not line.startswith("qconform verdict")], lines
+    assert not [line for line in lines if "qconform: " in line and " ... " in line and " done in " not in line], lines  # no half lines
+    page = html.read_text()
+    assert "captured-by-pytest" in page and "building inc-int8-qdq for tiny-llama" not in page and "reference outputs of tiny-llama" not in page
+
+
+def test_worker_progress_sends_its_lines_with_the_report(monkeypatch):
+    """A worker (PYTEST_XDIST_WORKER set, as xdist sets it) keeps whole lines, writes nothing to a
+    terminal, and hands them to the next report; the attribute survives pytest's serialization
+    (what xdist sends to the controller)."""
+    from types import SimpleNamespace
+
+    from _pytest.reports import TestReport, _report_to_json
+
+    from harness.report import progress
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    worker = progress.WorkerProgress(SimpleNamespace())  # no pluginmanager: any terminal use would raise
+    monkeypatch.setattr(progress, "_current", worker)
+    with progress.phase("candidate outputs of m (p/cpu)"):
+        pass
+    worker.store_log("qconform: building p artifact for m -> /tmp/x")
+    worker.store_log("qconform: built p for m in 2.5s")
+    progress.note("a note")
+    assert len(worker.pending) == 3 and worker.pending[1:] == ["[gw3] qconform: building p for m ... done in 2.5 s", "[gw3] qconform: a note"]
+    assert re.fullmatch(r"\[gw3\] qconform: candidate outputs of m \(p/cpu\) \.\.\. done in \d+\.\d s", worker.pending[0])
+    report = TestReport("t.py::test", ("t.py", 0, "test"), {}, "passed", None, "call")
+    hook = worker.pytest_runtest_makereport(None, None)
+    next(hook)
+    with pytest.raises(StopIteration) as stop:
+        hook.send(report)
+    assert stop.value.value is report and worker.pending == []
+    sent = TestReport._from_json(_report_to_json(report))
+    assert getattr(sent, progress.WORKER_LINES)[1] == "[gw3] qconform: building p for m ... done in 2.5 s"
+
+
+def test_setup_and_call_phases_leave_no_empty_prefix_line(tmp_path):
+    """A phase in a fixture (building) and one in the test (reference): pytest's file prefix is given
+    back only before a result letter, so the two phase lines follow each other (no line holding the
+    bare `test_gap.py` between them), with -v as without."""
+    (tmp_path / "test_gap.py").write_text(textwrap.dedent('''
+        import pytest
+        from harness.report import progress
+
+        @pytest.fixture
+        def built():
+            with progress.phase("building p for m"):
+                pass
+
+        def test_a(built):
+            with progress.phase("reference outputs of m"):
+                pass
+
+        def test_b():
+            pass
+    '''))
+    for extra in ((), ("-v",)):
+        lines = _lines(_pytest_in(tmp_path, "test_gap.py", *extra))
+        first = next(i for i, line in enumerate(lines) if line.startswith("qconform: building p for m ... done in "))
+        assert lines[first + 1].startswith("qconform: reference outputs of m ... done in "), lines
+        assert re.match(r"test_gap\.py(::test_a PASSED| \.\.)", lines[first + 2]), lines

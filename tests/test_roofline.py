@@ -197,4 +197,4 @@ def test_model_speed_suite_skips_without_gpu(run_suites):
     run = run_suites("--pathways=torchao-fp8-rowwise", suites=("test_model_speed.py",))
     # Named and skipped: nothing was gated, which is NOT GATED (exit 6), never a pass.
     assert run.returncode == 6 and run.summary["verdict"] == "NOT GATED", run.output
-    assert "4 skipped" in run.output and "needs a CUDA GPU" in run.output, run.output
+    assert "8 skipped" in run.output and "needs a CUDA GPU" in run.output, run.output  # synthetic 8B: 4 points; own models: 2 x 2

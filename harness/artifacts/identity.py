@@ -94,7 +94,7 @@ def align_state_dict(state: dict[str, Any], expected: Iterable[str]) -> dict[str
 
 def check_state_dict_matches(state: dict[str, Any], model: "ModelSpec") -> None:
     """A torch state dict (torchao's quantized tensors included) against the model's own."""
-    expected = {k: tuple(v.shape) for k, v in model.reference.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in model.skeleton.state_dict().items()}
     problems = []
     if set(state) != set(expected):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

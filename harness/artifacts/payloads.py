@@ -106,11 +106,11 @@ def read_quantized_state_dict(payloads: list[Path], model: "ModelSpec", quantize
 
     payload = pick(payloads, (".pt", ".pth", ".bin"), "torch state dict")
     state = load_state_dict(payload)
-    expected = model.reference.state_dict()
+    expected = model.skeleton.state_dict()  # names and shapes; weights are read one layer at a time
     state = align_state_dict(state, expected)  # saved from the bare AutoModel: keys without the wrapper's prefix
     same_model(check_state_dict_matches, state, model, payload)  # tensor names and shapes
     found = {key: value for key, value in state.items() if quantized(value)}
-    values = [weight_value_mismatch(key.removesuffix(".weight"), value.dequantize(torch.float32).numpy(), expected[key].float().numpy()) for key, value in found.items()]
+    values = [weight_value_mismatch(key.removesuffix(".weight"), value.dequantize(torch.float32).numpy(), model.reference_weight(key.removesuffix(".weight"))) for key, value in found.items()]
     refuse(values, payload, model)
     if not found:
         raise ImportRefused(f"{payload}: {missing}")

@@ -130,7 +130,7 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             activation_scale=act_scale,
             activation_zero_point=act_zp,
             output_channels=dims[axis] if per_channel else None,
-            dequantized_weight=dequantized,
+            dequantized=dequantized,
             input_smoothing=None if smoothing is None else 1.0 / smoothing[1],
         )
     return layout

@@ -53,12 +53,14 @@ def check_npz(path: Path) -> None:
 # --- torch ----------------------------------------------------------------------------------------
 
 
-def load_torch_file(path: Path, map_location: Any = None) -> Any:
-    """torch.load with weights_only=True; a file that needs arbitrary unpickling is refused."""
+def load_torch_file(path: Path, map_location: Any = None, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True; a file that needs arbitrary unpickling is refused. `mmap`:
+    the tensors stay in the file's pages until used (a release-size state dict is not read into host
+    memory at once)."""
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         # torch's message lists the global it refused, e.g. "Unsupported global: GLOBAL posix.system".
         why = str(exc).splitlines()[0] if str(exc) else "unsupported pickle content"

@@ -8,7 +8,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 Tensor = tuple[str, list[int], bytes]  # safetensors dtype name, shape, raw bytes
 
@@ -60,11 +60,41 @@ def onnx_sha256(path: Path) -> str:
     return digest(tensors)
 
 
-def files_sha256(files: Iterable[Path]) -> str:
-    tensors: dict[str, Tensor] = {}
+def safetensors_header(path: Path) -> dict[str, dict]:
+    """A safetensors file's tensor table (name -> dtype, shape, data_offsets), read from its header
+    alone: a release-size checkpoint is never read whole for it."""
+    with open(path, "rb") as fh:
+        size = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(size))
+    header.pop("__metadata__", None)
+    for info in header.values():
+        info["body"] = 8 + size  # where the data offsets count from
+    return header
+
+
+def files_sha256(files: Iterable[Path], block: int = 1 << 24) -> str:
+    """`digest` of the tensors of safetensors files (a later file's tensor replaces an earlier one of
+    the same name), streamed: each tensor's bytes are read in blocks, never a whole file."""
+    where: dict[str, tuple[Path, dict]] = {}
     for path in sorted(Path(f) for f in files):
-        tensors.update(safetensors_tensors(path.read_bytes()))
-    return digest(tensors)
+        where.update({name: (path, info) for name, info in safetensors_header(path).items()})
+    h = hashlib.sha256()
+    handles: dict[Path, Any] = {}
+    try:
+        for name in sorted(where):
+            path, info = where[name]
+            fh = handles.get(path) or handles.setdefault(path, open(path, "rb"))
+            start, end = (info["body"] + offset for offset in info["data_offsets"])
+            h.update(json.dumps([name, info["dtype"], list(info["shape"])]).encode())
+            fh.seek(start)
+            while start < end:
+                chunk = fh.read(min(block, end - start))
+                h.update(chunk)
+                start += len(chunk)
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return h.hexdigest()
 
 
 def hash_weights(path: Path) -> str:

@@ -42,6 +42,8 @@ METRICS: dict[str, Metric] = {
     "min_ranking_agreement": Metric("min", "Spearman correlation of pair similarities, candidate vs reference", sample="correlation"),
     "max_rel_task_drop": Metric("max", "relative loss of the task score vs the reference (MLPerf-style 1% = keep 99%)", margin=None, policy=0.01),
     "min_speedup": Metric("min", "median speedup over the full-precision baseline, same run, interleaved", ("rel", 0.05), ("times", 0.90)),
+    "min_prefill_speedup": Metric("min", "the team's own candidate against its bf16 model, one prefill forward at the model's prefill point (median of paired interleaved repeats, judged on its interval's upper end)", ("rel", 0.05), ("times", 0.90)),
+    "min_decode_speedup": Metric("min", "the team's own candidate against its bf16 model, one greedy decode step at the model's decode point (CUDA-graphed, median of paired interleaved repeats, judged on its interval's upper end)", ("rel", 0.05), ("times", 0.90)),
     "min_golden_sqnr_db": Metric("min", "SQNR of the output against the stored golden output of this pathway, dB", ("abs", 1.0), None, 35.0),
     # Another toolchain or GPU class than the golden's: kernels and rounding differ, outputs move a
     # little. Set from measured drift (see defaults.toml); a real change of outputs still fails.

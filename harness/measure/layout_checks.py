@@ -135,16 +135,20 @@ def scale_problems(layout: QuantLayout) -> list[str]:
 
 
 def weight_sqnr(layout: QuantLayout, model: "ModelSpec") -> dict[str, float]:
-    """Per quantized layer: SQNR of the weight the runtime uses against the fp32 weight, dB."""
-    result = {}
+    """Per quantized layer: SQNR of the weight the runtime uses against the fp32 weight, dB. Kept on
+    the layout (the artifact and accuracy suites both ask; a release-size model's weights are read
+    from its files layer by layer, once)."""
+    cached = getattr(layout, "_weight_sqnr", {})
+    if model.id in cached:
+        return cached[model.id]
+    result = cached.setdefault(model.id, {})
+    layout._weight_sqnr = cached
     for name, layer in layout.layers.items():
         reference = smoothed_reference(model.reference_weight(name), layer)  # SmoothQuant stores W * s
-        if reference is None or layer.dequantized_weight is None:
+        weight = layer.dequantized_weight  # read once: it may be dequantized on each read
+        if reference is None or weight is None:
             continue
-        if reference.shape != layer.dequantized_weight.shape:
-            result[module_path(name)] = -math.inf
-        else:
-            result[module_path(name)] = sqnr_db(reference, layer.dequantized_weight)
+        result[module_path(name)] = -math.inf if reference.shape != weight.shape else sqnr_db(reference, weight)
     return result
 
 
@@ -161,7 +165,7 @@ def code_range_use(layout: QuantLayout) -> dict[str, float]:
     recipe uses the full range in every channel."""
     result = {}
     for name, layer in layout.layers.items():
-        if layer.dtype == "int8" and layer.weight_granularity == "per-channel" and layer.dequantized_weight is not None:
+        if layer.dtype == "int8" and layer.weight_granularity == "per-channel" and layer.dequantized is not None:
             peak = np.abs(_codes(layer)).max(axis=1)
             result[module_path(name)] = float(np.mean(peak >= FULL_CODE))
     return result

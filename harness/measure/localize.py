@@ -7,13 +7,15 @@ ONNX graphs use ONNX Runtime's own debugging module (onnxruntime.quantization.qd
 output, `collect_activations` runs it); the reference is the fp32 ONNX export of the model, and a
 QDQ tensor `X_QuantizeInput` (the float output before its output QDQ) is matched with the fp32
 tensor `X`, as ORT's `create_activation_matching` does. Torch pathways (INC FP8, TorchAO) use
-forward hooks on the same named Linear modules of the candidate and of the fp32 reference.
+forward hooks on the same named Linear modules of the candidate and of the case's reference (fp32,
+or the bf16 model on the GPU for torchao's GPU cases), compared batch by batch.
 The same captures, run on the calibration data, give the activation ranges that static scales
 and FP8 statistics are checked against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 from pathlib import Path
@@ -136,18 +138,21 @@ def _torch_layers(runner: Any) -> list[str]:
 # -- per-layer errors ---------------------------------------------------------------------------
 
 
-def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors) -> LayerErrors:
-    """Per-layer activation SQNR of `runner` against the fp32 reference on `inputs`."""
+def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors], reference: Any = None) -> LayerErrors:
+    """Per-layer activation SQNR of `runner` against the reference on `inputs` (one batch, or batches
+    for a torch runner): the fp32 ONNX export for an ONNX graph; for a torch module `reference()`, a
+    context manager giving (reference module, its device), by default the fp32 reference on the CPU."""
+    batches = [inputs] if isinstance(inputs, dict) else list(inputs)
     graph = getattr(runner, "model", None)
     if graph is not None and hasattr(graph, "graph"):  # an ONNX Runtime runner
         provider = getattr(runner, "provider", "CPUExecutionProvider")
         try:
-            candidate = onnx_activations(graph, [inputs], provider)
+            candidate = onnx_activations(graph, batches, provider)
         except Exception as exc:  # onnxruntime's Fail/InvalidGraph: e.g. an EP that cannot take the extra outputs
             if provider == "CPUExecutionProvider":
                 raise
             raise NotLocalizable(f"ONNX Runtime could not run the graph with its layer outputs exposed on {provider} ({type(exc).__name__}: {str(exc)[:200]})") from exc
-        reference = onnx_activations(fp32_graph(model), [inputs])
+        reference = onnx_activations(fp32_graph(model), batches)
         errors = []
         for name, out, _ in _onnx_layer_tensors(graph):
             cand = candidate.get(out + QUANT_INPUT_SUFFIX, candidate.get(out))
@@ -159,16 +164,62 @@ def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors) -> LayerError
     module = getattr(runner, "module", None)
     if module is None:
         raise NotLocalizable(f"{runner.describe()} exposes no per-layer outputs")
-    layers = _torch_layers(runner)
-    candidate = torch_activations(module, layers, [inputs], model.input_names, getattr(runner, "device", "cpu"))
-    reference = torch_activations(model.reference, layers, [inputs], model.input_names)
-    return [(name, sqnr_db(reference[name], candidate[name])) for name in candidate if name in reference]
+    with (reference() if reference is not None else contextlib.nullcontext((model.reference, "cpu"))) as (ref_module, ref_device):
+        return torch_layer_sqnr(ref_module, ref_device, module, getattr(runner, "device", "cpu"), _torch_layers(runner), batches, model.input_names)
+
+
+def torch_layer_sqnr(reference: Any, reference_device: str, candidate: Any, candidate_device: str, layers: list[str], batches: list[Tensors], input_names: tuple[str, ...]) -> LayerErrors:
+    """Each named layer's output SQNR, candidate against reference, over `batches`, in the order the
+    candidate's layers ran. Batch by batch: the reference's layer outputs of one batch wait on the
+    host, the candidate's are compared as they come (signal and noise summed in float64), so memory
+    holds one batch's layer outputs of one side, whatever the model's size."""
+    import torch
+
+    for module in (reference, candidate):
+        missing = [name for name in layers if name not in dict(module.named_modules())]
+        if missing:
+            raise NotLocalizable(f"modules {missing[:5]} are not in the module")
+    sums: dict[str, list[float]] = {}  # layer -> [signal, noise], in execution order
+    stored: dict[str, list[torch.Tensor]] = {}  # a module called more than once per forward keeps each call
+
+    def keep(name):
+        def record(_mod, _args, output):
+            stored.setdefault(name, []).append(output.detach().to("cpu"))
+
+        return record
+
+    def compare(name):
+        def record(_mod, _args, output):
+            ref, cand = stored[name].pop(0).double(), output.detach().to("cpu").double()
+            total = sums.setdefault(name, [0.0, 0.0])
+            total[0] += float(torch.sum(ref**2))
+            total[1] += float(torch.sum((ref - cand) ** 2)) if bool(torch.isfinite(cand).all()) else math.inf
+
+        return record
+
+    def run(module, device, hook, batch):
+        modules = dict(module.named_modules())
+        handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+        try:
+            with torch.inference_mode():
+                module(*(torch.from_numpy(batch[name]).to(device) for name in input_names))
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    for batch in batches:
+        run(reference, reference_device, keep, batch)
+        run(candidate, candidate_device, compare, batch)
+        stored.clear()
+    return [(name, math.inf if noise == 0 else -math.inf if math.isinf(noise) else 10 * math.log10(signal / noise) if signal > 0 else -math.inf) for name, (signal, noise) in sums.items()]
 
 
 def localize(case: Any) -> LayerErrors:
-    """Per-layer activation SQNR of the case's artifact on its evaluation inputs (cached per case)."""
+    """Per-layer activation SQNR of the case's artifact on its evaluation data (cached per case),
+    against the case's reference (Case.reference_module: the fp32 model, or bf16 on the GPU):
+    batch by batch."""
     if getattr(case, "_qc_layer_errors", None) is None:
-        case._qc_layer_errors = layer_errors(case.runner, case.model, case.model.eval_inputs())
+        case._qc_layer_errors = layer_errors(case.runner, case.model, case.model.eval_batches(), getattr(case, "reference_module", None))
     return case._qc_layer_errors
 
 

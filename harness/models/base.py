@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.core import Tensors, load_entry_points, module_path
+from harness.core import FP32_CPU, Precision, Tensors, load_entry_points, module_path
 
 
 class ModelSpec:
@@ -92,6 +92,12 @@ class ModelSpec:
         """What the report shows beside the numbers (e.g. generated text side by side)."""
         return {}
 
+    def floor_metrics(self, fp32: Tensors, reference: Tensors) -> dict[str, float]:
+        """What precision alone costs: a non-fp32 reference's outputs against the fp32 model's."""
+        from harness.judge.metrics import sqnr_db
+
+        return {"sqnr_db": sqnr_db(fp32[self.primary_output], reference[self.primary_output])}
+
     def golden_inputs(self) -> Tensors:
         """Everything a golden's outputs depend on: its hash keys the golden."""
         return self.eval_inputs()
@@ -122,11 +128,35 @@ class ModelSpec:
         return self.build_reference().eval()
 
     def run_reference(self, inputs: Tensors) -> Tensors:
+        return self.run_module(self.reference, inputs)
+
+    def run_module(self, module: torch.nn.Module, inputs: Tensors, device: str = "cpu") -> Tensors:
+        """One forward of a module of this model (the reference, or it in another precision) on numpy inputs."""
         with torch.inference_mode():
-            outputs = self.reference(*(torch.from_numpy(inputs[name]) for name in self.input_names))
+            outputs = module(*(torch.from_numpy(inputs[name]).to(device) for name in self.input_names))
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
-        return {name: out.float().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
+        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
+
+    def load_module(self, precision: Precision) -> torch.nn.Module:
+        """The model in `precision` on its device, as a fresh module (a pathway may quantize it in
+        place). Default: a copy of the fp32 reference, converted; a checkpoint loads it straight
+        from its files (HuggingFaceModel), so a release-size model never has an fp32 copy."""
+        import copy
+
+        if precision == FP32_CPU:
+            return copy.deepcopy(self.reference)
+        return copy.deepcopy(self.reference).to(device=precision.device, dtype=getattr(torch, precision.dtype)).eval()
+
+    @property
+    def skeleton(self) -> torch.nn.Module:
+        """The reference's structure: module names, types and weight shapes (tensors may be on the
+        meta device). Default: the reference itself; a checkpoint builds it from its config alone."""
+        return self.reference
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.skeleton.parameters())
 
     @functools.cached_property
     def weights_sha256(self) -> str:
@@ -164,7 +194,7 @@ class ModelSpec:
         what an artifact must match."""
         types = self._weight_layer_types()
         shapes = {}
-        for name, module in self.reference.named_modules():
+        for name, module in self.skeleton.named_modules():
             layout = next((layout for kind, layout in types.items() if isinstance(module, kind)), None)
             if layout is not None:
                 shape = tuple(module.weight.shape)

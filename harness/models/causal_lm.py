@@ -77,6 +77,10 @@ class CausalLM(ModelKind):
         "# Greedy generation: tokens per prompt and how many prompts.",
         "new_tokens = 16",
         "generation_prompts = 8",
+        "# GPU pathways' own-model speed points, BATCHxTOKENS (default: batch 8 under 3B parameters, else 1;",
+        "# 2048-token prefill, decode after 512 tokens).",
+        '# speed_prefill = "8x2048"',
+        '# speed_decode = "8x512"',
     )
 
     @classmethod
@@ -184,6 +188,16 @@ class CausalLM(ModelKind):
             rows.append(ids[len(prompt) :])
         return np.array(rows, dtype=np.int64).reshape(len(self.prompt_ids), new_tokens)
 
+    def forced_top1(self, run: Callable[[Tensors], Tensors], tokens: np.ndarray) -> float:
+        """Fraction of positions where `run`, given each prompt followed by its row of `tokens`,
+        predicts the next of them (teacher forcing: one forward per prompt)."""
+        hits = 0
+        for prompt, row in zip(self.prompt_ids, tokens, strict=True):
+            x = np.array([list(prompt) + [int(t) for t in row]], dtype=np.int64)
+            logits = run({"input_ids": x, "attention_mask": np.ones_like(x)})["logits"][0, len(prompt) - 1 : x.shape[1] - 1]
+            hits += int(np.sum(np.nan_to_num(logits, nan=-np.inf).argmax(axis=-1) == row))
+        return hits / tokens.size
+
     def choice_logprobs(self, run: Callable[[Tensors], Tensors]) -> np.ndarray:
         """(items, most choices) summed log-likelihood of each choice's tokens after its context
         (-inf where an item has fewer choices): one right-padded batch per item."""
@@ -231,6 +245,12 @@ class CausalLM(ModelKind):
             measured.update(task_recovery=task.recovery, task_flip_rate=task.flip_rate, task_mcnemar_p=task.mcnemar_p)
             measured.update(task_accuracy_reference=task.reference_accuracy, task_accuracy_candidate=task.candidate_accuracy, **task.counts())
         return measured
+
+    FLOOR_METRICS = ("kl_mean", "kl_p99", "top1_agreement", "ppl_ratio_log")
+
+    def floor_metrics(self, fp32: Tensors, reference: Tensors) -> dict[str, float]:
+        measured = lm_metrics(fp32["logits"], reference["logits"], self.model.eval_inputs()["input_ids"])
+        return {name: measured[name] for name in self.FLOOR_METRICS}
 
     def task_metric_samples(self, reference: Tensors) -> dict[str, int]:
         """lm_metrics are measured over every predicted position (each window's last token predicts

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.core import FP32_CPU, Precision, module_path
 from harness.models.base import ModelSpec, Tensors
 from harness.models.kinds import ModelKind, all_kinds, get_kind, kind_for_config, kind_for_onnx
 
@@ -262,6 +263,8 @@ class HuggingFaceModel(ModelSpec):
         description: str | None = None,
         lm_eval_tasks: tuple[str, ...] | list[str] = (),
         lm_eval_include: Path | str | None = None,
+        speed_prefill: str | None = None,
+        speed_decode: str | None = None,
         **data: Path | str | None,
     ):
         known = {key.name for kind in all_kinds() for key in kind.data}
@@ -286,6 +289,13 @@ class HuggingFaceModel(ModelSpec):
         self.lm_eval_include = Path(lm_eval_include).resolve() if lm_eval_include else None
         if self.lm_eval_tasks and self.lm_eval_include is None:
             raise ValueError(f"model {self.id}: lm_eval_tasks {list(self.lm_eval_tasks)} need lm_eval_include, the directory of their task configs")
+        # Own-model speed points ("BxT"; harness/models/llama8b_perf.own_points: defaults from the size).
+        from harness.models.llama8b_perf import parse_point
+
+        for setting in (speed_prefill, speed_decode):
+            if setting:
+                parse_point(setting)  # a bad value is refused here, before any test runs
+        self.speed_prefill, self.speed_decode = speed_prefill, speed_decode
         self.input_names = self.model_kind.input_names
         self.output_names = self.model_kind.output_names
         self.dynamic_axes = self.model_kind.dynamic_axes
@@ -371,19 +381,90 @@ class HuggingFaceModel(ModelSpec):
             raise ValueError(f"model {self.id}: {_first_line(exc)}") from None
 
     def build_reference(self) -> nn.Module:
+        return self.load_module(FP32_CPU)
+
+    def _auto_class(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the files are local
         import transformers
 
-        # fp32 eager attention: the numerical reference, and what exports to ONNX and INC patches.
-        options = dict(local_files_only=True, trust_remote_code=False, use_safetensors=getattr(self, "_use_safetensors", True), dtype=torch.float32, attn_implementation="eager")
-        auto, extra = getattr(transformers, self.model_kind.auto_class), self.model_kind.load_options
+        return getattr(transformers, self.model_kind.auto_class)
+
+    def load_module(self, precision: Precision, max_memory: dict[int | str, int] | None = None) -> nn.Module:
+        """The model straight from its safetensors files in `precision`, on its device (never an fp32
+        copy first). fp32 on the CPU uses eager attention: the numerical reference, and what exports
+        to ONNX and INC patches; on the GPU transformers' default (SDPA), as the team deploys it.
+        `max_memory` (device -> bytes): accelerate's big-model placement (device_map="auto") across
+        the GPUs, and the CPU when it is named, for a model larger than one GPU."""
+        options: dict[str, Any] = dict(local_files_only=True, trust_remote_code=False, use_safetensors=getattr(self, "_use_safetensors", True), dtype=getattr(torch, precision.dtype))
+        if precision.device == "cpu":
+            options["attn_implementation"] = "eager"
+        elif max_memory:
+            options.update(device_map="auto", max_memory=max_memory)
+        else:
+            options["device_map"] = {"": torch.device(precision.device, torch.cuda.current_device())}
+        auto, extra = self._auto_class(), self.model_kind.load_options
         try:
             module = auto.from_pretrained(str(self.path), **options, **extra)
         except TypeError:  # e.g. an encoder without a pooler takes no add_pooling_layer
             if not extra:
                 raise
             module = auto.from_pretrained(str(self.path), **options)
-        return self.model_kind.wrap(plain_linears(module))
+        return self.model_kind.wrap(plain_linears(module)).eval()
+
+    @functools.cached_property
+    def _skeleton(self) -> nn.Module:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(self.path), local_files_only=True, trust_remote_code=False)
+        auto, extra = self._auto_class(), self.model_kind.load_options
+        with torch.device("meta"):
+            try:
+                module = auto.from_config(config, dtype=torch.float32, attn_implementation="eager", **extra)
+            except TypeError:
+                module = auto.from_config(config, dtype=torch.float32, attn_implementation="eager")
+        return self.model_kind.wrap(plain_linears(module)).eval()
+
+    @property
+    def skeleton(self) -> nn.Module:
+        """The fp32 reference when it is loaded, else the architecture built from config.json on the
+        meta device: names and shapes without reading a weight (a release-size model's gates
+        never need its fp32 copy in host memory)."""
+        return self.__dict__["reference"] if "reference" in self.__dict__ else self._skeleton
+
+    @functools.cached_property
+    def _checkpoint_tensors(self) -> dict[str, Path]:
+        from harness.artifacts.weights import safetensors_header
+
+        return {name: path for path in sorted(self.path.glob("*.safetensors")) for name in safetensors_header(path)}
+
+    def reference_weight(self, layer_name: str) -> np.ndarray | None:
+        """The fp32 weight of a layer: from the loaded reference, else read alone from the checkpoint
+        file that holds it (bounded memory; the skeleton's parameter name without the kind's wrapper
+        prefix is the file's tensor name)."""
+        if "reference" in self.__dict__ or not self._use_safetensors:
+            return super().reference_weight(layer_name)
+        module = dict(self.skeleton.named_modules()).get(module_path(layer_name))
+        if getattr(module, "weight", None) is None:
+            return None
+        key = next((name for name, p in self.skeleton.named_parameters() if p is module.weight), None)
+        stored = next((k for k in (key, key and key.split(".", 1)[-1]) if k in self._checkpoint_tensors), None)
+        if stored is None:  # renamed on load (a conversion mapping): read it from the loaded reference
+            return super().reference_weight(layer_name)
+        from safetensors import safe_open
+
+        with safe_open(str(self._checkpoint_tensors[stored]), framework="pt") as files:
+            weight = files.get_tensor(stored).float().numpy()
+        return weight.T if self._weight_layout(module) == "in,out" else weight
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """The checkpoint files' weights hash, as `qconform hash-weights DIR` prints it, streamed tensor
+        by tensor (docs/artifacts.md)."""
+        if not self._use_safetensors:
+            return super().weights_sha256
+        from harness.artifacts.weights import files_sha256
+
+        return files_sha256(sorted(self.path.glob("*.safetensors")))
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         """ModelSpec's fp32 export, with no weight or bias initializer shared between weight layers
@@ -428,6 +509,9 @@ class HuggingFaceModel(ModelSpec):
 
     def evidence(self, reference: Tensors, candidate: Tensors) -> dict[str, Any]:
         return self.model_kind.evidence(reference, candidate)
+
+    def floor_metrics(self, fp32: Tensors, reference: Tensors) -> dict[str, float]:
+        return {**super().floor_metrics(fp32, reference), **self.model_kind.floor_metrics(fp32, reference)}
 
     def golden_inputs(self) -> Tensors:
         return self.model_kind.golden_inputs()

@@ -149,6 +149,10 @@ class ModelKind:
     def eval_batches(self) -> list[Tensors]:
         raise NotImplementedError
 
+    def floor_metrics(self, fp32: Tensors, reference: Tensors) -> dict[str, float]:
+        """The kind's own numbers for the precision floor (beside the output SQNR): none by default."""
+        return {}
+
     def calibration_inputs(self) -> list[Tensors]:
         raise NotImplementedError
 

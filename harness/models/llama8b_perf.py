@@ -5,7 +5,6 @@ model) timed at prefill and decode points."""
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -147,11 +146,6 @@ def register_perf_model(model_id: str, factory: Callable[[], nn.Module]) -> None
     PERF_MODELS[model_id] = factory
 
 
-def perf_model_from_spec(spec) -> Callable[[], nn.Module]:
-    """A factory for a ModelSpec whose reference is a transformers causal LM."""
-    return lambda: copy.deepcopy(spec.reference).to(device="cuda", dtype=torch.bfloat16).eval()
-
-
 def decoder_shape(model: nn.Module) -> DecoderShape:
     """The counts the roofline needs, read off a built (not yet quantized) causal LM."""
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
@@ -170,11 +164,7 @@ def decoder_shape(model: nn.Module) -> DecoderShape:
 
 def _points(env: str, default: str) -> list[tuple[int, int]]:
     text = os.environ.get(env, "").strip() or default
-    points = []
-    for item in text.split(","):
-        batch, _, tokens = item.strip().lower().partition("x")
-        points.append((int(batch), int(tokens)))
-    return points
+    return [parse_point(item) for item in text.split(",")]
 
 
 @dataclass(frozen=True)
@@ -227,6 +217,34 @@ def model_workloads(model_ids: list[str] | None = None) -> list[ModelPerfWorkloa
         out += [ModelPerfWorkload(model, "prefill", b, t) for b, t in _points("QCONFORM_PERF_PREFILL", "1x2048,8x2048")]
         out += [ModelPerfWorkload(model, "decode", b, t, steps) for b, t in _points("QCONFORM_PERF_DECODE", "1x512,8x512")]
     return out
+
+
+# The team's own model's points when its project entry names none (speed_prefill / speed_decode =
+# "BxT"): batch 8 below 3B parameters, batch 1 from 3B up (an 8B bf16 model and its candidate then
+# fit a 32 GB GPU with the activations of the point); 2048-token prompts, decode after 512 tokens.
+LARGE_MODEL_PARAMETERS = 3e9
+OWN_PREFILL_TOKENS, OWN_DECODE_CONTEXT = 2048, 512
+
+
+def own_points(model, config) -> dict[str, ModelPerfWorkload]:
+    """The prefill and decode points a team's model is timed at: its project entry's
+    `speed_prefill` / `speed_decode` ("BxT"), else defaults from its size, within its context length."""
+    steps = int(os.environ.get("QCONFORM_PERF_DECODE_STEPS", "") or 64)
+    batch = 1 if model.parameter_count >= LARGE_MODEL_PARAMETERS else 8
+    longest = getattr(config, "max_position_embeddings", None) or OWN_PREFILL_TOKENS + steps
+    chosen = {}
+    for phase, setting, tokens in (("prefill", getattr(model, "speed_prefill", None), OWN_PREFILL_TOKENS), ("decode", getattr(model, "speed_decode", None), OWN_DECODE_CONTEXT)):
+        b, t = parse_point(setting) if setting else (batch, min(tokens, longest - steps))
+        chosen[phase] = ModelPerfWorkload(model.id, phase, b, t, steps if phase == "decode" else 0)
+    return chosen
+
+
+def parse_point(text: str) -> tuple[int, int]:
+    """ "8x2048" -> (8, 2048): batch x tokens."""
+    batch, sep, tokens = text.strip().lower().partition("x")
+    if not sep or not batch.isdigit() or not tokens.isdigit() or int(batch) < 1 or int(tokens) < 1:
+        raise ValueError(f"speed point {text!r}: expected BATCHxTOKENS, e.g. 8x2048")
+    return int(batch), int(tokens)
 
 
 def get_workload(workload_id: str) -> PerfWorkload | ModelPerfWorkload:

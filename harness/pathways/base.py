@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness.artifacts.manifest import Artifact, write_manifest
 from harness.artifacts.payloads import NoPayloadReader
-from harness.core import RECIPE_KEYS, Device, Runner, Tensors, load_entry_points
+from harness.core import FP32_CPU, RECIPE_KEYS, Device, Precision, Runner, Tensors, load_entry_points
+from harness.measure import memory
 
 if TYPE_CHECKING:
     from harness.models.base import ModelSpec
@@ -35,6 +36,26 @@ class Pathway:
     # The dtype its candidate computes in ("bf16", "fp8"): which peak the roofline compares
     # against, and how many bytes a weight takes (harness/measure/roofline.py).
     compute_dtype: str = "bf16"
+    # The dtype its candidate is made from, per device kind it runs on (default fp32): the reference
+    # it is gated against is the model in that precision on that device (reference_precision).
+    deploys_from: dict[str, str] = {}
+
+    def memory_estimate(self, size: memory.ModelSize, model: "ModelSpec", kind: str) -> memory.Estimate:
+        """Peak GPU and host memory of this pathway's case for a model of `size` on `kind` (one of
+        self.devices), before any work: a torch pathway's CUDA case quantizes the bf16 model on the
+        GPU into compute_dtype; every other case builds (for ONNX pathways: exports) on the host
+        from the fp32 model. The formulas live in harness/measure/memory.py; a pathway whose peak
+        differs picks or adds one there."""
+        if kind == "cuda" and self.needs_torch_model:
+            return memory.gpu_quantize_estimate(size, model, self.compute_dtype)
+        return memory.host_build_estimate(size, model, on_gpu=kind == "cuda")
+
+    def reference_precision(self, kind: str) -> Precision:
+        """The reference this pathway's `kind` cases are gated against: the model as the candidate is
+        made from it, on the device it runs on (bf16 on the GPU for torchao's GPU cases, as torchao's
+        own accuracy tables compare); fp32 references run on the CPU."""
+        dtype = self.deploys_from.get(kind, "float32")
+        return FP32_CPU if dtype == "float32" else Precision(dtype, kind)
 
     def quantize_module(self, module: Any) -> Any:
         raise NotImplementedError(f"{self.name} has no in-memory candidate for the perf suite")

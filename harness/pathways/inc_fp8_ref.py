@@ -108,7 +108,7 @@ def read_layout(module) -> QuantLayout:
                 activation_scale=np.array([float(child.quant_input.scale)]),
                 output_channels=child.out_features,
                 # INC keeps the FP8 weight transposed, (in, out).
-                dequantized_weight=(weight.float() * scale).T.cpu().numpy(),
+                dequantized=(weight.float() * scale).T.cpu().numpy(),
             )
         elif type(child).__name__ == "Linear":
             layout.unquantized.append(name)

@@ -9,7 +9,6 @@ and checks that the stored tensors have exactly the layout the config produces.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +116,10 @@ class TorchaoFp8Rowwise(Pathway):
             "activation_granularity": "dynamic PerRow",
         }
 
+    deploys_from = {"cuda": "bfloat16"}
+
     def _fresh(self, model: ModelSpec) -> torch.nn.Module:
-        return copy.deepcopy(model.reference).to(device="cuda", dtype=torch.bfloat16).eval()
+        return model.load_module(self.reference_precision("cuda"))
 
     def read_payload(self, payloads: list[Path], model: ModelSpec) -> tuple[dict[str, Path], dict[str, Any]]:
         """A state dict saved after quantize_ (Float8Tensor weights: torch.load safe globals once
@@ -136,7 +137,6 @@ class TorchaoFp8Rowwise(Pathway):
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         module = quantize_module(self._fresh(model))  # re-apply the config, then take the stored tensors
         path = artifact.file(PAYLOAD)
-        # An explicit index: Float8Tensor refuses to mix "cuda" and "cuda:0" storages on assign.
-        state = load_torch_file(path, map_location=torch.device("cuda", torch.cuda.current_device()))
-        load_quantized_state(module, state, model, path)
+        # Memory-mapped on the host; each tensor moves to the module's device as it is assigned.
+        load_quantized_state(module, load_torch_file(path, map_location="cpu", mmap=True), model, path)
         return TorchRunner(module, model.input_names, model.output_names, "cuda", f"torchao FP8 rowwise on {torch.cuda.get_device_name(0)}", read_layout)

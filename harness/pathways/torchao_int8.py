@@ -19,7 +19,6 @@ choose_qparams_affine), so a channel's largest |code| is 127 or 128 and scale * 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from harness.artifacts.errors import ArtifactError
 from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import read_quantized_state_dict
 from harness.artifacts.trust import load_torch_file
-from harness.core import Device, QuantLayout, Runner, Tensors
+from harness.core import Device, Precision, QuantLayout, Runner, Tensors
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner, load_quantized_state, torchao_layout
@@ -145,8 +144,10 @@ class TorchaoInt8Dynamic(Pathway):
         # An explicit index: torchao's tensor subclasses refuse to mix "cuda" and "cuda:0" on assign.
         return torch.device("cuda", torch.cuda.current_device()) if device.kind == "cuda" else torch.device("cpu")
 
+    deploys_from = {"cuda": "bfloat16"}
+
     def _fresh(self, model: ModelSpec, where: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-        return copy.deepcopy(model.reference).to(device=where, dtype=dtype).eval()
+        return model.load_module(Precision(str(dtype).removeprefix("torch."), where.type))
 
     def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:
         built_on = Device.detect()
@@ -168,7 +169,7 @@ class TorchaoInt8Dynamic(Pathway):
 
         where = self._torch_device(device)
         path = artifact.file(PAYLOAD)
-        state = load_torch_file(path, map_location=where)
+        state = load_torch_file(path, map_location="cpu", mmap=True)  # each tensor moves to `where` as it is assigned
         if not isinstance(state, dict):
             raise ArtifactError(f"{path}: not a state dict (holds a {type(state).__name__})")
         dtypes = {value.dtype for value in state.values() if is_int8_weight(value)}

@@ -4,7 +4,9 @@ reference, candidates, timing, each `... done in 12.3 s` (with done/total where 
 The plugin installs one `Progress` per session (`install`); anything may then announce a phase with
 `phase(...)` (a context manager) or `note(...)`. Without an installed Progress (a library call, a
 command outside pytest) the lines go to stderr. Lines never land inside pytest's progress line: a
-line of dots is ended first, and pytest starts its next line cleanly after ours."""
+line of dots is ended first, and pytest starts its next line cleanly after ours. A pytest-xdist
+worker has no terminal: its `WorkerProgress` sends each line with its next test report, and the
+controller prints it (`[gw0] qconform: ... done in 1.2 s`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -103,13 +105,13 @@ class Progress:
             if self._uncaptured:
                 self._end_line(reporter)
 
-    def done(self, what: str, seconds: float | None = None, outcome: str = "done") -> None:
+    def done(self, what: str, seconds: float | None = None, outcome: str = "done", note: str = "") -> None:
         started = self._started.pop(what, None)
         if seconds is None:
             seconds = time.perf_counter() - started if started is not None else 0.0
         if self._quiet:
             return
-        text = f"{outcome} in {seconds:.1f} s"
+        text = f"{outcome} in {seconds:.1f} s{note}"
         with self._terminal() as reporter:
             if self._open == what and self._ours_open(reporter):
                 self._write(reporter, f" {text}")
@@ -120,9 +122,25 @@ class Progress:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report) -> None:
-        if (self._open is not None or self._restore) and not self._quiet:
-            with self._terminal() as reporter:
+        for text in getattr(report, WORKER_LINES, None) or ():  # an xdist worker's phase lines (WorkerProgress)
+            self.line(str(text))
+        if (self._open is None and not self._restore) or self._quiet:
+            return
+        with self._terminal() as reporter:
+            if self._writes_something(report):
                 self._give_back(reporter)
+            elif self._ours_open(reporter):
+                self._end_line(reporter)  # the prefix waits for the report that writes a letter
+
+    def _writes_something(self, report) -> bool:
+        """Whether pytest's terminal writes a letter (or, with -v, a word) for this report: a passed
+        setup or teardown writes nothing, so its file prefix is not given back on a line that the
+        next phase line would leave empty."""
+        try:
+            status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        except Exception:  # noqa: BLE001 - a plugin's own status hook must not break the progress lines
+            return True
+        return not status or bool(status[1] or status[2])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self) -> None:
@@ -140,6 +158,57 @@ class Progress:
             self.done(f"building {built['pathway']} for {built['model']}", float(built["seconds"]))
         else:
             self.line(message)
+
+
+# The test report attribute that carries a worker's phase lines to the controller.
+WORKER_LINES = "qconform_progress"
+
+
+def worker_id(config: Any) -> str | None:
+    """The pytest-xdist worker this process is (`gw0`, ...), or None in the controller or without
+    xdist. PYTEST_XDIST_WORKER is what xdist sets in every worker's environment."""
+    workerinput = getattr(config, "workerinput", None)
+    if isinstance(workerinput, dict) and workerinput.get("workerid"):
+        return str(workerinput["workerid"])
+    return os.environ.get("PYTEST_XDIST_WORKER") or None
+
+
+class WorkerProgress(Progress):
+    """Phase lines on a pytest-xdist worker, which has no terminal of its own (and whose stderr
+    pytest captures into the test's log, so the lines must not go there): each line is kept whole
+    and leaves with the worker's next test report (the `qconform_progress` attribute, which pytest
+    serializes for the controller); the controller's Progress prints it, `[gw0] qconform: ...`."""
+
+    def __init__(self, config: Any, worker: str | None = None):
+        super().__init__(config)
+        self.worker = worker or worker_id(config) or "worker"
+        self.pending: list[str] = []
+
+    def line(self, text: str) -> None:
+        self.pending.append(f"[{self.worker}] {text}")
+
+    def start(self, what: str) -> None:
+        self._started[what] = time.perf_counter()
+
+    def done(self, what: str, seconds: float | None = None, outcome: str = "done", note: str = "") -> None:
+        started = self._started.pop(what, None)
+        if seconds is None:
+            seconds = time.perf_counter() - started if started is not None else 0.0
+        self.line(f"qconform: {what} ... {outcome} in {seconds:.1f} s{note}")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        if self.pending:
+            setattr(report, WORKER_LINES, self.pending)
+            self.pending = []
+        return report
+
+    def pytest_runtest_logreport(self, report) -> None:
+        """Nothing to do on the worker: the controller prints what the report carries."""
+
+    def pytest_sessionfinish(self) -> None:
+        """No terminal line to end on a worker."""
 
 
 _current: Progress | None = None
@@ -167,6 +236,9 @@ def phase(what: str) -> Iterator[None]:
     (`failed after ...` when the block raises)."""
     progress = _current
     start = time.perf_counter()
+    gpu = _gpu_in_use()
+    if gpu is not None:
+        gpu.reset_peak_memory_stats()
     if progress is None:
         print(f"qconform: {what} ...", file=sys.stderr, flush=True)
     else:
@@ -177,23 +249,14 @@ def phase(what: str) -> Iterator[None]:
         outcome = "done"
     finally:
         seconds = time.perf_counter() - start
+        note = f" (GPU peak {gpu.max_memory_reserved() / 2**30:.1f} GiB reserved)" if gpu is not None else ""
         if progress is None:
-            print(f"qconform: {what} ... {outcome} in {seconds:.1f} s", file=sys.stderr, flush=True)
+            print(f"qconform: {what} ... {outcome} in {seconds:.1f} s{note}", file=sys.stderr, flush=True)
         else:
-            progress.done(what, seconds, outcome)
+            progress.done(what, seconds, outcome, note)
 
 
-def timed(what: Callable[..., str], function: Callable[..., Any], first_only: Callable[..., Any] | None = None) -> Callable[..., Any]:
-    """`function` wrapped in a phase named `what(*args)`; with `first_only(*args)` (a key), only the
-    first call per key is a phase (later calls are cached lookups)."""
-    seen: set = set()
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        key = first_only(*args) if first_only is not None else None
-        if first_only is not None and key in seen:
-            return function(*args, **kwargs)
-        seen.add(key)
-        with phase(what(*args)):
-            return function(*args, **kwargs)
-
-    return wrapper
+def _gpu_in_use():
+    """torch.cuda when this process has initialized CUDA (a phase's GPU peak is then shown), else None."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized() else None

@@ -35,6 +35,7 @@ EMPTY_PARAMETERS = "got empty parameter set"
 NO_CASE_REASON = "no case of this selection applies (no model or pathway it parametrizes over was selected)"
 
 POLICY_SOURCE = "defaults.toml"
+ARTIFACT_CHECK = "artifact check"  # the source of a yes/no check's record (gate.expect): no threshold to be near
 
 
 def exit_meaning(word: str) -> str:
@@ -108,7 +109,7 @@ def worst_gate(records: list[Record]) -> Record | None:
     failed = [r for r in records if r.outcome == "failed" and margin(r) is not None]
     if failed:
         return min(failed, key=margin)
-    gates = [r for r in records if r.outcome == "passed" and margin(r) is not None and r.source != "artifact check"]
+    gates = [r for r in records if r.outcome == "passed" and margin(r) is not None and r.source != ARTIFACT_CHECK]
     return min(gates, key=margin) if gates else None
 
 
@@ -315,7 +316,9 @@ def failure_line(r: Record) -> str:
     where = f"{r.pathway}/{r.device} {r.model}" if r.pathway not in ("", "-") else (r.nodeid or r.check)
     if r.outcome == "error":
         return f"ERROR {where} {r.check}: {' '.join((r.message or '').split())[:300]}"
-    if margin(r) is not None:
+    if r.source == ARTIFACT_CHECK:  # a yes/no check: its 1 vs 0 is no measurement, its message says what it found
+        text = f"FAIL  {where} {r.check}: {r.metric}" if r.metric else f"FAIL  {where} {r.check}"
+    elif margin(r) is not None:
         policy = " policy" if is_policy(r) else ""
         text = f"FAIL  {where} {r.check}: {r.metric} {margin_text(r)} [{r.source}{policy}]"
     else:

@@ -52,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pathways", help="comma-separated pathway names; each must be gated (default: every pathway that can run here)")
     group.addoption("--perf-full", action="store_true", help="time the whole kernel table (every M), not the CI subset M = 1, 128, 4096 (also QCONFORM_PERF_FULL=1)")
     group.addoption("--shard", help="run shard K/N of the tests (stable split by test id); merge with `qconform merge`")
+    group.addoption("--max-gpu-memory", metavar="SIZE", help="GPU memory a case may use, e.g. 24GiB, 32GB or bytes: a case estimated to need more is refused (named pathway) or skipped before any work (default: the project's max_gpu_memory, else GPU 0's total memory)")
+    group.addoption("--max-host-memory", metavar="SIZE", help="host memory a case may use, e.g. 16GiB: a case estimated to need more is refused (named pathway) or skipped before any work (default: the project's max_host_memory, else MemAvailable + this process's RSS)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,13 +79,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def install_progress(config: pytest.Config, harness: Harness) -> None:
     """Phase lines (building artifacts, references) on the real terminal, not in pytest's capture:
     the store's log and the first reference of each model go through harness/report/progress.py."""
-    if _is_worker(config):
-        return  # an xdist worker has no terminal; its controller prints pytest's own progress
-    progress = report_progress.Progress(config)
+    # An xdist worker has no terminal: its lines travel with its reports and the controller prints them.
+    progress = report_progress.WorkerProgress(config) if _is_worker(config) else report_progress.Progress(config)
     report_progress.install(progress)
     config.pluginmanager.register(progress, "qconform-progress")
     harness.store.log = progress.store_log
-    harness.reference_outputs = report_progress.timed(lambda model: f"reference outputs of {model.id}", harness.reference_outputs, first_only=lambda model: model.id)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -330,7 +330,7 @@ class Reporter:
     def pytest_runtest_call(self, item: pytest.Item):
         """Timing is a phase of its own on the terminal: `timing <pathway> <workload> (3/24) ... done in 12.3 s`."""
         position = self._timed.get(item.nodeid)
-        if position is None or _is_worker(item.config):
+        if position is None:
             return (yield)
         workload, pathway, _ = item_case(item)
         with report_progress.phase(f"timing {pathway.name} {getattr(workload, 'id', workload)} ({position}/{len(self._timed)})"):

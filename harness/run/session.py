@@ -6,6 +6,7 @@ turns those declarations into parameters."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
@@ -22,11 +23,13 @@ import pytest
 from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
 from harness.artifacts.manifest import Artifact
 from harness.config import ConfigError, ModelEntry, Project, load_project
-from harness.core import Device, Runner
+from harness.core import FP32_CPU, Device, Precision, Runner
 from harness.judge.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.report.progress import phase
+from harness.run import memory
+from harness.run.references import ReferenceStore, fp32_floor_precision, loaded_module
 from harness.run.store import ArtifactStore
 
 CaseFilter = Callable[[Pathway, str], bool]
@@ -78,8 +81,23 @@ class Case:
             return self.model.evaluate(self.runner)  # eval batches (+ greedy generation, labeled task for LLMs)
 
     @property
+    def precision(self) -> Precision:
+        """What this case is gated against: the model as its candidate is made from it, on its device."""
+        return self.pathway.reference_precision(self.device.kind)
+
+    @property
     def reference(self) -> dict[str, np.ndarray]:
-        return self.harness.reference_outputs(self.model)
+        return self.harness.reference_outputs(self.model, self.precision)
+
+    def reference_module(self):
+        """A context manager giving (the reference module, its device) for a phase (localization)."""
+        return _with_device(loaded_module(self.model, self.precision), self.precision.device, f"reference {self.model.id} ({self.precision}) beside {self.pathway.name}'s candidate")
+
+    @functools.cached_property
+    def precision_floor(self) -> dict[str, Any]:
+        """When the reference is not fp32 (bf16 on the GPU): what precision alone costs, the reference
+        against the fp32 model on the same data, beside the quantization's numbers; or why not measured."""
+        return self.harness.precision_floor(self.model, self.precision)
 
     @property
     def profile(self) -> Profile:
@@ -106,6 +124,12 @@ class PerfCase:
         # Most specific table first: [pathway.family.name.mM], then [pathway.family.name], [pathway.family].
         table = self.workload.table(self.pathway.name)
         return resolve(self.harness.profile_for("cuda"), key, table, table)
+
+
+@contextlib.contextmanager
+def _with_device(manager, device: str, what: str):
+    with phase(what), manager as module:
+        yield module, device
 
 
 def case_labels(model: Any, pathway: Pathway, kind: str) -> dict[str, str]:
@@ -143,10 +167,10 @@ class Harness:
         self._profiles: dict[str, Profile] = {}
         self._cases: dict[CaseKey, Case] = {}
         self._uses: Counter[CaseKey] = Counter()  # items left to run per case: its runner is released at 0
-        self._references: dict[str, dict[str, np.ndarray]] = {}
         self._probes: dict[tuple[str, Device], Any] = {}
         self._not_the_model: dict[CaseKey, ArtifactIdentityError] = {}  # the artifact_identity gate's findings
         self.store = ArtifactStore(config.getoption("qc_cache"), self.artifacts_dir, log=self.log)
+        self.references = ReferenceStore(self.store.cache_dir)
 
     def log(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -168,6 +192,8 @@ class Harness:
         if config.getoption("report_dir") != DEFAULT_REPORT_DIR:
             return True
         paths = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+        if config.getoption("pyargs", False):  # `pytest --pyargs harness.suites`: arguments are modules
+            paths += [Path(where).resolve() for arg in config.args for where in _module_locations(arg.split("::")[0])]
         return any(path.is_relative_to(suites) for path in paths for suites in SUITES_DIRS)
 
     def validate(self) -> None:
@@ -201,6 +227,9 @@ class Harness:
                 json.loads(Path(baseline).read_text())["records"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise pytest.UsageError(f"--baseline {baseline}: not a readable summary.json ({type(exc).__name__}: {exc})") from None
+        refused = memory.refusal(self)  # a named pathway's case estimated not to fit this machine's memory
+        if refused:
+            raise pytest.UsageError(refused)
 
     def check_thresholds(self, items: list[pytest.Item]) -> None:
         """Every threshold a collected gate will ask for resolves (device profile, else policy),
@@ -313,7 +342,7 @@ class Harness:
         if reason is None and pathway.name not in self.required:
             probe = self.probe(pathway, device)
             reason = probe.skip_reason() if probe is not None and not probe.ok else None
-        return reason
+        return reason or memory.skip_reason(self, pathway, kind, model)  # estimated not to fit this machine
 
     def probe(self, pathway: Pathway, device: Device):
         """The pathway's capability probe on `device` (one tiny real operation), once per session."""
@@ -354,10 +383,20 @@ class Harness:
         base = self.project.path.parent if self.project else Path(self.config.rootpath)
         return self.config.getoption("golden_dir") or base / "golden"
 
-    def reference_outputs(self, model: ModelSpec) -> dict[str, np.ndarray]:
-        if model.id not in self._references:
-            self._references[model.id] = model.evaluate(model.run_reference)
-        return self._references[model.id]
+    def reference_outputs(self, model: ModelSpec, precision: Precision = FP32_CPU) -> dict[str, np.ndarray]:
+        return self.references.outputs(model, precision)
+
+    def precision_floor(self, model: ModelSpec, precision: Precision) -> dict[str, Any]:
+        """The reference in `precision` against the model in fp32 (on the GPU when it fits there, else
+        on the CPU when it fits host memory), as the model's floor metrics; or {"not_measured": why}."""
+        if precision == FP32_CPU:
+            return {}
+        budget = memory.MemoryCheck.of(self)
+        fp32 = fp32_floor_precision(model, precision.device, budget.gpu.bytes if budget.gpu else None, budget.host.bytes)
+        if isinstance(fp32, str):
+            return {"not_measured": fp32}
+        floor = model.floor_metrics(self.reference_outputs(model, fp32), self.reference_outputs(model, precision))
+        return {"against": str(fp32), **floor}
 
     def case(self, model: ModelSpec, pathway: Pathway | str, kind: str) -> Case:
         """The loaded case (`pathway` may be named: a test that compares with another pathway's case);
@@ -374,7 +413,9 @@ class Harness:
                 pytest.skip(f"{self._not_the_model[key]} (the artifact_identity check fails)")
             try:
                 artifact = self.store.get(pathway, model)
-                self._cases[key] = Case(self, model, pathway, device, artifact, pathway.load(artifact, device, model))
+                with phase(f"loading {pathway.name} artifact of {model.id} ({kind})"):
+                    runner = pathway.load(artifact, device, model)
+                self._cases[key] = Case(self, model, pathway, device, artifact, runner)
             except ArtifactIdentityError as exc:  # a finding, not a failure to load: FAIL via artifact_identity
                 self._not_the_model[key] = exc
                 pytest.skip(f"{exc} (the artifact_identity check fails)")
@@ -450,6 +491,17 @@ class Harness:
             "probes": [p.as_dict() for p in self._probes.values() if p is not None],
             **gpu_environment(),
         }
+
+
+def _module_locations(name: str) -> list[str]:
+    """Where an importable module or package lives (none when it is not one)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    return list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else [])
 
 
 def pick(names: str | None, everything: Callable[[], list[T]], lookup: Callable[[str], T]) -> list[T]:

@@ -49,7 +49,11 @@ def load_quantized_state(module: Any, state: Any, model: Any, path: Any) -> Any:
     for key, tensor in expected.items():
         if type(state[key]) is not type(tensor) or state[key].shape != tensor.shape:
             raise ArtifactError(f"{path}: {key} is {type(state[key]).__name__}{tuple(state[key].shape)}, the config makes {type(tensor).__name__}{tuple(tensor.shape)}")
-    module.load_state_dict(state, assign=True)
+    # One tensor at a time onto the device of the one it replaces (an explicit index: Float8Tensor
+    # refuses to mix "cuda" and "cuda:0" storages): the stored weights and the module's own are
+    # never all on the GPU at once.
+    for key in list(state):
+        module.load_state_dict({key: state.pop(key).to(expected[key].device)}, strict=False, assign=True)
     return module
 
 
@@ -79,6 +83,6 @@ def torchao_layout(module: Any, is_quantized: Callable[[Any], bool], describe: C
             activation_dtype=described["activation_dtype"],
             activation_granularity=described["activation_granularity"],
             output_channels=weight.shape[0],
-            dequantized_weight=weight.dequantize(torch.float32).cpu().numpy(),
+            dequantized=lambda weight=weight: weight.dequantize(torch.float32).cpu().numpy(),
         )
     return layout

@@ -1,0 +1,169 @@
+"""Peak GPU and host memory of a case, estimated before any test runs (DESIGN.md: a case that cannot
+fit the machine's memory is refused, or skipped with the numbers, before work).
+
+ModelSize reads a checkpoint's safetensors headers (no weights loaded); the formulas below turn it
+into an Estimate for one (model, pathway, device kind). Pathways pick a formula
+(Pathway.memory_estimate); harness/run/memory.py holds the machine's budget and the session glue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import Any
+
+from harness.artifacts.weights import safetensors_header
+from harness.core import dtype_info
+
+GiB = 1 << 30
+# Bytes per element of the safetensors dtype names.
+SAFETENSORS_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """What memory depends on, read from a checkpoint without loading it."""
+
+    parameters: int
+    checkpoint_bytes: int  # in the checkpoint's own dtype(s)
+    embedding_parameters: int  # tensors named "*embed*"
+    lm_head_parameters: int  # tensors named "*lm_head*": 0 when tied (the checkpoint holds that matrix once)
+    largest_tensor_bytes: int
+    largest_shard_bytes: int
+    vocab_size: int | None = None
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+
+
+def checkpoint_size(path: Path) -> ModelSize:
+    """A checkpoint directory's size from its *.safetensors headers and config.json."""
+    shards = sorted(Path(path).glob("*.safetensors"))
+    if not shards:
+        raise ValueError(f"{path}: no *.safetensors files")
+    parameters = nbytes = embedding = lm_head = largest = 0
+    for shard in shards:
+        for name, info in safetensors_header(shard).items():
+            count = prod(info["shape"])
+            parameters += count
+            nbytes += count * SAFETENSORS_BYTES.get(info["dtype"], 4)
+            largest = max(largest, count * SAFETENSORS_BYTES.get(info["dtype"], 4))
+            if "lm_head" in name:
+                lm_head += count
+            elif "embed" in name:
+                embedding += count
+    config = _config(Path(path))
+    return ModelSize(
+        parameters, nbytes, embedding, lm_head, largest, max(s.stat().st_size for s in shards),
+        config.get("vocab_size"), config.get("hidden_size"), config.get("num_hidden_layers"),
+    )
+
+
+def _config(path: Path) -> dict[str, Any]:
+    """config.json's shape keys; a multimodal config keeps them in its text_config (Gemma 3)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {**config.get("text_config", {}), **{k: v for k, v in config.items() if k != "text_config"}}
+
+
+def model_size(model: Any) -> ModelSize | None:
+    """The size of a model given as a checkpoint directory (HuggingFaceModel.path), else None:
+    no estimate, never refused (module:factory models and the embedded demos are tiny; an ONNX
+    file's weights are not read here)."""
+    path = getattr(model, "path", None)
+    if isinstance(path, Path) and path.is_dir() and any(path.glob("*.safetensors")):
+        return checkpoint_size(path)
+    return None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak memory of one case; the bases name each term, for the refusal line."""
+
+    gpu_bytes: int  # 0: the case uses no GPU memory
+    host_bytes: int
+    host_basis: str  # "runtime 3.0 GiB + largest shard 4.6 GiB + reference outputs 0.1 GiB"
+    gpu_basis: str = ""  # "bf16 weights 15.0 GiB + fp8 candidate 7.5 GiB + activations 2.3 GiB"
+
+    @property
+    def basis(self) -> str:
+        return "; ".join(f"{where}: {terms}" for where, terms in (("GPU", self.gpu_basis), ("host", self.host_basis)) if terms)
+
+
+def gib(n: float) -> str:
+    """A size for a message: GiB, or MiB below a tenth of one (a budget of 1MB reads 1.0 MiB, not 0.0 GiB)."""
+    return f"{n / GiB:.1f} GiB" if n >= GiB / 10 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _terms(terms: list[tuple[str, float]]) -> str:
+    return " + ".join(f"{label} {gib(n)}" for label, n in terms)
+
+
+def output_width(size: ModelSize, model: Any) -> int:
+    """Floats per token of the model's output: a causal LM's logits (vocabulary), else a hidden state."""
+    width = size.vocab_size if getattr(model, "kind", None) == "causal-lm" else size.hidden_size
+    return int(width or size.hidden_size or 0)
+
+
+def _eval_shape(model: Any) -> tuple[int, int, int]:
+    """(eval tokens, batch size, sequence length) of the model's evaluation (HuggingFaceModel's defaults)."""
+    return int(getattr(model, "eval_tokens", 512)), int(getattr(model, "batch_size", 2)), int(getattr(model, "seq_len", 128))
+
+
+# -- GPU pathways: quantized on the GPU from the bf16 model -----------------------------------------
+# The reference is the bf16 model on the GPU, loaded from safetensors and released before the
+# candidate is built; the own-artifact timing then holds the bf16 model and the candidate at once.
+RUNTIME_HOST_BYTES = 3 * GiB  # torch + CUDA runtime and libraries in the host process
+LOGIT_BUFFERS_GPU = 3  # one eval batch's fp32 logits: the output, its log-softmax, a temporary
+GPU_HEADROOM = 0.10  # of the weights: allocator fragmentation, workspaces
+
+
+def gpu_quantize_estimate(size: ModelSize, model: Any, compute_dtype: str) -> Estimate:
+    """bf16 weights + candidate (weight layers at the candidate's bytes, embeddings kept bf16; an
+    untied lm_head is a weight layer, quantized) + one eval batch's logits x3 + 10% of the weights.
+    Host: the runtime, the largest shard (transient while loading) and the reference outputs kept."""
+    eval_tokens, batch, seq_len = _eval_shape(model)
+    width = output_width(size, model)
+    candidate_bytes = dtype_info(compute_dtype).bits / 8
+    bf16 = 2 * size.parameters
+    candidate = candidate_bytes * (size.parameters - size.embedding_parameters) + 2 * size.embedding_parameters
+    activations = batch * seq_len * width * 4 * LOGIT_BUFFERS_GPU + GPU_HEADROOM * (bf16 + candidate)
+    gpu = [("bf16 weights", bf16), (f"{compute_dtype} candidate", candidate), ("activations", activations)]
+    host = [("runtime", RUNTIME_HOST_BYTES), ("largest shard", size.largest_shard_bytes), ("reference outputs", eval_tokens * width * 4)]
+    return Estimate(int(sum(n for _, n in gpu)), int(sum(n for _, n in host)), _terms(host), _terms(gpu))
+
+
+# -- CPU pathways: built (and for ONNX pathways exported) on the host from the fp32 model ------------
+# Peak RSS of `qconform run --pathways P -k "not speedup"` (/usr/bin/time -v, nice) on the 2-core
+# 24 GB CPU runner, eval 256 tokens; W = fp32 weights (4 B x parameters), L = eval_tokens x vocab x 4 B:
+#   tests/hf_checkpoints.build_llama (0.13M params, vocab 384)   inc-int8-qdq            1.03 GiB
+#   random Llama, hidden 768, 8 layers, intermediate 2048, vocab 32000, untied (101.1M params,
+#     W 0.38 GiB, L 0.03 GiB, seq_len 128, batch 2)              inc-int8-qdq            4.42 GiB
+#                                                                 inc-fp8-ref (+ e5m2)    3.59 GiB
+#   Gemma-3-270m (268M params, W 1.00 GiB, vocab 262144, L 0.25 GiB, seq_len 128, batch 2):
+#     12.3-15.5 GB (11.5-14.4 GiB) per pathway; its fp32 ONNX export alone 10.4 GB
+# The runtime term is the tiny model's peak rounded up; the factor is fitted so that every point is
+# under the estimate: Gemma 16.0 GiB estimated vs 14.4 measured (+10%), the 101M Llama 6.6 GiB vs
+# 4.4 (+49%) and 3.6 (+83%), the tiny one 1.5 vs 1.0 (+45%).
+HOST_RUNTIME_CPU = 1.5 * GiB  # torch, onnxruntime, Neural Compressor and the suites, imported
+HOST_WEIGHTS_FACTOR = 13.0  # peak / W: the reference, its copies, the export, the quantizer's graph
+LOGIT_COPIES_CPU = 6  # reference and candidate outputs kept, the metrics' log-softmax temporaries (not measured alone)
+
+
+def host_build_estimate(size: ModelSize, model: Any, on_gpu: bool = False) -> Estimate:
+    """Host: the imported runtime + fp32 weights x HOST_WEIGHTS_FACTOR + the eval logits x
+    LOGIT_COPIES_CPU. On a GPU (an ONNX graph on the CUDA EP or TensorRT): fp32 weights + one eval
+    batch's logits x3 + 10%."""
+    eval_tokens, batch, seq_len = _eval_shape(model)
+    width = output_width(size, model)
+    fp32 = 4 * size.parameters
+    host = [("runtime", HOST_RUNTIME_CPU), (f"fp32 weights {gib(fp32)} x {HOST_WEIGHTS_FACTOR:g} =", fp32 * HOST_WEIGHTS_FACTOR), ("outputs", eval_tokens * width * 4 * LOGIT_COPIES_CPU)]
+    # On a GPU (not measured): an ONNX graph there holds at most its fp32 weights.
+    gpu = [("fp32 graph weights", fp32), ("activations", batch * seq_len * width * 4 * LOGIT_BUFFERS_GPU + GPU_HEADROOM * fp32)] if on_gpu else []
+    return Estimate(int(sum(n for _, n in gpu)), int(sum(n for _, n in host)), _terms(host), _terms(gpu))

@@ -1,0 +1,158 @@
+"""Reference outputs: the unquantized model's evaluation in the precision a candidate is made from,
+on the device it runs on (Pathway.reference_precision), computed once and cached on disk.
+
+The cache key covers everything the outputs depend on: the weights hash, the evaluation inputs and
+data files, the tokenizer files, the model's evaluation settings, the precision, the device class
+(fp32 on an AVX2 CPU and bf16 on an H200 are different numbers), the torch/transformers versions
+and qconform's evaluation code. A second run, or a second pathway gated against the same
+reference, reads the file instead of running the model; a changed data file computes it again.
+
+A reference other than the resident fp32 one is loaded for its phase and released after it
+(harness/models/hf.py loads it straight from the checkpoint files), so a release-size model's
+bf16 reference and its candidate are never on the GPU at the same time by this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import importlib.metadata
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from harness.core import FP32_CPU, Device, Precision, Tensors, cpu_class
+from harness.models.base import ModelSpec
+from harness.report.progress import phase
+
+HARNESS_DIR = Path(__file__).resolve().parents[1]
+TOOLCHAIN = ("torch", "transformers", "lm_eval")
+# Model attributes that change what the evaluation computes (windows, generation, task items).
+SETTINGS = ("eval_tokens", "seq_len", "batch_size", "new_tokens", "generation_prompts", "task_metric_names", "lm_eval_tasks")
+
+
+def device_class(precision: Precision) -> str:
+    return cpu_class() if precision.device == "cpu" else Device.detect().device_class
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _files_of(model: ModelSpec) -> list[Path]:
+    """The data, tokenizer and lm-eval task files the model's evaluation reads."""
+    files = [Path(p) for p in getattr(model, "data", {}).values() if p]
+    folder = getattr(model, "tokenizer_dir", None)
+    if folder is not None:
+        files += sorted(p for p in Path(folder).iterdir() if p.is_file() and ("token" in p.name or p.name in ("vocab.json", "vocab.txt", "merges.txt", "spiece.model")))
+    include = getattr(model, "lm_eval_include", None)
+    if include is not None:
+        files += sorted(p for p in Path(include).rglob("*") if p.is_file())
+    return files
+
+
+def reference_key(model: ModelSpec, precision: Precision) -> str:
+    digest = hashlib.sha256()
+
+    def add(label: str, value: Any) -> None:
+        digest.update(json.dumps([label, value], sort_keys=True, default=str).encode())
+
+    add("weights", model.weights_sha256)
+    add("precision", [precision.dtype, precision.device, device_class(precision)])
+    add("toolchain", {package: _version(package) for package in TOOLCHAIN})
+    add("settings", {name: getattr(model, name, None) for name in SETTINGS})
+    for name, array in sorted(model.golden_inputs().items()):
+        add(f"input {name}", [str(array.dtype), list(array.shape)])
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for path in _files_of(model):
+        add("file", path.name)
+        digest.update(path.read_bytes())
+    for source in sorted((HARNESS_DIR / "models").glob("*.py")):  # the evaluation code itself
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def release_memory() -> None:
+    """Give freed tensors back: host memory to the allocator, GPU memory to the driver."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+@contextlib.contextmanager
+def loaded_module(model: ModelSpec, precision: Precision) -> Iterator[Any]:
+    """The model in `precision` for the length of the block: the resident fp32 reference, or the
+    model loaded for this phase and released after it."""
+    if precision == FP32_CPU:
+        yield model.reference
+        return
+    module = model.load_module(precision)
+    try:
+        yield module
+    finally:
+        del module
+        release_memory()
+
+
+def fp32_floor_precision(model: ModelSpec, device: str, gpu_budget: int | None, host_budget: int) -> Precision | str:
+    """Where the fp32 model for the precision floor runs: on the GPU when its weights fit what the GPU
+    budget leaves beside what is allocated there, with a quarter to spare; else on the CPU when they
+    fit a quarter of the host budget (an fp32 reference's peak is several times its weights); else why not."""
+    need = 4 * model.parameter_count
+    if device == "cuda" and gpu_budget is not None:
+        import torch
+
+        if need * 1.25 <= gpu_budget - torch.cuda.memory_allocated():
+            return Precision("float32", "cuda")
+    if need * 4 <= host_budget:
+        return FP32_CPU
+    room = f"the GPU budget {gpu_budget / 2**30:.1f} GiB less what is allocated, nor " if device == "cuda" and gpu_budget else ""
+    return f"the fp32 model's weights ({need / 2**30:.1f} GiB) fit neither {room}a quarter of the host budget ({host_budget / 2**30:.1f} GiB)"
+
+
+class ReferenceStore:
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = Path(cache_dir)
+        self._outputs: dict[tuple[str, Precision], Tensors] = {}
+        self.computed: list[tuple[str, Precision]] = []  # what this process ran the model for (tests read it)
+
+    def path_for(self, model: ModelSpec, precision: Precision) -> Path:
+        return self.cache_dir / "references" / model.id / f"{precision.dtype}-{precision.device}-{reference_key(model, precision)[:16]}.npz"
+
+    def outputs(self, model: ModelSpec, precision: Precision = FP32_CPU) -> Tensors:
+        """The model's evaluation (model.evaluate) in `precision`: from this process, else the disk
+        cache, else computed (then written to the cache)."""
+        key = (model.id, precision)
+        if key not in self._outputs:
+            path = self.path_for(model, precision)
+            if path.is_file():
+                with np.load(path, allow_pickle=False) as stored:
+                    self._outputs[key] = {name: stored[name] for name in stored.files}
+            else:
+                with phase(f"reference outputs of {model.id} ({precision})"):
+                    with loaded_module(model, precision) as module:
+                        outputs = model.evaluate(lambda inputs: model.run_module(module, inputs, precision.device))
+                self.computed.append(key)
+                self._write(path, outputs)
+                self._outputs[key] = outputs
+        return self._outputs[key]
+
+    @staticmethod
+    def _write(path: Path, outputs: Tensors) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, **outputs)
+        os.replace(tmp.name, path)  # atomic: a killed run never leaves half a reference behind
