@@ -37,6 +37,10 @@ def test_power_statement_by_hand():
     assert TABLE.detectable_loss() == pytest.approx(2.486475 * math.sqrt(0.0012), abs=1e-5)
     assert "TOO FEW ITEMS" in TABLE.power_note(0.95)
     assert "TOO FEW ITEMS" not in PairedTask(5000, 20, 20, 4960).power_note(0.99)
+    # A loss the recovery gate found (upper bound 0.33 < 0.95) proves the set large enough, however
+    # many items a small loss would need.
+    broken = PairedTask(both=20, losses=40, gains=2, neither=38)
+    assert broken.recovery_upper < 0.95 and "TOO FEW ITEMS" not in broken.power_note(0.95)
 
 
 def test_the_table_from_items_and_from_metrics_agree():

@@ -116,6 +116,7 @@ class PairedTask:
         )
         if recovery_threshold is not None and self.reference_accuracy > 0:
             allowed = (1 - recovery_threshold) * self.reference_accuracy
-            if loss > allowed:
+            # Only where the gate found no loss: a loss it did find shows the set was large enough.
+            if loss > allowed and self.recovery_upper >= recovery_threshold:
                 note += f"; TOO FEW ITEMS: the recovery threshold {recovery_threshold:g} allows a loss of {allowed:.1%}, smaller than this set can detect"
         return note
