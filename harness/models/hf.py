@@ -462,9 +462,9 @@ class HuggingFaceModel(ModelSpec):
         by tensor (docs/artifacts.md)."""
         if not self._use_safetensors:
             return super().weights_sha256
-        from harness.artifacts.weights import files_sha256
+        from harness.artifacts.weights import hash_weights
 
-        return files_sha256(sorted(self.path.glob("*.safetensors")))
+        return hash_weights(self.path)
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         """ModelSpec's fp32 export, with no weight or bias initializer shared between weight layers

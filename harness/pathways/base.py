@@ -85,7 +85,7 @@ class Pathway:
         return None
 
     def tool_versions(self) -> dict[str, str]:
-        return {package: _version(package) for package in self.tool_packages}
+        return {package: package_version(package) for package in self.tool_packages}
 
     def finish(self, out_dir: Path, model: "ModelSpec", built_on: Device) -> Artifact:
         """Write the manifest for a payload the build has put into `out_dir`."""
@@ -145,7 +145,7 @@ class Pathway:
         raise NoPayloadReader(f"qconform cannot read a {self.name} payload's recipe; give it with --set KEY=VALUE (docs/artifacts.md)")
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

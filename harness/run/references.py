@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import importlib.metadata
 import json
 import os
 import tempfile
@@ -28,23 +27,17 @@ import numpy as np
 
 from harness.core import FP32_CPU, Device, Precision, Tensors, cpu_class
 from harness.models.base import ModelSpec
+from harness.pathways.base import package_version
 from harness.report.progress import phase
 
 HARNESS_DIR = Path(__file__).resolve().parents[1]
-TOOLCHAIN = ("torch", "transformers", "lm_eval")
+TOOLCHAIN = ("torch", "transformers", "lm-eval")
 # Model attributes that change what the evaluation computes (windows, generation, task items).
 SETTINGS = ("eval_tokens", "seq_len", "batch_size", "new_tokens", "generation_prompts", "task_metric_names", "lm_eval_tasks")
 
 
 def device_class(precision: Precision) -> str:
     return cpu_class() if precision.device == "cpu" else Device.detect().device_class
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package.replace("_", "-"))
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _files_of(model: ModelSpec) -> list[Path]:
@@ -67,7 +60,7 @@ def reference_key(model: ModelSpec, precision: Precision) -> str:
 
     add("weights", model.weights_sha256)
     add("precision", [precision.dtype, precision.device, device_class(precision)])
-    add("toolchain", {package: _version(package) for package in TOOLCHAIN})
+    add("toolchain", {package: package_version(package) for package in TOOLCHAIN})
     add("settings", {name: getattr(model, name, None) for name in SETTINGS})
     for name, array in sorted(model.golden_inputs().items()):
         add(f"input {name}", [str(array.dtype), list(array.shape)])

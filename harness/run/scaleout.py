@@ -49,15 +49,19 @@ def pin_worker_gpu(config: pytest.Config) -> None:
 
 
 @contextlib.contextmanager
-def exclusive_gpu(device_uuid: str) -> Iterator[None]:
-    """Hold an inter-process lock on one GPU: timings of two perf tests must never overlap."""
-    path = Path(tempfile.gettempdir()) / f"qconform-gpu-{hashlib.sha256(device_uuid.encode()).hexdigest()[:16]}.lock"
-    with open(path, "w") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock (flock) on `path` for the length of the block."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def exclusive_gpu(device_uuid: str):
+    """Hold an inter-process lock on one GPU: timings of two perf tests must never overlap."""
+    return file_lock(Path(tempfile.gettempdir()) / f"qconform-gpu-{hashlib.sha256(device_uuid.encode()).hexdigest()[:16]}.lock")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
