@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -52,8 +53,7 @@ def build_checkpoint(size: str, out: Path, tokenizer: Path) -> Path:
     return out
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """(anonymous, total) resident bytes of a process and its descendants, from /proc."""
+def _children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -61,11 +61,22 @@ def tree_rss(root: int) -> tuple[int, int]:
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             pass
-    anon = total = 0
-    todo = [root]
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    children, found, todo = _children(), [], [root]
     while todo:
         pid = todo.pop()
+        found.append(pid)
         todo += children.get(pid, [])
+    return found[1:]
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """(anonymous, total) resident bytes of a process and its descendants, from /proc."""
+    anon = total = 0
+    for pid in [root, *descendants(root)]:
         try:
             status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
             anon += int(status.get("RssAnon", "0 kB").split()[0]) * 1024
@@ -101,7 +112,7 @@ class GpuPeak(threading.Thread):
         return self.peak_mib
 
 
-def gate(checkpoint: Path, pathway: str, work: Path, label: str, extra: list[str]) -> dict:
+def gate(checkpoint: Path, pathway: str, work: Path, label: str, extra: list[str], deadline: float | None = None) -> dict:
     """One `qconform run` in a child process: wall time, its peak RSS, the GPU peak, the verdict."""
     report, golden = work / f"report-{label}", work / "golden"
     command = [sys.executable, "-m", "harness.cli", "run", "--model", str(checkpoint), "--pathways", pathway, "--report-dir", str(report), "--golden-dir", str(golden),
@@ -111,17 +122,22 @@ def gate(checkpoint: Path, pathway: str, work: Path, label: str, extra: list[str
     monitor = GpuPeak()
     monitor.start()
     start = time.perf_counter()
-    log = work / f"{label}.log"
+    log, usage = work / f"{label}.log", work / f"{label}.rusage.json"
+    # A wrapper child reports its own child's peak RSS (RUSAGE_CHILDREN of a fresh process) in a file;
+    # the run's output streams to the log as it comes (a run stopped at --deadline keeps it).
+    wrapper = "import json,resource,subprocess,sys; rc=subprocess.call(sys.argv[2:]); open(sys.argv[1],'w').write(json.dumps({'rc': rc, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
     with open(log, "w") as out:
-        # A wrapper child reports its own child's peak RSS (RUSAGE_CHILDREN of a fresh process).
-        wrapper = "import json,resource,subprocess,sys; rc=subprocess.call(sys.argv[1:]); print(json.dumps({'rc': rc, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
-        child = subprocess.Popen([sys.executable, "-c", wrapper, *command], stdout=subprocess.PIPE, stderr=out, text=True, cwd=work)
+        child = subprocess.Popen([sys.executable, "-c", wrapper, str(usage), *command], stdout=out, stderr=subprocess.STDOUT, text=True, cwd=work, env={**os.environ, "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"})
         monitor.root = child.pid
-        stdout, _ = child.communicate()
+        try:
+            child.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:  # where it is: every thread's stack (faulthandler) into the log
+            for pid in descendants(child.pid):
+                os.kill(pid, signal.SIGABRT)
+            child.wait()
     wall = time.perf_counter() - start
     gpu_mib = monitor.stop()
-    measured = json.loads(stdout.strip().splitlines()[-1])
-    (work / f"{label}.stdout").write_text(stdout)
+    measured = json.loads(usage.read_text()) if usage.is_file() else {"rc": "stopped at the deadline", "maxrss_kb": 0}
     summary = json.loads((report / "summary.json").read_text()) if (report / "summary.json").is_file() else {}
     return {"label": label, "wall_s": round(wall, 1), "peak_rss_gib": round(measured["maxrss_kb"] / 2**20, 2), "peak_anon_rss_gib": round(monitor.peak_anon / 2**30, 2), "peak_gpu_gib": round(gpu_mib / 1024, 2), "exit": measured["rc"],
             "verdict": summary.get("verdict"), "counts": summary.get("counts"), "command": " ".join(command)}
@@ -162,6 +178,7 @@ def main() -> None:
     parser.add_argument("--runs", default="cold,warm", help="cold (empty cache) and/or warm (the cold run's cache)")
     parser.add_argument("--offload", help="a size for the accelerate placement proof instead of gating")
     parser.add_argument("--offload-budget", default="1GiB")
+    parser.add_argument("--deadline", type=float, help="seconds a run may take; then every thread's stack goes to its log and it stops")
     parser.add_argument("qconform_args", nargs="*", help="after --: more `qconform run` options (e.g. --max-gpu-memory 24GiB, --profile rtx5090)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +196,7 @@ def main() -> None:
         work.mkdir(exist_ok=True)
         os.environ["QCONFORM_CACHE"] = str(work / "cache")
         for run in args.runs.split(","):
-            row = {"size": size, "pathway": args.pathway, "run": run, **gate(checkpoint, args.pathway, work, f"{run}-{len(results)}", args.qconform_args)}
+            row = {"size": size, "pathway": args.pathway, "run": run, **gate(checkpoint, args.pathway, work, f"{run}-{len(results)}", args.qconform_args, args.deadline)}
             results.append(row)
             results_file.write_text(json.dumps(results, indent=1))
             print(json.dumps(row), flush=True)

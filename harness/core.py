@@ -168,8 +168,9 @@ class QuantLayer:
     output_channels: int | None = None
     # The weight as the runtime will see it (dequantized), oriented like the reference module's
     # weight (out_features, in_features); for per-layer error against the reference. A callable is
-    # called on each read: a release-size model's layout never holds every layer's fp32 weight.
-    dequantized: np.ndarray | Callable[[], np.ndarray] | None = None
+    # called on each read: a release-size model's layout never holds every layer's fp32 weight. It
+    # may give a torch tensor where the runtime holds it (a GPU), so it is compared there.
+    dequantized: Any = None  # np.ndarray | torch.Tensor | Callable[[], np.ndarray | torch.Tensor] | None
     # Per-group weights: input elements per scale (weight_scales then holds out x in/group_size).
     group_size: int | None = None
     # SmoothQuant: the per-input-channel factors s (in_features,) the graph divides this layer's
@@ -179,7 +180,17 @@ class QuantLayer:
 
     @property
     def dequantized_weight(self) -> np.ndarray | None:
-        return self.dequantized() if callable(self.dequantized) else self.dequantized
+        weight = self.dequantized_tensor()
+        return None if weight is None else weight.cpu().numpy()
+
+    def dequantized_tensor(self) -> Any:
+        """The dequantized weight as a float32 torch tensor on the device that holds it, or None."""
+        import torch
+
+        weight = self.dequantized() if callable(self.dequantized) else self.dequantized
+        if weight is None or isinstance(weight, torch.Tensor):
+            return weight
+        return torch.from_numpy(np.asarray(weight, dtype=np.float32))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 
 from harness.measure import roofline
 from harness.measure.timing import (
+    TEST01_PROMPTS,
     allow_recompiles,
     compile_regions,
     compiled_regions,
@@ -27,6 +28,7 @@ from harness.measure.timing import (
     timed_path_check,
 )
 from harness.models.llama8b_perf import PERF_MODELS, PUBLISHED, WHY_DIFFERENT, decoder_shape, own_points, perf_layers
+from harness.run.references import load_beside
 from harness.run.session import cases, workloads
 
 REPEATS = int(os.environ.get("QCONFORM_PERF_REPEATS", "") or 15)
@@ -136,16 +138,19 @@ def test_own_model_speedup(case, phase, gate, capsys):
     if model.id not in _OWN_BASELINE:
         _OWN_BASELINE.clear()
         torch.cuda.empty_cache()
-        _OWN_BASELINE[model.id] = model.load_module(case.precision).model
+        _OWN_BASELINE[model.id] = load_beside(candidate, lambda: model.load_module(case.precision).model)  # what quantization left alone, held once
     baseline = _OWN_BASELINE[model.id]
     workload = own_points(model, baseline.config)[phase]
     shape = decoder_shape(baseline)
+    test01 = getattr(case, "_qc_test01", None)  # once per case, for both phases
+    if test01 is None:
+        prompts = model.model_kind.prompt_ids[:TEST01_PROMPTS]
+        reference_tokens = case.reference["generated_ids"][: len(prompts)]
+        accuracy_top1 = model.model_kind.forced_top1(case.runner, reference_tokens, prompts)  # the accuracy run's own path
     with compiled_regions(baseline), compiled_regions(candidate):
-        if not hasattr(case, "_qc_test01"):  # once per case, for both phases
-            reference_tokens = case.reference["generated_ids"]
-            accuracy_top1 = model.model_kind.forced_top1(case.runner, reference_tokens)
-            case._qc_test01 = timed_path_check(candidate, model.model_kind.prompt_ids, case.outputs["generated_ids"], "cuda", reference_tokens, accuracy_top1)
-        agrees, test01_note = case._qc_test01
+        if test01 is None:
+            test01 = case._qc_test01 = timed_path_check(candidate, prompts, case.outputs["generated_ids"][: len(prompts)], "cuda", reference_tokens, accuracy_top1)
+        agrees, test01_note = test01
         if not agrees:
             pytest.fail(f"the timed candidate does not compute what the accuracy run computed: {test01_note}", pytrace=False)
         progress(capsys, f"{model.id} {workload.point} on {case.pathway.name}: compiling and timing")
@@ -158,7 +163,7 @@ def test_own_model_speedup(case, phase, gate, capsys):
     )
     extra = {"timing": result.as_dict(), "roofline": roof["candidate"], "baseline_roofline": roof["baseline"], "workload": {"phase": phase, "batch": workload.batch, "tokens": workload.tokens, "decode_steps": workload.steps}}
     if phase == "decode":  # what limits a decode step: its Linear shapes at M = batch, kernel against kernel
-        kernels = kernel_table(baseline, case.pathway, workload.batch)
+        kernels = kernel_table(baseline, candidate, workload.batch)
         extra["kernels"] = kernels
         slow = [f"{k['name']} {k['speedup']:.2f}x" for k in kernels if k["speedup"] < 1.0]
         detail += f"; kernels at M={workload.batch}: " + (", ".join(slow) + " slower than bf16" if slow else "none slower than bf16")

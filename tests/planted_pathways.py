@@ -2,13 +2,18 @@
 - planted-slow-dequant: FP8 weights dequantized to bf16 on every call, then a bf16 matmul.
   Numerically fine, never faster: the speedup gate must fail it.
 - planted-nondeterministic: the real INT8 QDQ artifact whose runner adds fresh noise each call:
-  the determinism property must fail it."""
+  the determinism property must fail it.
+- planted-slow-fp8-artifact: the real torchao FP8 rowwise artifact, whose runner dequantizes each
+  stored FP8 weight to bf16 on every call and then runs a bf16 matmul: the team's own weights,
+  the same tokens in its accuracy run and its timed path (TEST01 agrees), but never faster than
+  bf16: the own-model speed gates must fail it (GPU; benchmarks/scale.py --pathway)."""
 
 import numpy as np
 import torch
 
 from harness.pathways.base import Pathway, register
 from harness.pathways.inc_int8_qdq import IncInt8Qdq
+from harness.pathways.torchao_fp8 import TorchaoFp8Rowwise, is_fp8_weight
 
 
 class DequantizeThenMatmul(torch.nn.Module):
@@ -88,3 +93,23 @@ class BrokenKernelPathway(IncInt8Qdq):
             raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul")
 
         return "a planted row-wise GEMM", kernel
+
+
+class DequantizeEachCall(torch.nn.Linear):
+    """A Linear holding a torchao Float8Tensor weight that it dequantizes on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight.dequantize(x.dtype), self.bias)
+
+
+@register
+class SlowFp8Artifact(TorchaoFp8Rowwise):
+    name = "planted-slow-fp8-artifact"
+    reference_pathway = None
+
+    def load(self, artifact, device, model):
+        runner = super().load(artifact, device, model)
+        for module in runner.module.modules():
+            if isinstance(module, torch.nn.Linear) and is_fp8_weight(module.weight):
+                module.__class__ = DequantizeEachCall
+        return runner

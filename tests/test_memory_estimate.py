@@ -147,3 +147,21 @@ def test_the_host_formula_grows_with_the_weights_and_the_logits():
     small = host_build_estimate(ModelSize(10**6, 4 * 10**6, 0, 0, 0, 4 * 10**6, 32000, 64, 2), Model())
     large = host_build_estimate(ModelSize(10**9, 4 * 10**9, 0, 0, 0, 4 * 10**9, 32000, 2048, 16), Model())
     assert large.host_bytes > small.host_bytes and "fp32 weights" in large.host_basis and large.gpu_bytes == 0
+
+
+def test_a_gpu_budget_holds_torchs_allocator_to_it_less_what_is_outside_torch(monkeypatch):
+    """--max-gpu-memory 24GiB on an 80 GiB GPU where the CUDA context holds 0.5 GiB: torch may reserve
+    23.5 GiB; without a budget nothing is set."""
+    import torch
+
+    from harness.run.memory import MemoryCheck, hold_gpu_to_budget
+
+    set_to = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (80 * 2**30 - 2**29 - 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=0: 2**30)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda fraction, device=0: set_to.append(fraction))
+    line = hold_gpu_to_budget(MemoryCheck(("24GiB", "--max-gpu-memory"), None))
+    assert set_to == [pytest.approx(23.5 / 80)]
+    assert "23.5 GiB" in line and "--max-gpu-memory 24.0 GiB" in line
+    assert hold_gpu_to_budget(MemoryCheck(None, None)) is None and len(set_to) == 1

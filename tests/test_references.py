@@ -14,7 +14,7 @@ import torch
 from harness.core import FP32_CPU, Precision
 from harness.measure.timing import first_disagreement, timed_path_check
 from harness.models.hf import HuggingFaceModel
-from harness.run.references import ReferenceStore, fp32_floor_precision
+from harness.run.references import ReferenceStore, fp32_floor_precision, load_beside
 from tests.arch_matrix import checkpoint
 
 BF16_CPU = Precision("bfloat16", "cpu")  # the GPU pathways' bf16 reference, exercised on the CPU
@@ -90,3 +90,29 @@ def test_test01_accepts_the_timed_path_of_the_same_model_and_catches_another(lla
     assert found is not None and "the timed path chose" in found and "near-tie" in found, found
     agrees, note = timed_path_check(other, prompts, expected, "cpu", expected, top1)  # MLPerf's fallback fails it too
     assert not agrees and "more than 1% below" in note, note
+
+
+def test_a_reference_loaded_beside_the_candidate_holds_what_they_share_once(llama_dir):
+    """load_beside: the candidate's unchanged tensors (here the embedding and norms) become the
+    reference's, one it changed (a norm scaled) keeps its own values, and the candidate's outputs are
+    bit-identical before and after; a load that fails leaves the candidate as it was."""
+    model = _model(llama_dir)
+    candidate = model.load_module(BF16_CPU)
+    with torch.no_grad():
+        candidate.model.model.norm.weight.mul_(1.5)  # what a quantizer might change
+    batch = model.eval_batches()[0]
+    before = model.run_module(candidate, batch, "cpu")["logits"]
+    reference = load_beside(candidate, lambda: model.load_module(BF16_CPU))
+    shared = {name for name, p in candidate.named_parameters() if any(p is q for q in reference.parameters())}
+    assert "model.model.embed_tokens.weight" in shared and "model.model.layers.0.input_layernorm.weight" in shared
+    assert "model.model.norm.weight" not in shared
+    assert torch.equal(candidate.model.model.norm.weight, reference.model.model.norm.weight * 1.5)
+    assert np.array_equal(model.run_module(candidate, batch, "cpu")["logits"], before)
+
+    def failing():
+        raise RuntimeError("out of memory")
+
+    kept = {name: p.detach().clone() for name, p in candidate.named_parameters()}
+    with pytest.raises(RuntimeError):
+        load_beside(candidate, failing)
+    assert all(torch.equal(kept[name], p) for name, p in candidate.named_parameters())

@@ -3,6 +3,8 @@ granularity, scales and zero points. Shared by every pathway that executes a QDQ
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -66,14 +68,19 @@ def smoothing_of(graph: Graph, tensor: str) -> tuple[str, np.ndarray] | None:
     return source, graph.array(scale[0]).astype(np.float64).reshape(-1)
 
 
-def smoothed_reference(reference: np.ndarray | None, layer: QuantLayer) -> np.ndarray | None:
+def smoothed_reference(reference: Any, layer: QuantLayer) -> Any:
     """The model's weight (out, in) as `layer` must store it: times its SmoothQuant factors along
     the input axis (a smoothed layer computes (x / s) @ (s * W)). What every comparison of a stored
     weight with the model's (identity, weight SQNR, weight scales) takes; unchanged for an
     unsmoothed layer."""
     if reference is None or layer.input_smoothing is None or reference.ndim != 2 or reference.shape[1] != layer.input_smoothing.size:
         return reference
-    return reference * layer.input_smoothing.reshape(1, -1)
+    factors = layer.input_smoothing.reshape(1, -1)
+    if not isinstance(reference, np.ndarray):  # a torch tensor: the factors go to its device
+        import torch
+
+        factors = torch.as_tensor(factors, dtype=reference.dtype, device=reference.device)
+    return reference * factors
 
 
 def read_layout(model: onnx.ModelProto) -> QuantLayout:

@@ -22,13 +22,29 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref, cand = _pair(reference, candidate)
     if not np.isfinite(cand).all():
         return float("-inf")
-    noise = np.sum((ref - cand) ** 2)
-    signal = np.sum(ref**2)
+    return _sqnr(float(np.sum(ref**2)), float(np.sum((ref - cand) ** 2)))
+
+
+def tensor_sqnr_db(reference, candidate) -> float:
+    """sqnr_db of two float torch tensors of one shape, computed on their device: float32 sums per
+    row, float64 over rows (a release-size model's weights are compared on its GPU, not copied to
+    the host)."""
+    import torch
+
+    if reference.shape != candidate.shape:
+        raise ValueError(f"shape mismatch: reference {tuple(reference.shape)} vs candidate {tuple(candidate.shape)}")
+    if not bool(torch.isfinite(candidate).all()):
+        return float("-inf")
+    ref, cand = reference.float().reshape(reference.shape[0] if reference.ndim else 1, -1), candidate.float().reshape(reference.shape[0] if reference.ndim else 1, -1)
+    return _sqnr(float(ref.square().sum(dim=1).double().sum()), float((ref - cand).square().sum(dim=1).double().sum()))
+
+
+def _sqnr(signal: float, noise: float) -> float:
     if noise == 0:
         return float("inf")
     if signal == 0:
         return float("-inf")
-    return float(10 * np.log10(signal / noise))
+    return float(10 * math.log10(signal / noise))
 
 
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.artifacts.qdq import smoothed_reference
 from harness.core import DTYPES, RECIPE_KEYS, QuantLayout, module_path
-from harness.judge.metrics import sqnr_db
+from harness.judge.metrics import tensor_sqnr_db
 
 if TYPE_CHECKING:
     from harness.judge.thresholds import Profile
@@ -134,6 +134,16 @@ def scale_problems(layout: QuantLayout) -> list[str]:
 # -- layer-level measurements -------------------------------------------------------------------
 
 
+def _weight_pairs(layout: QuantLayout, model: "ModelSpec"):
+    """(layer, the weight the runtime uses, the model's weight as the layer must store it) per
+    quantized layer, float32 torch tensors on the device the runtime holds the weight on (a GPU
+    candidate's weights are compared there), read one layer at a time."""
+    for name, layer in layout.layers.items():
+        weight = layer.dequantized_tensor()  # read once: it may be dequantized on each read
+        reference = model.reference_weight_tensor(name, weight.device if weight is not None else "cpu")
+        yield layer, weight, smoothed_reference(reference, layer)  # SmoothQuant stores W * s
+
+
 def weight_sqnr(layout: QuantLayout, model: "ModelSpec") -> dict[str, float]:
     """Per quantized layer: SQNR of the weight the runtime uses against the fp32 weight, dB. Kept on
     the layout (the artifact and accuracy suites both ask; a release-size model's weights are read
@@ -143,31 +153,28 @@ def weight_sqnr(layout: QuantLayout, model: "ModelSpec") -> dict[str, float]:
         return cached[model.id]
     result = cached.setdefault(model.id, {})
     layout._weight_sqnr = cached
-    for name, layer in layout.layers.items():
-        reference = smoothed_reference(model.reference_weight(name), layer)  # SmoothQuant stores W * s
-        weight = layer.dequantized_weight  # read once: it may be dequantized on each read
+    for layer, weight, reference in _weight_pairs(layout, model):
         if reference is None or weight is None:
             continue
-        result[module_path(name)] = -math.inf if reference.shape != weight.shape else sqnr_db(reference, weight)
+        result[module_path(layer.name)] = -math.inf if reference.shape != weight.shape else tensor_sqnr_db(reference, weight)
     return result
-
-
-def _codes(layer) -> np.ndarray:
-    """The stored integer codes, (out, in), recovered from the dequantized weight and its scales."""
-    scales = np.asarray(layer.weight_scales, dtype=np.float64).reshape(-1)
-    zero = 0.0 if layer.weight_zero_points is None else np.asarray(layer.weight_zero_points, dtype=np.float64).reshape(-1, 1)
-    return np.rint(layer.dequantized_weight / scales.reshape(-1, 1)) + zero
 
 
 def code_range_use(layout: QuantLayout) -> dict[str, float]:
     """Per int8 per-channel layer: fraction of output channels whose largest |code| reaches
     FULL_CODE. Scales that are too large (x2, x4) leave codes unused; a clean symmetric max-abs
-    recipe uses the full range in every channel."""
+    recipe uses the full range in every channel. The codes are recovered from the dequantized
+    weight and its scales (out, in), on the weight's device."""
+    import torch
+
     result = {}
     for name, layer in layout.layers.items():
         if layer.dtype == "int8" and layer.weight_granularity == "per-channel" and layer.dequantized is not None:
-            peak = np.abs(_codes(layer)).max(axis=1)
-            result[module_path(name)] = float(np.mean(peak >= FULL_CODE))
+            weight = layer.dequantized_tensor().double()
+            scales = torch.as_tensor(np.asarray(layer.weight_scales, dtype=np.float64).reshape(-1, 1), device=weight.device)
+            zero = 0.0 if layer.weight_zero_points is None else torch.as_tensor(np.asarray(layer.weight_zero_points, dtype=np.float64).reshape(-1, 1), device=weight.device)
+            peak = (torch.round(weight / scales) + zero).abs().amax(dim=1)
+            result[module_path(name)] = float((peak >= FULL_CODE).double().mean())
     return result
 
 
@@ -175,17 +182,16 @@ def weight_scale_error(layout: QuantLayout, model: "ModelSpec") -> dict[str, flo
     """Per layer: worst |log2(scale * qmax / max|w|)| over channels, max|w| from the model's fp32
     weights: 0 when each scale maps the channel's (or tensor's) max |w| onto the largest code."""
     result = {}
-    for name, layer in layout.layers.items():
-        reference = smoothed_reference(model.reference_weight(name), layer)  # SmoothQuant stores W * s
+    for layer, _weight, reference in _weight_pairs(layout, model):
         if reference is None or layer.dtype not in QMAX:
             continue
         scales = np.asarray(layer.weight_scales, dtype=np.float64).reshape(-1)
         if layer.weight_granularity == "per-channel" and scales.size == reference.shape[0]:
-            amax = np.abs(reference).max(axis=1).astype(np.float64)
+            amax = reference.abs().amax(dim=1).double().cpu().numpy()
         else:
-            amax = np.full(scales.shape, float(np.abs(reference).max()))
+            amax = np.full(scales.shape, float(reference.abs().max()))
         ok = amax > 0
-        result[module_path(name)] = float(np.max(np.abs(np.log2(scales[ok] * QMAX[layer.dtype] / amax[ok])))) if ok.any() else 0.0
+        result[module_path(layer.name)] = float(np.max(np.abs(np.log2(scales[ok] * QMAX[layer.dtype] / amax[ok])))) if ok.any() else 0.0
     return result
 
 

@@ -165,7 +165,9 @@ def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors
     if module is None:
         raise NotLocalizable(f"{runner.describe()} exposes no per-layer outputs")
     with (reference() if reference is not None else contextlib.nullcontext((model.reference, "cpu"))) as (ref_module, ref_device):
-        return torch_layer_sqnr(ref_module, ref_device, module, getattr(runner, "device", "cpu"), _torch_layers(runner), batches, model.input_names)
+        errors = torch_layer_sqnr(ref_module, ref_device, module, getattr(runner, "device", "cpu"), _torch_layers(runner), batches, model.input_names)
+        del ref_module  # a reference loaded for this phase is released as the block ends
+    return errors
 
 
 def torch_layer_sqnr(reference: Any, reference_device: str, candidate: Any, candidate_device: str, layers: list[str], batches: list[Tensors], input_names: tuple[str, ...]) -> LayerErrors:

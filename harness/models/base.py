@@ -167,13 +167,19 @@ class ModelSpec:
         return state_dict_sha256(self.reference.state_dict())
 
     def reference_weight(self, layer_name: str) -> np.ndarray | None:
-        """The fp32 weight of a layer named as a pathway names it: a module path
+        """The fp32 weight (out, in) of a layer named as a pathway names it: a module path
         ("layers.0.mlp.up_proj") or an ONNX node ("/layers.0/mlp/up_proj/MatMul_quant")."""
+        weight = self.reference_weight_tensor(layer_name)
+        return None if weight is None else weight.numpy()
+
+    def reference_weight_tensor(self, layer_name: str, device: Any = "cpu") -> torch.Tensor | None:
+        """`reference_weight` as a float32 torch tensor on `device` (where a GPU candidate's weights
+        are compared with it)."""
         module = dict(self.reference.named_modules()).get(module_path(layer_name))
         weight = getattr(module, "weight", None)
         if weight is None:
             return None
-        weight = weight.detach().float().cpu().numpy()
+        weight = weight.detach().float().to(device)
         return weight.T if self._weight_layout(module) == "in,out" else weight  # (out, in), as a Linear's
 
     def _weight_layer_types(self) -> dict[type, str]:

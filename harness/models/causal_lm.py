@@ -188,11 +188,12 @@ class CausalLM(ModelKind):
             rows.append(ids[len(prompt) :])
         return np.array(rows, dtype=np.int64).reshape(len(self.prompt_ids), new_tokens)
 
-    def forced_top1(self, run: Callable[[Tensors], Tensors], tokens: np.ndarray) -> float:
-        """Fraction of positions where `run`, given each prompt followed by its row of `tokens`,
-        predicts the next of them (teacher forcing: one forward per prompt)."""
+    def forced_top1(self, run: Callable[[Tensors], Tensors], tokens: np.ndarray, prompts: list[list[int]] | None = None) -> float:
+        """Fraction of positions where `run`, given each prompt (the generation prompts, or the first
+        of them that `prompts` names) followed by its row of `tokens`, predicts the next of them
+        (teacher forcing: one forward per prompt)."""
         hits = 0
-        for prompt, row in zip(self.prompt_ids, tokens, strict=True):
+        for prompt, row in zip(self.prompt_ids if prompts is None else prompts, tokens, strict=True):
             x = np.array([list(prompt) + [int(t) for t in row]], dtype=np.int64)
             logits = run({"input_ids": x, "attention_mask": np.ones_like(x)})["logits"][0, len(prompt) - 1 : x.shape[1] - 1]
             hits += int(np.sum(np.nan_to_num(logits, nan=-np.inf).argmax(axis=-1) == row))

@@ -437,24 +437,32 @@ class HuggingFaceModel(ModelSpec):
 
         return {name: path for path in sorted(self.path.glob("*.safetensors")) for name in safetensors_header(path)}
 
-    def reference_weight(self, layer_name: str) -> np.ndarray | None:
-        """The fp32 weight of a layer: from the loaded reference, else read alone from the checkpoint
-        file that holds it (bounded memory; the skeleton's parameter name without the kind's wrapper
-        prefix is the file's tensor name)."""
+    def reference_weight_tensor(self, layer_name: str, device: Any = "cpu") -> torch.Tensor | None:
+        """The fp32 weight of a layer on `device`: from the loaded reference, else read alone from the
+        checkpoint file that holds it, straight onto `device` (bounded memory; the skeleton's parameter
+        name without the kind's wrapper prefix is the file's tensor name)."""
         if "reference" in self.__dict__ or not self._use_safetensors:
-            return super().reference_weight(layer_name)
-        module = dict(self.skeleton.named_modules()).get(module_path(layer_name))
+            return super().reference_weight_tensor(layer_name, device)
+        module = self._weight_modules.get(module_path(layer_name))
         if getattr(module, "weight", None) is None:
             return None
-        key = next((name for name, p in self.skeleton.named_parameters() if p is module.weight), None)
+        key = self._parameter_names.get(id(module.weight))
         stored = next((k for k in (key, key and key.split(".", 1)[-1]) if k in self._checkpoint_tensors), None)
         if stored is None:  # renamed on load (a conversion mapping): read it from the loaded reference
-            return super().reference_weight(layer_name)
+            return super().reference_weight_tensor(layer_name, device)
         from safetensors import safe_open
 
-        with safe_open(str(self._checkpoint_tensors[stored]), framework="pt") as files:
-            weight = files.get_tensor(stored).float().numpy()
+        with safe_open(str(self._checkpoint_tensors[stored]), framework="pt", device=str(device)) as files:
+            weight = files.get_tensor(stored).float()
         return weight.T if self._weight_layout(module) == "in,out" else weight
+
+    @functools.cached_property
+    def _weight_modules(self) -> dict[str, nn.Module]:
+        return dict(self._skeleton.named_modules())
+
+    @functools.cached_property
+    def _parameter_names(self) -> dict[int, str]:
+        return {id(p): name for name, p in self._skeleton.named_parameters()}
 
     @functools.cached_property
     def weights_sha256(self) -> str:
@@ -463,8 +471,10 @@ class HuggingFaceModel(ModelSpec):
         if not self._use_safetensors:
             return super().weights_sha256
         from harness.artifacts.weights import hash_weights
+        from harness.report.progress import phase
 
-        return hash_weights(self.path)
+        with phase(f"hashing the weights of {self.id}"):
+            return hash_weights(self.path)
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         """ModelSpec's fp32 export, with no weight or bias initializer shared between weight layers
@@ -579,7 +589,7 @@ class OnnxFileModel(HuggingFaceModel):
                 digest.update(block)
         return digest.hexdigest()
 
-    def reference_weight(self, layer_name: str) -> np.ndarray | None:
+    def reference_weight_tensor(self, layer_name: str, device: Any = "cpu") -> torch.Tensor | None:
         return None
 
     def weight_layer_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from harness.report import html as report_html
 from harness.report import progress as report_progress
 from harness.report import summary
 from harness.report import verdict as report_verdict
-from harness.run import scaleout
+from harness.run import memory, scaleout
 from harness.run.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case
 
 # Hypothesis: a bounded profile keeps CI fast; `--hypothesis-profile=thorough` digs deeper.
@@ -307,6 +307,9 @@ class Reporter:
         except pytest.UsageError as exc:
             summary.write_incomplete(self.report_dir, f"usage error: {exc}", word="USAGE ERROR")
             raise
+        held = memory.hold_gpu_to_budget(memory.MemoryCheck.of(self.harness))
+        if held:
+            self.harness.log(held)
 
     @pytest.hookimpl(trylast=True)  # after -k, -m and the module hook's --shard have deselected
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:

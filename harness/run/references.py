@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -98,6 +98,41 @@ def loaded_module(model: ModelSpec, precision: Precision) -> Iterator[Any]:
     finally:
         del module
         release_memory()
+
+
+def load_beside(candidate: Any, load: Callable[[], Any]) -> Any:
+    """`load()` a reference module beside `candidate`, holding once what both have: the candidate's
+    plain (not quantized) parameters (embeddings, norms, an unquantized head) wait on the host while
+    the reference loads, when they live on a GPU; then each takes the reference's tensor where the
+    device, dtype, shape and values are the same, else goes back as it was. A release-size model's
+    bf16 reference and its candidate then fit one GPU together (8B: its 1 GiB embedding is held
+    once), with no moment where both copies are there. The candidate computes exactly what it did."""
+    import torch
+
+    plain = (torch.Tensor, torch.nn.Parameter)  # not a quantized tensor subclass
+    waiting: list[tuple[str, Any, str, Any, Any]] = []  # (name, owner module, attribute, its device, its values)
+    parked: dict[int, Any] = {}  # one host copy per parameter: tied parameters stay tied
+    for name, param in candidate.named_parameters(remove_duplicate=False):
+        if type(param) in plain:
+            owner, _, leaf = name.rpartition(".")
+            if param.device.type != "cpu":
+                param = parked.setdefault(id(param), torch.nn.Parameter(param.detach().to("cpu"), requires_grad=False))
+            waiting.append((name, candidate.get_submodule(owner), leaf, param))
+    devices = {name: p.device for name, p in candidate.named_parameters(remove_duplicate=False)}
+    for _, module, leaf, param in waiting:
+        module._parameters[leaf] = param
+    release_memory()
+    reference = None
+    try:
+        reference = load()
+    finally:
+        theirs = dict(reference.named_parameters(remove_duplicate=False)) if reference is not None else {}
+        back: dict[int, Any] = {}
+        for name, module, leaf, param in waiting:
+            other, device = theirs.get(name), devices[name]
+            same = other is not None and type(other) in plain and other.device == device and other.dtype == param.dtype and other.shape == param.shape and torch.equal(other.detach().cpu(), param.detach())
+            module._parameters[leaf] = other if same else param if device.type == "cpu" else back.setdefault(id(param), torch.nn.Parameter(param.detach().to(device), requires_grad=False))
+    return reference
 
 
 def fp32_floor_precision(model: ModelSpec, device: str, gpu_budget: int | None, host_budget: int) -> Precision | str:

@@ -29,7 +29,7 @@ from harness.models.base import MODELS, ModelSpec, all_models, get_model, regist
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.report.progress import phase
 from harness.run import memory
-from harness.run.references import ReferenceStore, fp32_floor_precision, loaded_module
+from harness.run.references import ReferenceStore, fp32_floor_precision, load_beside, release_memory
 from harness.run.store import ArtifactStore
 
 CaseFilter = Callable[[Pathway, str], bool]
@@ -89,9 +89,23 @@ class Case:
     def reference(self) -> dict[str, np.ndarray]:
         return self.harness.reference_outputs(self.model, self.precision)
 
+    @contextlib.contextmanager
     def reference_module(self):
-        """A context manager giving (the reference module, its device) for a phase (localization)."""
-        return _with_device(loaded_module(self.model, self.precision), self.precision.device, f"reference {self.model.id} ({self.precision}) beside {self.pathway.name}'s candidate")
+        """(the reference module, its device) for a phase (localization): the resident fp32 one, or
+        loaded beside the candidate holding once what quantization left alone (load_beside), and
+        released after the phase."""
+        with phase(f"reference {self.model.id} ({self.precision}) beside {self.pathway.name}'s candidate"):
+            if self.precision == FP32_CPU:
+                yield self.model.reference, "cpu"
+                return
+            candidate = getattr(self.runner, "module", None)
+            load = functools.partial(self.model.load_module, self.precision)
+            module = load_beside(candidate, load) if candidate is not None else load()
+            try:
+                yield module, self.precision.device
+            finally:
+                del module
+                release_memory()
 
     @functools.cached_property
     def precision_floor(self) -> dict[str, Any]:
@@ -124,12 +138,6 @@ class PerfCase:
         # Most specific table first: [pathway.family.name.mM], then [pathway.family.name], [pathway.family].
         table = self.workload.table(self.pathway.name)
         return resolve(self.harness.profile_for("cuda"), key, table, table)
-
-
-@contextlib.contextmanager
-def _with_device(manager, device: str, what: str):
-    with phase(what), manager as module:
-        yield module, device
 
 
 def case_labels(model: Any, pathway: Pathway, kind: str) -> dict[str, str]:
@@ -415,6 +423,7 @@ class Harness:
                 artifact = self.store.get(pathway, model)
                 with phase(f"loading {pathway.name} artifact of {model.id} ({kind})"):
                     runner = pathway.load(artifact, device, model)
+                    release_memory()  # what loading freed (the weights the stored ones replaced)
                 self._cases[key] = Case(self, model, pathway, device, artifact, runner)
             except ArtifactIdentityError as exc:  # a finding, not a failure to load: FAIL via artifact_identity
                 self._not_the_model[key] = exc

@@ -17,6 +17,7 @@ from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
 from harness.artifacts.manifest import Artifact, cache_key, default_cache_dir, load_artifact, publish
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
+from harness.run.references import release_memory
 
 STALE_BUILD_S = 3 * 3600
 
@@ -98,6 +99,8 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            release_memory()  # the build's model is gone: its memory is not the next phase's
         publish(staging, path)
         self.log(f"qconform: built {pathway.name} for {model.id} in {time.perf_counter() - start:.1f}s")
         return self._check_source(load_artifact(path, pathway=pathway.name, model_id=model.id), model)

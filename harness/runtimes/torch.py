@@ -83,6 +83,6 @@ def torchao_layout(module: Any, is_quantized: Callable[[Any], bool], describe: C
             activation_dtype=described["activation_dtype"],
             activation_granularity=described["activation_granularity"],
             output_channels=weight.shape[0],
-            dequantized=lambda weight=weight: weight.dequantize(torch.float32).cpu().numpy(),
+            dequantized=lambda weight=weight: weight.dequantize(torch.float32),  # compared where it lives
         )
     return layout
