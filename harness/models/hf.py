@@ -14,7 +14,6 @@ Everything is offline: local_files_only=True, trust_remote_code=False, safetenso
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib
@@ -472,11 +471,8 @@ class HuggingFaceModel(ModelSpec):
         if not self._use_safetensors:
             return super().weights_sha256
         from harness.artifacts.weights import hash_weights
-        from harness.report.progress import phase
 
-        large = sum(f.stat().st_size for f in self.path.glob("*.safetensors")) >= 1 << 30  # a phase worth a line
-        with phase(f"hashing the weights of {self.id}") if large else contextlib.nullcontext():
-            return hash_weights(self.path)
+        return hash_weights(self.path)
 
     def export_onnx(self, path: Path, opset: int = 17) -> Path:
         """ModelSpec's fp32 export, with no weight or bias initializer shared between weight layers
