@@ -35,7 +35,8 @@ def tensor_sqnr_db(reference, candidate) -> float:
         raise ValueError(f"shape mismatch: reference {tuple(reference.shape)} vs candidate {tuple(candidate.shape)}")
     if not bool(torch.isfinite(candidate).all()):
         return float("-inf")
-    ref, cand = reference.float().reshape(reference.shape[0] if reference.ndim else 1, -1), candidate.float().reshape(reference.shape[0] if reference.ndim else 1, -1)
+    rows = reference.shape[0] if reference.ndim else 1
+    ref, cand = reference.float().reshape(rows, -1), candidate.float().reshape(rows, -1)
     return _sqnr(float(ref.square().sum(dim=1).double().sum()), float((ref - cand).square().sum(dim=1).double().sum()))
 
 

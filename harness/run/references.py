@@ -15,6 +15,7 @@ bf16 reference and its candidate are never on the GPU at the same time by this m
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -86,13 +87,15 @@ def release_memory() -> None:
 
 
 @contextlib.contextmanager
-def loaded_module(model: ModelSpec, precision: Precision) -> Iterator[Any]:
+def loaded_module(model: ModelSpec, precision: Precision, beside: Any = None) -> Iterator[Any]:
     """The model in `precision` for the length of the block: the resident fp32 reference, or the
-    model loaded for this phase and released after it."""
+    model loaded for this phase (beside a candidate module: load_beside) and released after it.
+    The block must not keep the module past its end (`del` it), or its memory stays taken."""
     if precision == FP32_CPU:
         yield model.reference
         return
-    module = model.load_module(precision)
+    load = functools.partial(model.load_module, precision)
+    module = load_beside(beside, load) if beside is not None else load()
     try:
         yield module
     finally:
@@ -110,16 +113,16 @@ def load_beside(candidate: Any, load: Callable[[], Any]) -> Any:
     import torch
 
     plain = (torch.Tensor, torch.nn.Parameter)  # not a quantized tensor subclass
-    waiting: list[tuple[str, Any, str, Any, Any]] = []  # (name, owner module, attribute, its device, its values)
+    waiting: list[tuple[str, Any, str, Any, Any]] = []  # (name, owner module, attribute, its device, its values on the host)
     parked: dict[int, Any] = {}  # one host copy per parameter: tied parameters stay tied
     for name, param in candidate.named_parameters(remove_duplicate=False):
         if type(param) in plain:
             owner, _, leaf = name.rpartition(".")
-            if param.device.type != "cpu":
+            device = param.device
+            if device.type != "cpu":
                 param = parked.setdefault(id(param), torch.nn.Parameter(param.detach().to("cpu"), requires_grad=False))
-            waiting.append((name, candidate.get_submodule(owner), leaf, param))
-    devices = {name: p.device for name, p in candidate.named_parameters(remove_duplicate=False)}
-    for _, module, leaf, param in waiting:
+            waiting.append((name, candidate.get_submodule(owner), leaf, device, param))
+    for _, module, leaf, _, param in waiting:
         module._parameters[leaf] = param
     release_memory()
     reference = None
@@ -128,8 +131,8 @@ def load_beside(candidate: Any, load: Callable[[], Any]) -> Any:
     finally:
         theirs = dict(reference.named_parameters(remove_duplicate=False)) if reference is not None else {}
         back: dict[int, Any] = {}
-        for name, module, leaf, param in waiting:
-            other, device = theirs.get(name), devices[name]
+        for name, module, leaf, device, param in waiting:
+            other = theirs.get(name)
             same = other is not None and type(other) in plain and other.device == device and other.dtype == param.dtype and other.shape == param.shape and torch.equal(other.detach().cpu(), param.detach())
             module._parameters[leaf] = other if same else param if device.type == "cpu" else back.setdefault(id(param), torch.nn.Parameter(param.detach().to(device), requires_grad=False))
     return reference
@@ -173,6 +176,7 @@ class ReferenceStore:
                 with phase(f"reference outputs of {model.id} ({precision})"):
                     with loaded_module(model, precision) as module:
                         outputs = model.evaluate(lambda inputs: model.run_module(module, inputs, precision.device))
+                        del module  # released as the block ends
                 self.computed.append(key)
                 self._write(path, outputs)
                 self._outputs[key] = outputs

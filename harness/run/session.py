@@ -29,7 +29,7 @@ from harness.models.base import MODELS, ModelSpec, all_models, get_model, regist
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.report.progress import phase
 from harness.run import memory
-from harness.run.references import ReferenceStore, fp32_floor_precision, load_beside, release_memory
+from harness.run.references import ReferenceStore, fp32_floor_precision, loaded_module, release_memory
 from harness.run.store import ArtifactStore
 
 CaseFilter = Callable[[Pathway, str], bool]
@@ -92,20 +92,13 @@ class Case:
     @contextlib.contextmanager
     def reference_module(self):
         """(the reference module, its device) for a phase (localization): the resident fp32 one, or
-        loaded beside the candidate holding once what quantization left alone (load_beside), and
-        released after the phase."""
+        loaded beside the candidate holding once what quantization left alone, released after."""
         with phase(f"reference {self.model.id} ({self.precision}) beside {self.pathway.name}'s candidate"):
-            if self.precision == FP32_CPU:
-                yield self.model.reference, "cpu"
-                return
-            candidate = getattr(self.runner, "module", None)
-            load = functools.partial(self.model.load_module, self.precision)
-            module = load_beside(candidate, load) if candidate is not None else load()
-            try:
-                yield module, self.precision.device
-            finally:
-                del module
-                release_memory()
+            with loaded_module(self.model, self.precision, beside=getattr(self.runner, "module", None)) as module:
+                try:
+                    yield module, self.precision.device
+                finally:
+                    del module  # so that loaded_module's release gives its memory back
 
     @functools.cached_property
     def precision_floor(self) -> dict[str, Any]:
