@@ -36,7 +36,7 @@ from harness.judge.gates import EXIT_CODES
 from harness.models.base import all_models
 from harness.pathways.base import all_pathways, get_pathway
 from harness.report.html import standalone_html, table_rows
-from harness.report.summary import SummaryError, merge_summaries, read_summary, records_from, write_summary
+from harness.report.summary import SummaryError, merge_repetitions, merge_summaries, read_summary, records_from, write_summary
 from harness.run.session import check_project_pathways, find_model, pick, user_models
 from harness.run.store import ArtifactStore
 
@@ -380,11 +380,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     summaries = read_summaries("merge", args.summaries)
     if isinstance(summaries, int):
         return summaries
-    records, result, env, selected = merge_summaries(summaries)
+    records, result, env, selected = (merge_repetitions if args.repetitions else merge_summaries)(summaries)
     out = Path(args.out)
     write_summary(out, records, result, env, selected)
     (out / "conformance-merged.html").write_text(standalone_html(records, result, env))
-    print(f"qconform: merged {len(args.summaries)} shard(s): {result.line()} -> {out}")
+    print(f"qconform: merged {len(args.summaries)} {'repetition' if args.repetitions else 'shard'}(s): {result.line()} -> {out}")
     return result.exit_code
 
 
@@ -431,6 +431,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     merge = sub.add_parser("merge", help="merge shards' summary.json files into one summary and HTML page")
     merge.add_argument("summaries", nargs="+", metavar="SUMMARY", help="each shard's summary.json (`qconform run --shard K/N`)")
     merge.add_argument("--out", default="reports/merged", metavar="DIR", help="where the merged summary.json and conformance-merged.html go (default: reports/merged)")
+    merge.add_argument("--repetitions", action="store_true", help="the summaries are independent repetitions of one run (fresh processes; later ones may be `-m perf` only): each speed gate is judged across them, FAIL only when every repetition establishes the slowdown, UNSTABLE (an error) when they disagree")
 
     init = sub.add_parser("init", help="write a starting qconform.toml for your model, every key explained")
     init.add_argument("--model", type=Path, required=True, metavar="SOURCE", help="Hugging Face checkpoint directory or fp32 .onnx file")

@@ -16,6 +16,7 @@ from harness.measure import roofline
 from harness.measure.timing import (
     TEST01_PROMPTS,
     allow_recompiles,
+    compile_cache_counts,
     compile_regions,
     compiled_regions,
     decode_sampler,
@@ -24,6 +25,7 @@ from harness.measure.timing import (
     prefill_sampler,
     progress,
     quantize_except_head,
+    speed_context,
     speed_result,
     timed_path_check,
 )
@@ -61,23 +63,37 @@ def _free_models():
 
 
 def _time_point(baseline, candidate, workload, shape, pathway, harness):
-    """(SpeedResult, roofline of both sides) of one prefill or decode point, paired and interleaved;
-    the point's CUDA graphs and KV caches are released before it returns."""
+    """(SpeedResult, roofline of both sides, what could change the number) of one prefill or decode
+    point, each side's unit captured in a CUDA graph, paired and interleaved; the point's graphs and
+    KV caches are released before it returns."""
+    cache_before = compile_cache_counts()
     inputs = workload.prompt(baseline.config.vocab_size)
     if workload.phase == "prefill":
-        sides = [prefill_sampler(model, inputs) for model in (baseline, candidate)]
+        base_side, cand_side = (prefill_sampler(model, inputs) for model in (baseline, candidate))
     else:
-        sides = [decode_sampler(model, inputs, workload.steps) for model in (baseline, candidate)]
-    (base_sample, base_compile), (cand_sample, cand_compile) = sides
-    base, cand = interleaved(base_sample, cand_sample, REPEATS)
-    del sides, base_sample, cand_sample
-    result = speed_result(base, cand, baseline_compile_s=base_compile, candidate_compile_s=cand_compile)
+        base_side, cand_side = (decode_sampler(model, inputs, workload.steps) for model in (baseline, candidate))
+    base, cand = interleaved(base_side.sample, cand_side.sample, REPEATS)
+    result = speed_result(base, cand, baseline_compile_s=base_side.compile_s, candidate_compile_s=cand_side.compile_s)
     peak = roofline.session_peak(harness.store.cache_dir)
     roof = {
         "baseline": roofline.achieved(workload.work(shape, "bf16"), result.baseline_ms / 1e3, peak, "bf16"),
         "candidate": roofline.achieved(workload.work(shape, pathway.compute_dtype), result.candidate_ms / 1e3, peak, pathway.compute_dtype),
     }
-    return result, roof
+    context = speed_context(pathway, candidate, cache_before)
+    # Eagerly dispatched (no CUDA graph), a side whose host time exceeds its GPU time is host-bound:
+    # its speed would then be the host's, which is why the timed unit is a graph replay.
+    context["host_enqueue_ms"] = {"baseline": base_side.enqueue_ms, "candidate": cand_side.enqueue_ms}
+    context["host_bound_if_dispatched"] = [side for side, host, gpu in (("baseline", base_side.enqueue_ms, result.baseline_ms), ("candidate", cand_side.enqueue_ms, result.candidate_ms)) if host > gpu]
+    del base_side, cand_side
+    return result, roof, context
+
+
+def _context_words(context: dict) -> str:
+    """The speed context in one clause for a record's detail line."""
+    gpu = context["gpu"]
+    clocks = f"SM {gpu['clocks.sm']} of {gpu['clocks.max.sm']}, {gpu['power.draw']} of {gpu['power.limit']}, clock events: {gpu['clock_events']}" if gpu else "GPU clocks unknown"
+    host = ", ".join(context["host_bound_if_dispatched"]) or "neither side"
+    return f"kernel {context['kernel_path'] or 'n/a'}; compile cache {context['compile_cache']}; {clocks}; host-bound if dispatched without CUDA graphs: {host}"
 
 
 @pytest.mark.perf
@@ -87,7 +103,7 @@ def test_model_speedup(perf_case, gate, capsys):
     allow_recompiles()
     baseline, candidate, shape = _pair(workload.model, pathway, capsys)
     progress(capsys, f"{workload.id} on {pathway.name}: compiling and timing")
-    result, roof = _time_point(baseline, candidate, workload, shape, pathway, perf_case.harness)
+    result, roof, context = _time_point(baseline, candidate, workload, shape, pathway, perf_case.harness)
     unit = "forward" if workload.phase == "prefill" else "step"
     tokens_per_s = {side: workload.tokens_per_unit() / (ms / 1e3) for side, ms in (("baseline", result.baseline_ms), ("candidate", result.candidate_ms))}
     detail = (
@@ -95,7 +111,7 @@ def test_model_speedup(perf_case, gate, capsys):
         f"candidate {result.candidate_ms:.2f} ms/{unit} ({tokens_per_s['candidate']:.0f} tok/s), speedup {result.speedup:.3f} "
         f"(95% CI {result.ci_low:.3f}-{result.ci_high:.3f}, {result.repeats} paired repeats; torchao publishes {PUBLISHED[workload.phase]}x with vLLM); "
         f"roofline bf16 {roofline.describe(roof['baseline'])}, candidate {roofline.describe(roof['candidate'])}; "
-        f"compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s"
+        f"compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s; {_context_words(context)}"
     )
     progress(capsys, detail)
     gate.check(
@@ -104,6 +120,7 @@ def test_model_speedup(perf_case, gate, capsys):
         detail,
         extra={
             "timing": result.as_dict(),
+            "speed_context": context,
             "roofline": roof["candidate"],
             "baseline_roofline": roof["baseline"],
             "tokens_per_s": tokens_per_s,
@@ -154,14 +171,14 @@ def test_own_model_speedup(case, phase, gate, capsys):
         if not agrees:
             pytest.fail(f"the timed candidate does not compute what the accuracy run computed: {test01_note}", pytrace=False)
         progress(capsys, f"{model.id} {workload.point} on {case.pathway.name}: compiling and timing")
-        result, roof = _time_point(baseline, candidate, workload, shape, case.pathway, case.harness)
+        result, roof, context = _time_point(baseline, candidate, workload, shape, case.pathway, case.harness)
     unit = "forward" if phase == "prefill" else "step"
     detail = (
         f"{model.id} {workload.point} ({shape.layers} layers): bf16 {result.baseline_ms:.2f} ms/{unit}, candidate {result.candidate_ms:.2f} ms/{unit}, "
         f"speedup {result.speedup:.3f} (95% CI {result.ci_low:.3f}-{result.ci_high:.3f}, {result.repeats} paired repeats); "
-        f"roofline bf16 {roofline.describe(roof['baseline'])}, candidate {roofline.describe(roof['candidate'])}; {test01_note}"
+        f"roofline bf16 {roofline.describe(roof['baseline'])}, candidate {roofline.describe(roof['candidate'])}; {_context_words(context)}; {test01_note}"
     )
-    extra = {"timing": result.as_dict(), "roofline": roof["candidate"], "baseline_roofline": roof["baseline"], "workload": {"phase": phase, "batch": workload.batch, "tokens": workload.tokens, "decode_steps": workload.steps}}
+    extra = {"timing": result.as_dict(), "speed_context": context, "roofline": roof["candidate"], "baseline_roofline": roof["baseline"], "workload": {"phase": phase, "batch": workload.batch, "tokens": workload.tokens, "decode_steps": workload.steps}}
     if phase == "decode":  # what limits a decode step: its Linear shapes at M = batch, kernel against kernel
         kernels = kernel_table(baseline, candidate, workload.batch)
         extra["kernels"] = kernels

@@ -9,7 +9,7 @@ import torch
 
 from harness.judge.metrics import sqnr_db
 from harness.measure import roofline
-from harness.measure.timing import copies_to_defeat_l2, paired_host_speedup, paired_speedup, progress
+from harness.measure.timing import compile_cache_counts, copies_to_defeat_l2, paired_host_speedup, paired_speedup, progress, speed_context
 from harness.run.session import cases, workloads
 
 
@@ -24,7 +24,9 @@ def test_speedup(perf_case, gate, capsys):
     with torch.inference_mode():
         sqnr = sqnr_db(baselines[0](inputs[0]).float().cpu().numpy(), candidates[0](inputs[0]).float().cpu().numpy())
 
+    cache_before = compile_cache_counts()
     result = paired_speedup(baselines, candidates, inputs)
+    context = speed_context(pathway, candidates[0], cache_before)
     peak = roofline.session_peak(perf_case.harness.store.cache_dir)
     roof = roofline.achieved(workload.work(pathway.compute_dtype), result.candidate_ms / 1e3, peak, pathway.compute_dtype)
     base_roof = roofline.achieved(workload.work("bf16"), result.baseline_ms / 1e3, peak, "bf16")
@@ -33,14 +35,14 @@ def test_speedup(perf_case, gate, capsys):
         f"{workload.id}: bf16 {result.baseline_ms * 1e3:.1f} us, candidate {result.candidate_ms * 1e3:.1f} us, "
         f"speedup {result.speedup:.3f} (95% CI {result.ci_low:.3f}-{result.ci_high:.3f}, {result.repeats} paired repeats, "
         f"{result.copies} weight copies); roofline bf16 {roofline.describe(base_roof)}, candidate {roofline.describe(roof)}; "
-        f"compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s"
+        f"compile {result.baseline_compile_s:.1f}s / {result.candidate_compile_s:.1f}s ({context['compile_cache']}); kernel {context['kernel_path'] or 'n/a'}"
     )
     progress(capsys, detail)
     gate.check(
         perf_case,
         {"min_speedup": result.speedup, "min_sqnr_db": sqnr, **roofline.peak_gate(perf_case, roof)},
         detail,
-        extra={"timing": result.as_dict(), "shape": {"m": workload.m, "k": workload.k, "n": workload.n}, "roofline": roof, "baseline_roofline": base_roof},
+        extra={"timing": result.as_dict(), "speed_context": context, "shape": {"m": workload.m, "k": workload.k, "n": workload.n}, "roofline": roof, "baseline_roofline": base_roof},
         judge={"min_speedup": result.ci_high},
     )
 

@@ -58,25 +58,50 @@ class Rotating(torch.nn.Module):
         return [module(x) for module, x in zip(self.copies, inputs, strict=True)]
 
 
-def _graphed(fn: Callable, inputs: list[torch.Tensor], warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, float]:
-    """Compile-warm `fn`, then capture one call in a CUDA graph. Returns (graph, first-call seconds)."""
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        fn(inputs)  # first call compiles
-    torch.cuda.synchronize()
-    compile_s = time.perf_counter() - start
+def capture(fn: Callable[[], object], warmup: int = 3) -> torch.cuda.CUDAGraph:
+    """One call of `fn` captured in a CUDA graph, after `warmup` calls on a side stream (what
+    capture needs: kernels loaded, allocator pools primed)."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream), torch.inference_mode():
         for _ in range(warmup):
-            fn(inputs)
+            fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), torch.inference_mode():
-        fn(inputs)
+        fn()
     torch.cuda.synchronize()
-    return graph, compile_s
+    return graph
+
+
+def first_call_s(fn: Callable[[], object]) -> float:
+    """Seconds of the first call (it compiles, or loads from the compile cache)."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def enqueue_ms(fn: Callable[[], object], calls: int = 5) -> float:
+    """Median host time to issue one call of `fn` without CUDA graphs (no sync inside). Above the
+    GPU time of the same call, an eagerly dispatched runtime is host-bound: the GPU waits on Python."""
+    times = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    torch.cuda.synchronize()
+    return float(np.median(times))
+
+
+def _graphed(fn: Callable, inputs: list[torch.Tensor], warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, float]:
+    """Compile-warm `fn`, then capture one call in a CUDA graph. Returns (graph, first-call seconds)."""
+    compile_s = first_call_s(lambda: fn(inputs))
+    return capture(lambda: fn(inputs), warmup), compile_s
 
 
 def device_ms(fn: Callable[[], object], calls: int) -> float:
@@ -170,6 +195,72 @@ def progress(capsys, message: str) -> None:
     """A live progress line from a perf test, also under pytest's output capture."""
     with capsys.disabled():
         print(f"[qconform perf {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- what could change a timed number -----------------------------------------------------------
+
+# nvidia-smi's clock event reasons (clocks_throttle_reasons.active bits; verified on driver 580) that slow the clocks.
+CLOCK_EVENTS = {0x2: "applications clocks setting", 0x4: "software power cap", 0x8: "hardware slowdown", 0x20: "software thermal slowdown", 0x40: "hardware thermal slowdown", 0x80: "power brake"}
+_GPU_FIELDS = ("clocks.sm", "clocks.max.sm", "clocks.mem", "power.draw", "power.limit", "temperature.gpu", "clocks_throttle_reasons.active")
+
+
+def gpu_conditions() -> dict[str, str]:
+    """Clocks, power and temperature of GPU 0 now, and which clock-lowering events are active
+    (nvidia-smi); empty where nvidia-smi is missing."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["nvidia-smi", "-i", "0", f"--query-gpu={','.join(_GPU_FIELDS)}", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    values = [v.strip() for v in done.stdout.strip().split(",")]
+    if done.returncode != 0 or len(values) != len(_GPU_FIELDS):
+        return {}
+    found = dict(zip(_GPU_FIELDS, values, strict=True))
+    try:
+        bits = int(found.pop("clocks_throttle_reasons.active"), 16)
+        found["clock_events"] = ", ".join(name for bit, name in CLOCK_EVENTS.items() if bits & bit) or "none"
+    except ValueError:
+        found["clock_events"] = "unknown"
+    return found
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """Inductor's FX-graph and AOTAutograd cache hits and misses so far in this process."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "fx_graph_hit": counters["inductor"]["fxgraph_cache_hit"],
+        "fx_graph_miss": counters["inductor"]["fxgraph_cache_miss"],
+        "autograd_hit": counters["aot_autograd"]["autograd_cache_hit"],
+        "autograd_miss": counters["aot_autograd"]["autograd_cache_miss"],
+    }
+
+
+def compile_cache_state(before: dict[str, int]) -> str:
+    """What the compile cache did since `before` (compile_cache_counts()): cold (compiled), warm
+    (loaded), mixed, or nothing compiled (graphs already in this process)."""
+    now = compile_cache_counts()
+    hits = now["fx_graph_hit"] - before["fx_graph_hit"]
+    misses = now["fx_graph_miss"] - before["fx_graph_miss"]
+    if hits and misses:
+        return f"mixed ({misses} graphs compiled, {hits} loaded from the Inductor cache)"
+    if misses:
+        return f"cold ({misses} graphs compiled)"
+    if hits:
+        return f"warm ({hits} graphs loaded from the Inductor cache)"
+    return "no compilation (graphs compiled earlier in this process)"
+
+
+def speed_context(pathway, candidate: torch.nn.Module, cache_before: dict[str, int]) -> dict[str, object]:
+    """Everything a speed record states that could change its number: the compile cache's state,
+    the kernel the candidate ran, the tool versions, the GPU's clocks and power at the end."""
+    return {
+        "compile_cache": compile_cache_state(cache_before),
+        "kernel_path": pathway.kernel_path(candidate),
+        "versions": {"torch": torch.__version__, "cuda": str(torch.version.cuda), **pathway.tool_versions()},
+        "gpu": gpu_conditions(),
+    }
 
 
 # -- persistent compile caches ----------------------------------------------------------------
@@ -311,22 +402,32 @@ def _cache_argument(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def prefill_sampler(model: torch.nn.Module, ids: torch.Tensor, min_sample_ms: float = 20.0) -> tuple[Callable[[], float], float]:
-    """(sample, first-call seconds) for `model(ids, use_cache=False, logits_to_keep=1)`. No CUDA
-    graph: a prefill keeps the GPU busy for tens of ms while the host queues the next kernels."""
+@dataclass
+class Sampler:
+    """One side of a timed point: `sample()` replays its CUDA graph and returns ms per unit (a
+    forward, a decode step); `compile_s` is its first call; `enqueue_ms` is the host time to issue
+    one unit eagerly (no graph), which says whether an eager runtime would be host-bound."""
+
+    sample: Callable[[], float]
+    compile_s: float
+    enqueue_ms: float
+
+
+def prefill_sampler(model: torch.nn.Module, ids: torch.Tensor, min_sample_ms: float = 20.0) -> Sampler:
+    """One prefill forward, `model(ids, use_cache=False, logits_to_keep=1)`, captured in a CUDA graph
+    and replayed. Dispatched from Python instead, the FP8 candidate of the 8B model was host-bound
+    on the H100 (77 ms to enqueue a forward whose kernels take 51 ms): the ratio then measured the
+    host, 0.77x in the same processes where the graphed forwards gave 1.31x (benchmarks/speed_swing.py),
+    and it swung between runs (1.19x cold, 0.79x warm). The host time stays in the record."""
 
     def forward() -> None:
-        with torch.inference_mode():
-            model(ids, use_cache=False, logits_to_keep=1)
+        model(ids, use_cache=False, logits_to_keep=1)
 
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    forward()  # compiles the regions for this shape
-    torch.cuda.synchronize()
-    compile_s = time.perf_counter() - start
-    forward()
-    calls = max(1, math.ceil(min_sample_ms / max(device_ms(forward, 1), 1e-3)))
-    return (lambda: device_ms(forward, calls)), compile_s
+    compile_s = first_call_s(forward)  # compiles the regions for this shape
+    host_ms = enqueue_ms(forward)
+    graph = capture(forward)
+    calls = max(1, math.ceil(min_sample_ms / max(device_ms(graph.replay, 1), 1e-3)))
+    return Sampler(lambda: device_ms(graph.replay, calls), compile_s, host_ms)
 
 
 class GreedyDecoder:
@@ -389,32 +490,21 @@ class GreedyDecoder:
                     length.fill_(self.prompt_len)
 
 
-def decode_sampler(model: torch.nn.Module, prompt: torch.Tensor, steps: int, warmup: int = 3) -> tuple[Callable[[], float], float]:
-    """(sample, compile seconds) where one sample replays a CUDA graph of one greedy step `steps`
-    times from the end of the prompt and returns ms per step."""
+def decode_sampler(model: torch.nn.Module, prompt: torch.Tensor, steps: int, warmup: int = 3) -> Sampler:
+    """One sample replays a CUDA graph of one greedy step `steps` times from the end of the prompt
+    and returns ms per step."""
     decoder = GreedyDecoder(model, prompt, prompt.shape[1] + steps)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    decoder.step()  # compiles the regions for this shape
-    torch.cuda.synchronize()
-    compile_s = time.perf_counter() - start
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            decoder.step()
-    torch.cuda.current_stream().wait_stream(stream)
+    compile_s = first_call_s(decoder.step)  # compiles the regions for this shape
     decoder.rewind()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        decoder.step()
-    torch.cuda.synchronize()
+    host_ms = enqueue_ms(decoder.step, calls=min(5, steps))
+    decoder.rewind()
+    graph = capture(decoder.step, min(warmup, steps - 1))
 
     def sample() -> float:
         decoder.rewind()
         return device_ms(graph.replay, steps)
 
-    return sample, compile_s
+    return Sampler(sample, compile_s, host_ms)
 
 
 # -- MLPerf TEST01: the timed path computes what the accuracy run computed -----------------------

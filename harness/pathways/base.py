@@ -60,6 +60,11 @@ class Pathway:
     def quantize_module(self, module: Any) -> Any:
         raise NotImplementedError(f"{self.name} has no in-memory candidate for the perf suite")
 
+    def kernel_path(self, module: Any) -> str | None:
+        """The GEMM kernels a timed candidate actually runs, where the pathway's library chooses
+        among several (a speed record names it: another kernel is another number)."""
+        return None
+
     @property
     def marker(self) -> str:
         return self.name.replace("-", "_")

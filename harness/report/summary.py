@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.artifacts.manifest import write_json_atomic
 from harness.judge.gates import EXIT_CODES, Record, Verdict, noise_band, verdict
+from harness.judge.repetitions import SPEED_METRICS, Repetition, judge_repetitions
 
 ORDER = {"error": 0, "failed": 0, "xpassed": 1, "skipped": 2, "xfailed": 3, "passed": 4}
 SUMMARY = "summary.json"
@@ -105,6 +106,32 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> tuple[list[Record], Verd
     devices = sorted({s["environment"]["device"] for s in summaries})
     environment = {**summaries[0]["environment"], "device": ", ".join(devices), "shards": len(summaries)}
     return records, verdict(records, selected, not_selected), environment, selected
+
+
+def merge_repetitions(summaries: list[dict[str, Any]]) -> tuple[list[Record], Verdict, dict[str, Any], list[str]]:
+    """Independent repetitions of one run (fresh processes; the first summary may hold the whole
+    run, later ones only its speed tests, `-m perf`): the first summary's Records, each speed gate
+    measured in two or more of them judged across its repetitions (harness/judge/repetitions.py).
+    An UNSTABLE gate is an error record: neither PASS nor FAIL."""
+    runs = [records_from(s) for s in summaries]
+    seen: dict[tuple[str, str], list[Record]] = {}
+    for run in runs:
+        for r in run:
+            if r.metric in SPEED_METRICS and r.outcome in ("passed", "failed") and "timing" in r.extra:
+                seen.setdefault((r.nodeid, r.metric), []).append(r)
+    records = []
+    for r in runs[0]:
+        repeated = seen.get((r.nodeid, r.metric), [])
+        if len(repeated) < 2:
+            records.append(r)
+            continue
+        judged = judge_repetitions([Repetition(x.measured, x.extra["timing"]["ci_low"], x.extra["timing"]["ci_high"]) for x in repeated], r.threshold)
+        outcome = "error" if judged.outcome == "unstable" else judged.outcome
+        extra = {**r.extra, "repetitions": [{"speedup": x.measured, **{k: x.extra["timing"][k] for k in ("ci_low", "ci_high")}, "speed_context": x.extra.get("speed_context")} for x in repeated]}
+        records.append(Record(**{**r.__dict__, "outcome": outcome, "measured": judged.speedup, "message": judged.why, "extra": extra}))
+    selected = summaries[0].get("selected", [])
+    environment = {**summaries[0]["environment"], "repetitions": len(summaries)}
+    return records, verdict(records, selected, summaries[0].get("not_selected", {})), environment, selected
 
 
 def compare_with_baseline(records: list[Record], baseline: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
