@@ -90,7 +90,7 @@ def failure_lines(records: list[Record]) -> list[str]:
     lines = [f"### Failures: {len(found)}", "", "| | case | check | measured vs threshold | threshold from | why |", "| --- | --- | --- | --- | --- | --- |"]
     for r in found[:MAX_FAILURES]:
         numbers = "" if r.outcome == "error" else text(gate_text(r))
-        source = "" if r.source in ("", None, ARTIFACT_CHECK) else text(r.source) + (" (policy)" if is_policy(r) else "")
+        source = "" if r.outcome == "error" or r.source in ("", None, ARTIFACT_CHECK) else text(r.source) + (" (policy)" if is_policy(r) else "")
         case = f"{r.pathway}/{r.device} {r.model}" if r.pathway not in ("", "-") else (r.nodeid or "-")  # "-": a collection error
         lines.append(f"| **{WORDS[r.outcome]}** | {text(case)} | {text(r.check)} | {numbers} | {source} | {text(r.message or '')} |")
     return lines + left_out(min(len(found), MAX_FAILURES), len(found), "failure(s)")
