@@ -5,7 +5,8 @@ commands:
   build         build (or validate the cached) artifacts of the chosen models and pathways
   import        wrap an artifact your own pipeline made in a manifest, checked against the model
   run           run the conformance suites: HTML report, junit.xml, summary.json, the verdict
-  report        print the verdict of a summary.json (--json: one JSON object for CI)
+  report        print the verdict of a summary.json (--json: one JSON object for CI;
+                --markdown: a summary for a CI job page or PR comment)
   merge         merge shards' summary.json files into one summary and HTML page
   calibrate     measure this device and write a threshold profile with margins
   hash-weights  print the source-weights sha256 of a checkpoint, .safetensors or .onnx
@@ -292,6 +293,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     JSON object for CI); exit with its code."""
     if args.json:
         return report_json(Path(args.summary))
+    if args.markdown:
+        return report_markdown(Path(args.summary))
     summaries = read_summaries("report", [args.summary])
     if isinstance(summaries, int):
         return summaries
@@ -304,8 +307,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             measured = f" {record.metric}={record.measured} threshold {record.threshold}" if record.metric else ""
             print(f"  {record.outcome:7} {record.pathway}/{record.device} {record.model} {record.check}{measured} {record.message}")
     if "counts" in summary:  # the last line, as a run's: the verdict in words
-        html = Path(args.summary).parent / "conformance.html"
-        print(final_line(verdict_of(summary), str(html if html.is_file() else args.summary)))
+        print(final_line(verdict_of(summary), _report_page(Path(args.summary))))
     return EXIT_CODES[summary["verdict"]]
 
 
@@ -318,14 +320,44 @@ def report_json(path: Path) -> int:
     try:
         summary = read_summary(path)
     except SummaryError as exc:
-        word = "USAGE ERROR" if not _unfinished_run(path) else json.loads(path.read_text())["verdict"]
+        word = _no_verdict_word(path)
         print(json.dumps({"verdict": word, "exit_code": EXIT_CODES[word], "meaning": exit_meaning(word), "line": usage_line("report", exc), "summary": str(path)}, indent=2))
         return EXIT_CODES[word]
-    html = path.parent / "conformance.html"
-    obj = verdict_object(summary, records_from(summary), verdict_of(summary), str(html if html.is_file() else path))
+    obj = verdict_object(summary, records_from(summary), verdict_of(summary), _report_page(path))
     obj["summary"] = str(path)
     print(json.dumps(json_safe(obj), indent=2))
     return obj["exit_code"]
+
+
+def report_markdown(path: Path) -> int:
+    """`qconform report --markdown`: the markdown page of harness/report/markdown.py on stdout, for
+    $GITHUB_STEP_SUMMARY or a PR comment. A summary with no verdict is a page too (the job page says
+    why) and its one usage line on stderr, with the exit code `report --json` gives."""
+    from harness.report.markdown import markdown_no_verdict, markdown_summary
+    from harness.report.verdict import verdict_of
+
+    try:
+        summary = read_summary(path)
+    except SummaryError as exc:
+        word, line = _no_verdict_word(path), usage_line("report", exc)
+        print(line, file=sys.stderr)
+        print(markdown_no_verdict(word, line), end="")
+        return EXIT_CODES[word]
+    result = verdict_of(summary)
+    print(markdown_summary(summary, records_from(summary), result, _report_page(path)), end="")
+    return result.exit_code
+
+
+def _no_verdict_word(path: Path) -> str:
+    """The word of a summary read_summary refused: a run that did not finish keeps its own
+    (INCOMPLETE, USAGE ERROR); a missing or unreadable file is a usage error."""
+    return json.loads(path.read_text())["verdict"] if _unfinished_run(path) else "USAGE ERROR"
+
+
+def _report_page(path: Path) -> str:
+    """The HTML page beside a summary (a run's or merged shards'), else the summary itself."""
+    pages = [page for page in (path.parent / "conformance.html", path.parent / "conformance-merged.html") if page.is_file()]
+    return str(pages[0] if pages else path)
 
 
 def _table_of(record: dict) -> tuple[str, ...]:
@@ -437,9 +469,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     init.add_argument("--model", type=Path, required=True, metavar="SOURCE", help="Hugging Face checkpoint directory or fp32 .onnx file")
     init.add_argument("--out", type=Path, default=Path("qconform.toml"), help="where to write it (default: qconform.toml; an existing file is never overwritten)")
 
-    report = sub.add_parser("report", help="print the verdict of a summary.json (--json: one JSON object for CI); exits with the run's code")
+    report = sub.add_parser("report", help="print the verdict of a summary.json (--json: one JSON object for CI; --markdown: for a CI job page); exits with the run's code")
     report.add_argument("summary", nargs="?", default="reports/summary.json", help="a finished run's summary.json (default: reports/summary.json)")
-    report.add_argument("--json", action="store_true", help="print one JSON object: verdict, exit code, counts, per pathway x model cell, failures with metric/value/threshold/source")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object: verdict, exit code, counts, per pathway x model cell, failures with metric/value/threshold/source")
+    form.add_argument("--markdown", action="store_true", help="print a short markdown summary for a CI job page ($GITHUB_STEP_SUMMARY) or a PR comment")
 
     importer.add_parsers(sub, DeprecatedAlias)  # import, hash-weights (harness/importer.py)
     return parser, sub

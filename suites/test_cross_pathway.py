@@ -28,7 +28,7 @@ def reference_outputs(qc, model, reference: str) -> tuple[dict, str]:
     if reason is None:
         return qc.case(model, reference, "cpu").outputs, f"{reference} run here"
     try:
-        golden = find_golden(qc.golden_root, model.id, reference, qc.target_device("cpu"), pathway.tool_versions(), model.golden_inputs()).golden
+        golden = find_golden(qc.golden_root, model.id, pathway, qc.target_device("cpu"), pathway.tool_versions(), model.golden_inputs()).golden
     except GoldenError as exc:
         pytest.skip(f"the reference cannot run here ({reason}) and has no record: {exc}")
     outputs, directory = golden.outputs, golden.path

@@ -1,19 +1,22 @@
 """Goldens carry their context and are keyed by device class. Same class and toolchain: the strict
 threshold. Another toolchain (a torch release) or a GPU class with no golden yet: the nearest golden
-under the cross-context tolerance, naming what changed and how to re-record; a real change of the
-outputs beyond that tolerance still fails. A custom profile finds the goldens of its device class."""
+made the same way (pathway, made-from precision, device kind) under the cross-context tolerance,
+naming what changed and how to re-record; a real change of the outputs beyond that tolerance still
+fails. None made the same way: a skip naming the command that records one. A custom profile finds
+the goldens of its device class."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file, save_file
 
 from harness.core import Device
-from harness.measure.golden import META, find_golden, write_golden
+from harness.measure.golden import META, GoldenError, NoGolden, find_golden, made_like, recorded_like, write_golden
+from harness.pathways.base import get_pathway
 from tests.conftest import REPO
 
 CASE = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
@@ -88,17 +91,70 @@ def test_a_custom_profile_finds_the_goldens_of_its_device_class(llama_int8, tmp_
     assert not (golden / "tiny-llama" / "inc-int8-qdq" / "team").exists()
 
 
-def test_a_gpu_class_without_a_golden_takes_the_nearest_one_of_the_same_kind(tmp_path):
-    for device_class, device in (("cpu", "cpu: x86_64"), ("h100", "cuda: NVIDIA H100 80GB HBM3 (sm_90)")):
-        write_golden(tmp_path / "m" / "p" / device_class, {"logits": np.ones(3, dtype=np.float32)}, INPUTS, {"device": device, "created": "2026-11-25", "tool_versions": {"torch": "2.11.0"}})
-    h200 = Device("cuda", "NVIDIA H200", (9, 0))
-    match = find_golden(tmp_path, "m", "p", h200, {"torch": "2.11.0"}, INPUTS)
-    assert match.golden.path.name == "h100" and not match.same_context
-    assert match.changes == ["device class h200 has no golden yet; compared with h100's"]
-    same = find_golden(tmp_path, "m", "p", Device("cuda", "NVIDIA H100 80GB HBM3", (9, 0)), {"torch": "2.11.0"}, INPUTS)
+H100, H200 = Device("cuda", "NVIDIA H100 80GB HBM3", (9, 0)), Device("cuda", "NVIDIA H200", (9, 0))
+TOOLS = {"torch": "2.11.0"}
+
+
+def _plant(root: Path, pathway: str, device_class: str, device: str, **meta) -> Path:
+    """A golden as an older qconform recorded it (no made_from/device_kind keys) unless `meta` adds them."""
+    directory = root / "m" / pathway / device_class
+    write_golden(directory, {"logits": np.ones(3, dtype=np.float32)}, INPUTS, {"device": device, "created": "2026-11-25", "tool_versions": TOOLS, **meta})
+    return directory
+
+
+def test_a_golden_of_the_same_class_is_compared_strictly_and_another_gpu_class_under_the_cross_tolerance(tmp_path):
+    pathway = get_pathway("torchao-int8-dynamic")
+    _plant(tmp_path, pathway.name, "h100", "cuda: NVIDIA H100 80GB HBM3 (sm_90)")
+    same = find_golden(tmp_path, "m", pathway, H100, TOOLS, INPUTS)
     assert same.same_context and same.golden.path.name == "h100"
-    shutil.rmtree(tmp_path / "m" / "p" / "h100")
-    assert find_golden(tmp_path, "m", "p", h200, {"torch": "2.11.0"}, INPUTS).golden.path.name == "cpu"
+    other = find_golden(tmp_path, "m", pathway, H200, TOOLS, INPUTS)
+    assert other.golden.path.name == "h100" and not other.same_context
+    assert other.changes == ["device class h200 has no golden yet; compared with h100's (made from bfloat16 on cuda, run on cuda)"]
+
+
+def test_a_cpu_fp32_made_golden_is_never_compared_with_a_gpu_bf16_made_artifact(tmp_path):
+    """The H100 run that compared torchao-int8-dynamic with the cpu-x86 golden (22.1 dB < 25 dB):
+    not a change, another artifact. No golden made the same way: NoGolden, which the suite skips."""
+    pathway = get_pathway("torchao-int8-dynamic")
+    _plant(tmp_path, pathway.name, "cpu-x86", "cpu: x86_64")
+    with pytest.raises(NoGolden, match=r"no golden of torchao-int8-dynamic \(made from bfloat16 on cuda, run on cuda\) under .*; not comparable: cpu-x86 \(made from float32 on cpu, run on cpu\)$"):
+        find_golden(tmp_path, "m", pathway, H100, TOOLS, INPUTS)
+    with pytest.raises(NoGolden, match=r"under \S+$"):  # nothing recorded at all: a first release
+        find_golden(tmp_path / "empty", "m", pathway, H100, TOOLS, INPUTS)
+
+
+def test_the_same_precision_on_another_device_kind_is_not_compared(tmp_path):
+    """inc-int8-qdq's CUDA EP case is made from the fp32 model on the CPU too, but runs on the GPU."""
+    pathway = get_pathway("inc-int8-qdq")
+    _plant(tmp_path, pathway.name, "h100", "cuda: NVIDIA H100 80GB HBM3 (sm_90)")
+    with pytest.raises(NoGolden, match=r"\(made from float32 on cpu, run on cpu\).*not comparable: h100 \(made from float32 on cpu, run on cuda\)"):
+        find_golden(tmp_path, "m", pathway, Device("cpu", "x86_64"), TOOLS, INPUTS)
+
+
+def test_an_unusable_golden_of_the_same_class_fails_and_one_of_another_class_is_not_used(tmp_path):
+    pathway = get_pathway("torchao-int8-dynamic")
+    old = _plant(tmp_path, pathway.name, "h100", "cuda: NVIDIA H100 80GB HBM3 (sm_90)")
+    meta = json.loads((old / META).read_text())
+    del meta["format"]  # format 1: full outputs
+    (old / META).write_text(json.dumps(meta))
+    with pytest.raises(GoldenError, match="golden in an old format") as raised:
+        find_golden(tmp_path, "m", pathway, H100, TOOLS, INPUTS)
+    assert not isinstance(raised.value, NoGolden)
+    with pytest.raises(NoGolden, match=r"not comparable: h100 \(old format\)"):
+        find_golden(tmp_path, "m", pathway, H200, TOOLS, INPUTS)
+    _plant(tmp_path, pathway.name, "h200", "cuda: NVIDIA H200", made_from="float32 on cpu", device_kind="cuda")
+    with pytest.raises(GoldenError, match="made from float32 on cpu, run on cuda; this case's is made from bfloat16 on cuda") as raised:
+        find_golden(tmp_path, "m", pathway, H200, TOOLS, INPUTS)
+    assert not isinstance(raised.value, NoGolden)
+
+
+def test_a_golden_records_how_its_artifact_was_made_and_older_ones_derive_it(tmp_path):
+    pathway = get_pathway("torchao-int8-dynamic")
+    assert made_like(pathway, "cuda") == {"made_from": "bfloat16 on cuda", "device_kind": "cuda"}
+    assert recorded_like({"device": "cuda: NVIDIA H100 80GB HBM3 (sm_90)"}, pathway) == made_like(pathway, "cuda")
+    assert recorded_like({"device": "cpu: x86_64"}, pathway) == {"made_from": "float32 on cpu", "device_kind": "cpu"}
+    recorded = {"device": "cuda: NVIDIA H200", "made_from": "float32 on cpu", "device_kind": "cuda"}
+    assert recorded_like(recorded, pathway) == {"made_from": "float32 on cpu", "device_kind": "cuda"}
 
 
 def test_rerecord_command_repeats_how_the_run_named_its_model_and_artifacts():

@@ -134,11 +134,21 @@ def test_no_gate_ran_is_not_a_pass(tmp_path):
     _report_and_merge_agree(tmp_path, summary, 6)
 
 
-def test_a_missing_golden_fails_with_the_command_that_records_one(llama_int8, tmp_path):
+def test_a_missing_golden_is_skipped_with_the_command_that_records_one(llama_int8, tmp_path):
+    """Goldens detect change and a first release has none: the golden gate alone gates nothing
+    (NOT GATED, never PASS) and its skip names the command that records one."""
     code, out, summary = _pytest(tmp_path, f"--golden-dir={tmp_path / 'no-goldens'}", *INT8, test_file=str(REPO / "suites" / "test_golden.py"))
-    assert code == 1 and summary["verdict"] == "FAIL", out
+    assert code == 6 and summary["verdict"] == "NOT GATED", out
     [record] = [r for r in summary["records"] if r["check"] == "golden" and r["device"] == "cpu"]
-    assert record["outcome"] == "failed" and "qconform run --regen-golden --models tiny-llama --pathways inc-int8-qdq" in record["message"]
+    assert record["outcome"] == "skipped" and "no golden of inc-int8-qdq (made from float32 on cpu, run on cpu)" in record["message"]
+    assert "record one with: qconform run --regen-golden --models tiny-llama --pathways inc-int8-qdq" in record["message"]
+
+
+def test_a_skipped_golden_leaves_the_case_to_its_other_gates():
+    gate = Record("output_agreement", "a", "m", "cuda", "passed", metric="min_sqnr_db", measured=30.0, threshold=20.0, nodeid="t1")
+    golden = Record("golden", "a", "m", "cuda", "skipped", message="no golden of a (made from bfloat16 on cuda, run on cuda) under golden/m/a", nodeid="t2")
+    result = verdict([gate, golden], {"a"})
+    assert result.word == "PASS" and result.counts["skipped"] == 1 and result.counts["passed"] == 1
 
 
 def test_one_set_of_counts_in_summary_title_and_pytest_html(llama_int8, tmp_path):

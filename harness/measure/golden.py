@@ -21,6 +21,7 @@ from harness.artifacts.manifest import write_json_atomic
 
 if TYPE_CHECKING:
     from harness.core import Device
+    from harness.pathways.base import Pathway
 
 OUTPUTS = "outputs.safetensors"
 META = "meta.json"
@@ -31,6 +32,11 @@ MAX_BYTES = 5 * 1024 * 1024
 
 class GoldenError(Exception):
     """A golden record is missing, corrupt, or was recorded for other inputs."""
+
+
+class NoGolden(GoldenError):
+    """No golden made the same way as the case exists: nothing to compare with yet (a first release,
+    a new device kind or precision). Not a defect: goldens detect change; the other gates judge."""
 
 
 @dataclass(frozen=True)
@@ -115,28 +121,54 @@ class GoldenMatch:
         return not self.changes
 
 
-def find_golden(root: Path, model_id: str, pathway: str, device: "Device", tools: dict[str, str], inputs: dict[str, np.ndarray]) -> GoldenMatch:
-    """The golden of this device class; else the nearest one of the same pathway recorded on
-    another class (same device kind first, then the newest). Raises GoldenError when there is none."""
-    own = golden_dir(root, model_id, pathway, device.device_class)
-    metas = {} if (own / META).is_file() else {d: _meta(d) for d in (Path(root) / model_id / pathway).glob("*") if (d / META).is_file()}
-    if not metas:
-        golden = read_golden(own, inputs)
+def made_like(pathway: "Pathway", kind: str) -> dict[str, str]:
+    """How a case's artifact is made, as its golden records it: the reference precision it is made
+    from (Pathway.reference_precision) and the device kind it runs on. Goldens are compared only
+    with goldens made the same way: a GPU bf16-made artifact differs from a CPU fp32-made one by
+    more than the cross-context tolerance allows for drift (minilm-l6 torchao-int8-dynamic on an
+    H100 against the cpu-x86 golden: 22.1 dB < 25 dB), and that is not a change to detect."""
+    return {"made_from": str(pathway.reference_precision(kind)), "device_kind": kind}
+
+
+def recorded_like(meta: dict[str, Any], pathway: "Pathway") -> dict[str, str]:
+    """How a golden's artifact was made: as recorded; a golden from before these keys has it derived
+    from its recorded device ("cuda: NVIDIA H100 ...") through the pathway, as it was made then."""
+    kind = meta.get("device_kind") or str(meta.get("device", "cpu")).split(":")[0]
+    return {"made_from": meta.get("made_from") or str(pathway.reference_precision(kind)), "device_kind": kind}
+
+
+def _made(like: dict[str, str]) -> str:
+    return f"made from {like['made_from']}, run on {like['device_kind']}"
+
+
+def find_golden(root: Path, model_id: str, pathway: "Pathway", device: "Device", tools: dict[str, str], inputs: dict[str, np.ndarray]) -> GoldenMatch:
+    """The golden of this device class; else the newest one of another class made the same way
+    (made_like: same pathway, made-from precision and device kind), current format only. Raises
+    NoGolden when there is none, GoldenError when this class's golden cannot be used."""
+    wanted = made_like(pathway, device.kind)
+    own = golden_dir(root, model_id, pathway.name, device.device_class)
+    if (own / META).is_file():
+        golden = read_golden(own, inputs)  # corrupt, old format, other inputs: errors, as a stale record must be re-recorded
+        recorded = recorded_like(golden.meta, pathway)
+        if recorded != wanted:
+            raise GoldenError(f"{own}: recorded from an artifact {_made(recorded)}; this case's is {_made(wanted)}: re-record it with --regen-golden")
         return GoldenMatch(golden, tool_changes(golden.meta, tools))
 
-    def nearness(directory: Path) -> tuple:
-        meta = metas[directory]
-        kind = str(meta.get("device", "cpu")).split(":")[0]
-        return (kind != device.kind, -int(str(meta.get("created", "0")).replace("-", "") or 0), directory.name)
-
-    nearest = min(metas, key=nearness)
+    metas = {d: _meta(d) for d in sorted(own.parent.glob("*")) if (d / META).is_file()}
+    comparable = [d for d, meta in metas.items() if meta.get("format") == FORMAT and recorded_like(meta, pathway) == wanted]
+    if not comparable:
+        others = [f"{d.name} ({_made(recorded_like(m, pathway)) if m.get('format') == FORMAT else 'old format'})" for d, m in metas.items()]
+        elsewhere = f"; not comparable: {', '.join(others)}" if others else ""
+        raise NoGolden(f"no golden of {pathway.name} ({_made(wanted)}) under {own.parent}{elsewhere}")
+    nearest = min(comparable, key=lambda d: (-int(str(metas[d].get("created", "0")).replace("-", "") or 0), d.name))
     golden = read_golden(nearest, inputs)
-    where = f"device class {device.device_class} has no golden yet; compared with {nearest.name}'s"
+    where = f"device class {device.device_class} has no golden yet; compared with {nearest.name}'s ({_made(wanted)})"
     return GoldenMatch(golden, [where, *tool_changes(golden.meta, tools)])
 
 
 def _meta(directory: Path) -> dict[str, Any]:
     try:
-        return json.loads((directory / META).read_text())
+        meta = json.loads((directory / META).read_text())
     except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
