@@ -3,6 +3,8 @@
   Numerically fine, never faster: the speedup gate must fail it.
 - planted-nondeterministic: the real INT8 QDQ artifact whose runner adds fresh noise each call:
   the determinism property must fail it.
+- planted-crash: the real INT8 QDQ artifact whose runtime raises on every run, inside the gate's
+  body: qconform could not measure, so the verdict is ERROR, not FAIL.
 - planted-slow-fp8-artifact: the real torchao FP8 rowwise artifact, whose runner dequantizes each
   stored FP8 weight to bf16 on every call and then runs a bf16 matmul: the team's own weights,
   the same tokens in its accuracy run and its timed path (TEST01 agrees), but never faster than
@@ -79,6 +81,19 @@ class HangingPathway(IncInt8Qdq):
 
     def load(self, artifact, device, model):
         return HangingRunner(super().load(artifact, device, model))
+
+
+class CrashingRunner(NoisyRunner):
+    def __call__(self, inputs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running MatMulInteger node (planted)")
+
+
+@register
+class CrashingPathway(IncInt8Qdq):
+    name = "planted-crash"
+
+    def load(self, artifact, device, model):
+        return CrashingRunner(super().load(artifact, device, model))
 
 
 @register

@@ -138,8 +138,8 @@ def test_failure_and_policy_lines():
     error = Record("output_agreement", "p", "m", "cpu", "error", message="setup error: ArtifactError: boom\nmore")
     assert failure_line(miss) == "FAIL  inc-int8-qdq/cpu m task_metric: min_top1_agreement 0.41 (>= 0.8, margin -0.39) [defaults.toml [inc-int8-qdq.default-causal-lm] policy]; judged on its lower bound"
     assert failure_line(error) == "ERROR p/cpu m output_agreement: setup error: ArtifactError: boom more"
-    lines = [text for text, _ in terminal_lines([miss, error], Verdict("ERROR", {}, 1, {}, {}), None)]
-    assert lines[0].startswith("ERROR") and lines[1].startswith("FAIL")  # errors first
+    lines = [text for text, _ in terminal_lines([error, miss], Verdict("FAIL", {}, 1, {}, {}), None)]
+    assert lines[0].startswith("FAIL") and lines[1].startswith("ERROR")  # what decides the verdict first
     assert lines[-1].startswith("1 threshold(s) came from the policy defaults")
 
 

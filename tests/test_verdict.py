@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import onnx
 import pytest
 
 from harness.cli import main, pytest_plugin_args
 from harness.core import Device
 from harness.judge.gates import EXIT_CODES, Record, verdict
+from harness.pathways.inc_int8_qdq import PAYLOAD
 from tests.conftest import REPO
+from tests.planted_defects import ONNX_DEFECTS, reseal, rewrite_artifact
+from tests.test_reliability import _profile_with_table
+from tests.test_report_json import _report
 
 INT8 = ("--pathways=inc-int8-qdq", "--models=tiny-llama")
 
@@ -67,6 +74,55 @@ def test_a_backend_that_raises_is_an_error_not_a_pass(tmp_path):
     assert code == EXIT_CODES["ERROR"] == 3 and summary["verdict"] == "ERROR", out
     assert "illegal memory access" in next(r["message"] for r in summary["records"] if r["outcome"] == "error")
     _report_and_merge_agree(tmp_path, summary, 3)
+
+
+def _with_crashing_copy(artifact, user_artifacts, tmp_path: Path) -> tuple[Path, str]:
+    """(the --artifacts directory, the --profile option): the artifact, and a copy of it for
+    planted-crash, whose runtime raises inside test_output_agreement's body."""
+    target = user_artifacts(artifact)
+    reseal(shutil.copytree(target, target.parent / "planted-crash"), artifact, pathway="planted-crash")
+    return target.parent.parent, f"--profile={_profile_with_table(tmp_path, 'planted-crash')}"
+
+
+CRASH = ("-p", "tests.planted_pathways", "--models=tiny-llama", "-k", "output_agreement")
+CRASH_MESSAGE = "RuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION"
+
+
+def test_a_backend_crash_inside_a_gate_is_an_error_not_a_fail(llama_int8, user_artifacts, run_suites, tmp_path, capsys):
+    """qconform could not measure: ERROR (exit 3) everywhere, the record naming the exception."""
+    artifacts, profile = _with_crashing_copy(llama_int8, user_artifacts, tmp_path)
+    html = tmp_path / "page.html"
+    run = run_suites(f"--artifacts={artifacts}", "--pathways=planted-crash", profile, *CRASH, f"--html={html}", "--self-contained-html")
+    assert run.returncode == EXIT_CODES["ERROR"] == 3 and run.summary["verdict"] == "ERROR", run.output[-3000:]
+    [crash] = run.records(pathway="planted-crash", device="cpu")
+    assert crash["check"] == "output_agreement" and crash["outcome"] == "error" and crash["message"].startswith(CRASH_MESSAGE), crash
+    assert run.summary["counts"]["error"] == 1 and re.search(r"\b1 error\b", run.output), run.output[-3000:]  # pytest counts it so too
+    page = html.read_text()
+    assert "qconform release verdict: ERROR (1 error" in page and "ERROR planted-crash/cpu tiny-llama: output_agreement" in page
+    path = tmp_path / "reports" / "summary.json"
+    code, obj = _report(path, capsys)
+    assert code == 3 and obj["verdict"] == "ERROR" and obj["counts"]["error"] == 1
+    [failure] = obj["failures"]
+    assert (failure["pathway"], failure["check"], failure["outcome"]) == ("planted-crash", "output_agreement", "error") and CRASH_MESSAGE in failure["message"]
+    _report_and_merge_agree(tmp_path, run.summary, 3)
+
+
+def test_a_failed_gate_beside_a_crash_is_a_fail_listing_the_error(llama_int8, user_artifacts, run_suites, tmp_path, capsys):
+    """A gate that measured a bad artifact decides the verdict (FAIL); the crash is listed beside it."""
+    artifacts, profile = _with_crashing_copy(llama_int8, user_artifacts, tmp_path)
+    plant, recipe_changes, _ = ONNX_DEFECTS["scales-2x"]
+    target = artifacts / "tiny-llama" / "inc-int8-qdq"
+    rewrite_artifact(llama_int8, target, PAYLOAD, plant(onnx.load(str(target / PAYLOAD))), **recipe_changes)
+    run = run_suites(f"--artifacts={artifacts}", "--pathways=inc-int8-qdq,planted-crash", profile, *CRASH)
+    assert run.returncode == 1 and run.summary["verdict"] == "FAIL", run.output[-3000:]
+    assert run.records(pathway="inc-int8-qdq", check="output_agreement", outcome="failed", metric="min_sqnr_db")
+    [crash] = run.records(pathway="planted-crash", device="cpu")
+    assert crash["outcome"] == "error" and crash["message"].startswith(CRASH_MESSAGE)
+    code, obj = _report(tmp_path / "reports" / "summary.json", capsys)
+    assert code == 1 and obj["verdict"] == "FAIL"
+    assert [(f["pathway"], f["outcome"]) for f in obj["failures"]][-1] == ("planted-crash", "error")  # after the failed gates
+    assert {f["outcome"] for f in obj["failures"][:-1]} == {"failed"}
+    _report_and_merge_agree(tmp_path, run.summary, 1)
 
 
 def test_a_collection_error_is_an_error_and_replaces_an_old_pass(llama_int8, tmp_path):
@@ -170,4 +226,7 @@ def test_pass_requires_a_gate_for_every_selected_pathway():
     assert result.word == "NOT GATED" and result.exit_code == 6 and result.not_gated == {"b": "b: needs a CUDA GPU"}
     assert "no gate ran for b (b: needs a CUDA GPU)" in result.line()
     assert verdict([Record(**{**gate.__dict__, "outcome": "failed"})], {"a"}).word == "FAIL"
+    error = Record("output_agreement", "b", "m", "cpu", "error", message="RuntimeError: boom", nodeid="t3")
+    assert verdict([gate, error], {"a"}).word == "ERROR"
+    assert verdict([Record(**{**gate.__dict__, "outcome": "failed"}), error], {"a"}).word == "FAIL"  # what was measured decides
     assert verdict([gate], {"a"}, complete=False).word == "INCOMPLETE"

@@ -227,7 +227,7 @@ def gates_an_artifact(record: Record) -> bool:
 
 def verdict(records: list[Record], selected: Iterable[str] = (), not_selected: dict[str, str] | None = None, complete: bool = True) -> Verdict:
     """PASS only if nothing failed or errored and every selected pathway had a gate on one of its
-    artifacts (property tests of its library alone do not count)."""
+    artifacts (property tests of its library alone do not count); FAIL before ERROR."""
     outcomes = item_outcomes(records)
     counts = Counter(outcomes.values())
     counts = {k: counts.get(k, 0) for k in OUTCOMES}
@@ -241,10 +241,12 @@ def verdict(records: list[Record], selected: Iterable[str] = (), not_selected: d
             checked = sum(1 for r in records if r.pathway == pathway and r.outcome in ("passed", "failed"))
             library = f"only {checked} check(s) of its library ran, none on an artifact" if checked else ""
             not_gated[pathway] = "; ".join([*([library] if library else []), *reasons[:3]]) or "none of its tests ran in this selection (-m, -k, --shard or --models)"
-    if counts["error"]:
-        word = "ERROR"
-    elif counts["failed"]:
+    # A failed check says the artifact is bad whatever else could not be measured (the errors are
+    # listed beside it); ERROR only when nothing failed: qconform could not produce the evidence.
+    if any(r.outcome == "failed" for r in records):
         word = "FAIL"
+    elif counts["error"]:
+        word = "ERROR"
     elif not complete:
         word = "INCOMPLETE"
     elif not_gated or not gates:

@@ -162,11 +162,12 @@ def _num(value: Any) -> Any:
 
 
 def cell_status(records: list[Record]) -> str:
+    """As the verdict (harness/judge/gates.verdict): a failed check before an error."""
     outcomes = {r.outcome for r in records}
-    if "error" in outcomes:
-        return "ERROR"
     if "failed" in outcomes:
         return "FAIL"
+    if "error" in outcomes:
+        return "ERROR"
     if "passed" in outcomes:
         return "PASS"
     return "NOT RUN"
@@ -233,11 +234,12 @@ def not_run_groups(records: list[Record]) -> list[dict[str, Any]]:
 
 
 def failures(records: list[Record]) -> list[Record]:
-    """Failed gates and errors, worst first (errors, then failed gates by how far they missed)."""
+    """Failed gates and errors in the order the verdict weighs them: failed gates by how far they
+    missed, then errors (what could not be measured)."""
 
     def order(r: Record) -> tuple:
         m = margin(r)
-        return (r.outcome != "error", m if m is not None else 0.0, r.pathway, r.model, r.check)
+        return (r.outcome == "error", m if m is not None else 0.0, r.pathway, r.model, r.check)
 
     return sorted((r for r in records if r.outcome in ("failed", "error")), key=order)
 

@@ -35,6 +35,7 @@ MARKERS = {
 }
 HARNESS = pytest.StashKey[Harness]()
 RECORDS = pytest.StashKey[list[Record]]()  # an item's gate Records, as objects (see Gates._record)
+CRASH = "qconform_crash"  # a report's user property: the exception that kept its item from measuring (see is_finding)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -260,12 +261,28 @@ def records_of(test_report: pytest.TestReport, item: pytest.Item | None = None) 
         gates = [Record.from_json(value) for name, value in test_report.user_properties if name == "qconform_record"]
     gates = [dataclasses.replace(g, nodeid=test_report.nodeid) for g in gates]
     if test_report.failed:
+        crash = dict(test_report.user_properties).get(CRASH)
+        if crash is not None:  # qconform could not measure: an error, beside the gates it recorded before
+            return gates + [Record(**base, outcome="error", message=crash)]
         failed = [g for g in gates if g.outcome == "failed"]
         return gates + ([] if failed else [Record(**base, outcome="failed", message=_crash(test_report))])
     if hasattr(test_report, "wasxfail"):
         return [Record(**base, outcome="xpassed", message=f"passed unexpectedly: {test_report.wasxfail}")]
     notes = "; ".join(value for name, value in test_report.user_properties if name == "qconform_note")
     return gates or [Record(**base, outcome="passed", message=notes)]
+
+
+def is_finding(exc: BaseException) -> bool:
+    """Whether an exception from a conformance item's body says that what it checked failed (FAIL),
+    not that qconform could not measure (ERROR). Findings: pytest.fail, as the gate fixture fails a
+    measured value past its threshold or a failed artifact check, and as a suite fails a check
+    deliberately (TEST01 in test_model_speed.py); an assert (a property test's violated
+    property). Anything else (a RuntimeError from a runtime, a ValueError from a library) is an
+    error naming the exception. Hypothesis groups several failing examples: a finding if each is."""
+    group = getattr(exc, "exceptions", None)  # an exception group (BaseExceptionGroup from Python 3.11)
+    if isinstance(group, tuple) and group:
+        return all(is_finding(e) for e in group)
+    return isinstance(exc, (pytest.fail.Exception, AssertionError))
 
 
 def _is_timed(item: pytest.Item) -> bool:
@@ -338,6 +355,22 @@ class Reporter:
         workload, pathway, _ = item_case(item)
         with report_progress.phase(f"timing {pathway.name} {getattr(workload, 'id', workload)} ({position}/{len(self._timed)})"):
             return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """A conformance item whose body raised something other than a finding (is_finding) could
+        not measure: its report carries the exception (to the controller too, under xdist)."""
+        report = yield
+        if call.when == "call" and report.failed and call.excinfo is not None and self.harness.is_conformance_run and not is_finding(call.excinfo.value):
+            exc = call.excinfo.value
+            report.user_properties.append((CRASH, f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:800]))
+        return report
+
+    def pytest_report_teststatus(self, report: pytest.TestReport):
+        """pytest counts it as an error too, so its summary line agrees with the verdict's counts."""
+        if report.when == "call" and report.failed and CRASH in dict(report.user_properties):
+            return "error", "E", "ERROR"
+        return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.records.extend(records_of(report, self._items.get(report.nodeid)))
