@@ -6,7 +6,8 @@ commands:
   import        wrap an artifact your own pipeline made in a manifest, checked against the model
   run           run the conformance suites: HTML report, junit.xml, summary.json, the verdict
   report        print the verdict of a summary.json (--json: one JSON object for CI;
-                --markdown: a summary for a CI job page or PR comment)
+                --markdown: a summary for a CI job page or PR comment; --history: each
+                gated metric across releases, drifts toward a threshold flagged)
   merge         merge shards' summary.json files into one summary and HTML page
   calibrate     measure this device and write a threshold profile with margins
   hash-weights  print the source-weights sha256 of a checkpoint, .safetensors or .onnx
@@ -291,6 +292,8 @@ def _unfinished_run(path: Path) -> bool:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the verdict of a summary.json: one line per failed or skipped gate (or, with --json, one
     JSON object for CI); exit with its code."""
+    if args.history is not None:
+        return report_history(args.history or ["reports/history"], Path(args.html))
     if args.json:
         return report_json(Path(args.summary))
     if args.markdown:
@@ -346,6 +349,39 @@ def report_markdown(path: Path) -> int:
     result = verdict_of(summary)
     print(markdown_summary(summary, records_from(summary), result, _report_page(path)), end="")
     return result.exit_code
+
+
+def report_history(sources: list[str], page: Path) -> int:
+    """`qconform report --history`: each gated metric across releases (harness/report/history.py) as
+    one JSON object on stdout and an HTML page; exit 0 (a drift warns, it is no verdict), 4 for
+    fewer than 2 finished runs or a file that is not one."""
+    from harness.report import history
+    from harness.report.html import history_page
+    from harness.report.summary import json_safe
+
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if not source.exists():
+            print(usage_line("report", f"--history {source}: no such file or directory"), file=sys.stderr)
+            return USAGE_ERROR
+        files += history.history_files(source) if source.is_dir() else [source]
+    try:
+        summaries = history.load(files)
+    except SummaryError as exc:
+        print(usage_line("report", exc), file=sys.stderr)
+        return USAGE_ERROR
+    if len(summaries) < 2:
+        print(usage_line("report", f"--history needs at least 2 finished runs, found {len(summaries)} in {', '.join(sources)}"), file=sys.stderr)
+        return USAGE_ERROR
+    trend = history.trend(summaries)
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(history_page(trend))
+    except OSError as exc:
+        print(usage_line("report", f"--html {page}: {exc.strerror or exc}"), file=sys.stderr)
+        return USAGE_ERROR
+    print(json.dumps(json_safe({**trend, "html": str(page)}), indent=2))
+    return 0
 
 
 def _no_verdict_word(path: Path) -> str:
@@ -474,6 +510,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     form = report.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON object: verdict, exit code, counts, per pathway x model cell, failures with metric/value/threshold/source")
     form.add_argument("--markdown", action="store_true", help="print a short markdown summary for a CI job page ($GITHUB_STEP_SUMMARY) or a PR comment")
+    form.add_argument("--history", nargs="*", metavar="DIR|SUMMARY", help="each gated metric across releases, from history directories or summaries (default: reports/history): one JSON object with each metric's series, threshold, noise band and drift flag, and an HTML page (--html)")
+    report.add_argument("--html", default="reports/history.html", metavar="PATH", help="with --history: where the HTML page with a plot per metric goes (default: reports/history.html)")
 
     importer.add_parsers(sub, DeprecatedAlias)  # import, hash-weights (harness/importer.py)
     return parser, sub

@@ -52,7 +52,7 @@ def test_golden_dir_help_says_where_goldens_go():
 
 
 def test_readme_documents_baseline_history_json_and_the_option_names():
-    for text in ("--baseline", "history/summary-", "qconform report --json", "qconform report --markdown", "ci/github/qconform.yml", "`--qc-cache DIR`", "build --cache", "import --pathway", "docs/runbook.md"):
+    for text in ("--baseline", "history/summary-", "qconform report --json", "qconform report --markdown", "qconform report --history", "ci/github/qconform.yml", "`--qc-cache DIR`", "build --cache", "import --pathway", "docs/runbook.md"):
         assert text in README, text
     assert "--pathway inc-int8-qdq --model tiny-llama" not in README  # the examples use the current names
     from harness.judge.gates import Record, verdict

@@ -7,6 +7,7 @@ summary.json (harness/report/summary.py) holds the same Records for machines."""
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 from harness.judge.gates import Record, Verdict
@@ -91,7 +92,7 @@ STYLE = (
     "body{display:flex;flex-direction:column}body>*{order:3}#title,body>p:first-of-type{order:0}body>.summary{order:1}"
     "#environment-header,#environment{order:2}#environment{align-self:flex-start}footer{order:4}"
     ".qc-table{border-collapse:collapse;margin:6px 0}.qc-table td,.qc-table th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
-    ".qc-failed,.qc-error{background:#ffebe9}.qc-passed{background:#dafbe1}.qc-skipped,.qc-xfailed{background:#fff8c5}"
+    ".qc-failed,.qc-error{background:#ffebe9}.qc-drift{background:#fff1e5}.qc-passed{background:#dafbe1}.qc-skipped,.qc-xfailed{background:#fff8c5}"
     ".qc-matrix td{min-width:12em}.qc-matrix a{color:inherit;text-decoration:none;display:block}.qc-status{font-weight:bold}"
     ".qc-policy{background:#ddf4ff;border:1px solid #54aeff;border-radius:3px;padding:0 3px;font-size:80%}"
     ".qc-evidence{border-left:4px solid #cf222e;padding:2px 10px;margin:8px 0}.qc-small{font-size:85%;color:#57606a}"
@@ -299,9 +300,10 @@ def details_html(records: list[Record], result: Verdict) -> str:
     return "".join(parts)
 
 
-def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], comparison: dict | None = None, baseline_path: str = "") -> list[str]:
+def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], comparison: dict | None = None, baseline_path: str = "", trend: dict | None = None) -> list[str]:
     """The report, top-down: the verdict; the pathway x model matrix; failures with evidence;
-    regressions against the baseline; what did not run, by reason; plots; then the details, collapsed."""
+    regressions against the baseline and each metric across releases (`trend`, from
+    harness/report/history.py); what did not run, by reason; plots; then the details, collapsed."""
     rows = sum(1 for r in records if not is_noise(r))
     details = "".join(
         [
@@ -319,6 +321,7 @@ def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], co
         matrix_html(records, result),
         failures_html(records),
         comparison_html(comparison, baseline_path),
+        history_html(trend) if trend else "",
         not_run_html(records, result),
         plots_html(records),
         f"<details id='qc-details'><summary><b>Details</b>: every check ({rows} rows, by cell), generations, speed tables, capability probes, what each gate is proven to catch</summary>{details}</details>",
@@ -459,3 +462,89 @@ def plots_html(records: list[Record]) -> str:
         ax.legend(loc="lower right")
         images.append(_png(fig))
     return "<div id='qc-plots'><h3>Plots</h3>" + "".join(images) + "</div>" if images else ""
+
+
+# -- each metric across releases (harness/report/history.py) ---------------------------------
+
+
+def _history_plot(entry: dict[str, Any], runs: int) -> str:
+    """One metric across the runs, newest on the right: its values (failed runs red), its threshold
+    dashed, the noise band around the newest value shaded, the drifting window's trend in orange."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    points = entry["points"]
+    xs, ys = [p["run"] for p in points], [p["value"] if math.isfinite(p["value"]) else float("nan") for p in points]
+    fig, ax = plt.subplots(figsize=(3.6, 1.9))
+    ax.plot(xs, ys, marker="o", markersize=4, color="C0", linewidth=1.5)
+    failed = [(x, y) for x, y, p in zip(xs, ys, points, strict=True) if p["outcome"] == "failed"]
+    if failed:
+        ax.scatter(*zip(*failed, strict=True), color="#cf222e", s=14, zorder=3)
+    ax.axhline(entry["threshold"], color="#cf222e", linestyle="--", linewidth=1)
+    if math.isfinite(ys[-1]):
+        ax.axhspan(ys[-1] - entry["band"], ys[-1] + entry["band"], color="grey", alpha=0.2, linewidth=0)
+    if entry["drift"]:  # the rule's least-squares line over the drifting window, at the runs it came from
+        k = entry["drift"]["releases"]
+        slope = entry["drift"]["slope_per_release"] * (1 if entry["direction"] == "max" else -1)
+        window = [(x, y) for x, y in zip(xs, ys, strict=True) if y == y][-k:]  # the rule skips non-finite values
+        mean = sum(y for _, y in window) / k
+        ax.plot([window[0][0], window[-1][0]], [mean - slope * (k - 1) / 2, mean + slope * (k - 1) / 2], color="#bc4c00", linewidth=1, linestyle=":")
+    ax.set_xlim(-0.5, max(runs - 0.5, 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    ax.tick_params(labelsize=6)
+    ax.set_title(f"{entry['metric']}{'  DRIFTING' if entry['flagged'] else ''}", fontsize=7, color="#bc4c00" if entry["flagged"] else "black")
+    ax.set_xlabel("run (oldest → newest)", fontsize=6)
+    return _png(fig)
+
+
+def _history_row(entry: dict[str, Any], runs: int, case: str = "") -> str:
+    values = ", ".join(f"{p['value']:.4g}" for p in entry["points"][-MAX_SHOWN:])
+    d = entry["drift"]
+    why = (
+        f"<b>drifting</b> over the last {d['releases']} runs: {d['moved']:.3g} toward the threshold (trend {d['fitted_move']:.3g}, "
+        f"{d['slope_per_release']:.3g} per run; at this pace it reaches the threshold in about {d['releases_to_threshold']:.1f} runs)"
+        if d
+        else "no drift beyond the noise band"
+    )
+    label = f"<td>{_fmt(case)}</td>" if case else ""
+    return (
+        f"<tr class='{'qc-drift' if d else ''}'>{label}<td>{_fmt(entry['metric'])}<br><small>{_fmt(entry['check'])}</small></td>"
+        f"<td><small>{values}</small></td><td>{_op(entry['direction'])} {_fmt(entry['threshold'])}</td><td>±{entry['band']:.3g}</td>"
+        f"<td>{why}</td><td>{_history_plot(entry, runs)}</td></tr>"
+    )
+
+
+MAX_SHOWN = 8  # values listed beside a plot: the newest ones (the plot shows all)
+HISTORY_HEAD = "<tr><th>Metric</th><th>Values (newest last)</th><th>Threshold</th><th>Noise band</th><th>Drift</th><th>Across runs</th></tr>"
+
+
+def history_html(trend: dict[str, Any], open_all: bool = False) -> str:
+    """Each gated metric across releases: the drifting ones first, open; then every metric per
+    pathway x model (collapsed in the run's report, open on the standalone page)."""
+    runs, cases = len(trend["runs"]), trend["cases"]
+    flagged = [(f"{c['pathway']}/{c['device']} {c['model']}", e) for c in cases for e in c["metrics"] if e["flagged"]]
+    colour = "#bc4c00" if flagged else "#1a7f37"
+    first, last = trend["runs"][0]["created"], trend["runs"][-1]["created"]
+    parts = [
+        f"<h3 style='color:{colour}'>Across releases: {len(flagged)} metric(s) drifting toward their threshold, over {runs} runs</h3>",
+        f"<p class='qc-small'>Runs from {_fmt(first)} to {_fmt(last)}, ordered by time. Rule: {_fmt(trend['rule'])}. A warning, not a gate.</p>",
+    ]
+    if flagged:
+        head = HISTORY_HEAD.replace("<tr>", "<tr><th>Case</th>", 1)
+        parts.append(f"<table class='qc-table'>{head}{''.join(_history_row(e, runs, case) for case, e in flagged)}</table>")
+    body = "".join(
+        f"<h4>{_fmt(c['pathway'])}/{_fmt(c['device'])} × {_fmt(c['model'])}</h4><table class='qc-table'>{HISTORY_HEAD}{''.join(_history_row(e, runs) for e in c['metrics'])}</table>"
+        for c in cases
+    )
+    count = sum(len(c["metrics"]) for c in cases)
+    parts.append(f"<details{' open' if open_all else ''}><summary>Every gated metric across the runs: {count} metric(s) of {len(cases)} case(s)</summary>{body}</details>")
+    return f"<div id='qc-history'>{''.join(parts)}</div>"
+
+
+def history_page(trend: dict[str, Any]) -> str:
+    """`qconform report --history`: the cross-release section as a self-contained page."""
+    body = STYLE + f"<div id='qc-report'>{history_html(trend, open_all=True)}</div>"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>qconform across releases: {trend['drifting']} drifting</title></head><body>{body}</body></html>\n"

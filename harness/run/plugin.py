@@ -15,6 +15,7 @@ from hypothesis import settings
 from harness.judge.gates import PROBLEMS, Record, verdict
 from harness.judge.thresholds import ProfileError
 from harness.pathways.base import all_pathways
+from harness.report import history as report_history
 from harness.report import html as report_html
 from harness.report import progress as report_progress
 from harness.report import summary
@@ -455,4 +456,15 @@ class Reporter:
         if not self.harness.is_conformance_run:
             return
         baseline = str(self.harness.config.getoption("baseline") or "")
-        prefix.extend(report_html.verdict_html(self.records, self.verdict, self.environment, self.comparison, baseline))
+        prefix.extend(report_html.verdict_html(self.records, self.verdict, self.environment, self.comparison, baseline, self.trend()))
+
+    def trend(self) -> dict | None:
+        """Each metric across releases, when history/ holds this run and at least 2 earlier ones
+        (the newest few: the page stays cheap as history grows)."""
+        files = report_history.history_files(self.report_dir / "history", report_history.RECENT)
+        if len(files) < 3:
+            return None
+        try:
+            return report_history.trend(report_history.load(files))
+        except summary.SummaryError:
+            return None  # a history file that cannot be read costs the section, never the report
