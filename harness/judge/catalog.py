@@ -52,6 +52,12 @@ CATALOG: list[ProvenDefect] = [
     ProvenDefect("calibration-tiny-range", "activation scales calibrated on data with a 16x smaller range", "activation_scales_plausible", "min_activation_scale_log2 measured"),
     # Recipe vs artifact: the manifest claims what the payload is not.
     ProvenDefect("fp32-graph-claiming-int8", "the fp32 graph shipped under an INT8 manifest", "every_weight_layer_quantized", "weight layers left unquantized"),
+    ProvenDefect(
+        "qdq-axis-out-of-range",
+        "a DequantizeLinear on an axis its tensor does not have (INC's GPT-2 bias: axis 1 of a 1-D tensor; ORT's optimizer hides it)",
+        "graph_valid",
+        "axis 2 of its 2-D input",
+    ),
     ProvenDefect("int8-activations-expected-uint8", "activations quantized to int8 where the recipe expects uint8", "granularity_matches_recipe", "activations quantized to int8, expected uint8"),
     ProvenDefect("wrong-model", "the payload of another model (minilm-l6) under a tiny-llama manifest", "artifact loading", "this artifact is not model tiny-llama: graph inputs"),
     # INC FP8 statistics files that do not belong to the model.
