@@ -66,6 +66,7 @@ CATALOG: list[ProvenDefect] = [
     # The golden gate's own proof: the planted thing is the approved record, not the artifact, so
     # no other gate can see it (every artifact defect above is caught without a golden record).
     ProvenDefect("outputs-drifted", "outputs drifted from the approved golden record", "golden", "min_golden_sqnr_db measured"),
+    ProvenDefect("future-token-leak", "a candidate that sees the next token (a dropped causal mask): perplexity far better than its reference's", "task_metric", "min_ppl_ratio_log measured"),
     ProvenDefect("nondeterministic-runner", "a runner whose output changes between identical calls", "runner_deterministic", "property 'deterministic' violated"),
     # Planted quantizers driven through the property checks.
     ProvenDefect("missing-clamp", "FP8 cast without clamp (overflow to inf/NaN)", "properties", "property 'saturation instead of overflow' violated"),
