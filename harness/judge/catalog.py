@@ -52,6 +52,7 @@ CATALOG: list[ProvenDefect] = [
     ProvenDefect("calibration-tiny-range", "activation scales calibrated on data with a 16x smaller range", "activation_scales_plausible", "min_activation_scale_log2 measured"),
     # Recipe vs artifact: the manifest claims what the payload is not.
     ProvenDefect("fp32-graph-claiming-int8", "the fp32 graph shipped under an INT8 manifest", "every_weight_layer_quantized", "weight layers left unquantized"),
+    ProvenDefect("two-layers-swapped", "two layers' weights of equal shape swapped (layers.0/1.mlp.up_proj)", "artifact_identity", "layer layers.0.mlp.up_proj holds the weights of layer layers.1.mlp.up_proj"),
     ProvenDefect(
         "qdq-axis-out-of-range",
         "a DequantizeLinear on an axis its tensor does not have (INC's GPT-2 bias: axis 1 of a 1-D tensor; ORT's optimizer hides it)",

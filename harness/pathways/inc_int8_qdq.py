@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 
 from harness.artifacts.errors import ArtifactError
-from harness.artifacts.identity import check_onnx_matches, weight_value_mismatch
+from harness.artifacts.identity import check_onnx_matches, check_weight_values, weight_value_mismatch
 from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import ImportRefused, external_data_files, pick, refuse, same_model, single
 from harness.core import Device, QuantLayout, Runner, Tensors
@@ -360,7 +360,8 @@ class IncInt8Qdq(Pathway):
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         runner = OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind], artifact_dir=artifact.path)
-        check_onnx_matches(runner.model, model)
+        check_onnx_matches(runner.model, model)  # inputs, layer names, weight shapes
+        check_weight_values(runner.layout(), model)  # and sampled weight values
         return runner
 
     def float_baseline(self, model: ModelSpec, device: Device) -> Runner:
