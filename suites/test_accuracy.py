@@ -4,7 +4,7 @@ it), within the profile's budget."""
 
 import pytest
 
-from harness.judge.gates import metric, threshold_key
+from harness.judge.gates import metric, threshold_key, threshold_keys
 from harness.judge.metrics import ALPHA, POWER, ProportionTest, log_error_histogram, output_metrics, smallest_detectable_change
 from harness.judge.paired import PairedTask
 from harness.measure.layout_checks import weight_sqnr
@@ -60,7 +60,7 @@ def test_layer_activation_sqnr(case, gate):
     gate.check(case, {"min_layer_activation_sqnr_db": value}, detail, extra={"layer_activation_sqnr_db": [list(e) for e in errors]})
 
 
-@cases(thresholds=lambda pathway, model, kind: [threshold_key(name) for name in model.task_metric_names])
+@cases(thresholds=lambda pathway, model, kind: [key for name in model.task_metric_names for key in threshold_keys(name)])
 def test_task_metric(case, gate):
     """The model's task metric (token agreement, ranking, task score) stays within budget.
     A proportion fails only when it is significantly past its threshold (one-sided 5%, with the
@@ -73,7 +73,7 @@ def test_task_metric(case, gate):
     evidence = case.model.evidence(case.reference, case.outputs)
     judge, extra, notes = judge_task_metrics(measured, samples, thresholds, evidence.get("statistics", measured))
     extra.update(evidence, **floor_extra(case))
-    gate.check(case, {threshold_key(name): value for name, value in measured.items()}, describe_floor(case).removeprefix("; "), extra=extra, judge=judge, notes=notes)
+    gate.check(case, {key: value for name, value in measured.items() for key in threshold_keys(name)}, describe_floor(case).removeprefix("; "), extra=extra, judge=judge, notes=notes)
 
 
 def judge_task_metrics(

@@ -3,7 +3,7 @@ must hold: the expected recipe from the pathway and the profile, never the artif
 
 import pytest
 
-from harness.artifacts.errors import ArtifactIdentityError
+from harness.artifacts.errors import ArtifactFinding
 from harness.measure import layout_checks as lc
 from harness.measure.localize import calibration_input_ranges
 from harness.run.session import case_labels, cases
@@ -30,27 +30,48 @@ class _Labels:
 
 
 @pytest.fixture
-def case_or_not_the_model(case_key, qc):
-    """The loaded case, or why its artifact is not the model's. Loaded at setup, like `case`: an
-    artifact that does not load is a setup error (ERROR), a skipped case skips."""
+def case_or_finding(case_key, qc):
+    """The loaded case, or what loading its artifact found (not the model's, an invalid graph).
+    Loaded at setup, like `case`: an artifact that does not load is a setup error (ERROR), a
+    skipped case skips."""
     try:
         return qc.case(*case_key)
     except pytest.skip.Exception:
-        found = qc.not_the_model(*case_key)
+        found = qc.finding(*case_key)
         if found is None:
             raise
         return found
 
 
+def _gate_finding(case_key, case_or_finding, gate, check: str) -> None:
+    """FAIL `check` with the finding of its kind, pass it on a loaded case; another check's finding
+    skips it (the case never loaded)."""
+    if isinstance(case_or_finding, ArtifactFinding):
+        if case_or_finding.check != check:
+            pytest.skip(f"{case_or_finding} (the {case_or_finding.check} check fails)")
+        gate.expect(_Labels(case_key), [str(case_or_finding)], check)
+    gate.expect(case_or_finding, [], check)
+
+
 @cases()
-def test_artifact_identity(case_key, case_or_not_the_model, gate):
+def test_artifact_identity(case_key, case_or_finding, gate):
     """The artifact is the model's: its manifest names the model and the sha256 of the model's
     weights, and its payload's inputs, layers and weight values are the model's (harness/artifacts/identity.py).
     One built from other weights or for another model fails here (FAIL, not ERROR: it loads, it
     is the wrong one), and every other check of the case skips naming this one."""
-    if isinstance(case_or_not_the_model, ArtifactIdentityError):
-        gate.expect(_Labels(case_key), [str(case_or_not_the_model)], "artifact_identity")
-    gate.expect(case_or_not_the_model, [], "artifact_identity")
+    _gate_finding(case_key, case_or_finding, gate, "artifact_identity")
+
+
+@cases()
+def test_graph_valid(case_key, case_or_finding, gate):
+    """An ONNX payload is a valid graph: ONNX's checker with full_check, and every Q/DQ node's axis
+    exists in its tensor (harness/artifacts/qdq.py graph_problems). Checked when the runner loads,
+    before any session: ONNX Runtime's optimizer folds an invalid DequantizeLinear away and runs,
+    so every number measured from it would be over an invalid graph. It FAILs here (the other checks
+    of the case skip naming it) instead of crashing inside a gate."""
+    if not isinstance(case_or_finding, ArtifactFinding) and not hasattr(getattr(case_or_finding.runner, "model", None), "graph"):
+        pytest.skip(f"{case_or_finding.runner.describe()} runs no ONNX graph")
+    _gate_finding(case_key, case_or_finding, gate, "graph_valid")
 
 
 @cases()

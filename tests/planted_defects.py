@@ -131,6 +131,25 @@ def one_layer_permuted(model: onnx.ModelProto, layer: str = "layers.0.mlp.up_pro
     return model
 
 
+def one_layer_axis_out_of_range(model: onnx.ModelProto, layer: str = ONE_LAYER) -> onnx.ModelProto:
+    """One weight DequantizeLinear given axis 2 of its 2-D tensor: the class of INC's bias
+    DequantizeLinear on axis 1 of a 1-D tensor (a GPT-2's Conv1D), which ONNX's checker passes and
+    ONNX Runtime's optimizer folds away, so an optimized session runs an invalid graph."""
+    _, dq = _layer_dq(model, layer)
+    del dq.attribute[:]
+    dq.attribute.append(onnx.helper.make_attribute("axis", 2))
+    return model
+
+
+def two_layers_swapped(model: onnx.ModelProto, first: str = "layers.0.mlp.up_proj", second: str = "layers.1.mlp.up_proj") -> onnx.ModelProto:
+    """Two layers' quantized weights of equal shape swapped, codes with scales: every shape and every
+    scale is plausible, each layer holds the other's weights."""
+    graph, a = _layer_dq(model, first)
+    _, b = _layer_dq(model, second)
+    _replace(model, {a.input[0]: graph.array(b.input[0]), a.input[1]: graph.array(b.input[1]), b.input[0]: graph.array(a.input[0]), b.input[1]: graph.array(a.input[1])})
+    return model
+
+
 def one_layer_coarse_codes(model: onnx.ModelProto, layer: str = "layers.0.self_attn.o_proj") -> onnx.ModelProto:
     """One layer requantized with scales 4x too large (as if its range had been 4x wider): the
     weights still dequantize to about the right values, on a quarter of the int8 code range."""
@@ -197,6 +216,8 @@ ONNX_DEFECTS = {
     "calibration-tiny-range": (calibration_tiny_range, {}, ("test_artifacts.py",)),
     "int8-activations-expected-uint8": (int8_activations, {}, ("test_artifacts.py",)),
     "fp32-graph-claiming-int8": (fp32_graph_claiming_int8, {}, ("test_artifacts.py",)),
+    "two-layers-swapped": (two_layers_swapped, {}, ("test_artifacts.py",)),
+    "qdq-axis-out-of-range": (one_layer_axis_out_of_range, {}, ("test_artifacts.py", "test_accuracy.py")),
 }
 
 

@@ -8,7 +8,10 @@
 - planted-slow-fp8-artifact: the real torchao FP8 rowwise artifact, whose runner dequantizes each
   stored FP8 weight to bf16 on every call and then runs a bf16 matmul: the team's own weights,
   the same tokens in its accuracy run and its timed path (TEST01 agrees), but never faster than
-  bf16: the own-model speed gates must fail it (GPU; benchmarks/scale.py --pathway)."""
+  bf16: the own-model speed gates must fail it (GPU; benchmarks/scale.py --pathway).
+- planted-future-leak: the real INT8 QDQ artifact whose runner sees the next token (as an export
+  that drops the causal mask does): its perplexity is far better than the reference's, and the
+  lower ln PPL ratio bound (min_ppl_ratio_log) must fail it."""
 
 import numpy as np
 import torch
@@ -94,6 +97,26 @@ class CrashingPathway(IncInt8Qdq):
 
     def load(self, artifact, device, model):
         return CrashingRunner(super().load(artifact, device, model))
+
+
+class FutureLeakRunner(NoisyRunner):
+    """Each position's logit of the token that really comes next raised by 3 nats: what a model
+    that attends to the following token can learn to do."""
+
+    def __call__(self, inputs):
+        outputs = self.runner(inputs)
+        logits, ids = outputs["logits"].copy(), inputs["input_ids"]
+        batch, steps = np.meshgrid(np.arange(ids.shape[0]), np.arange(ids.shape[1] - 1), indexing="ij")
+        logits[batch, steps, ids[:, 1:]] += 3.0
+        return {**outputs, "logits": logits}
+
+
+@register
+class FutureLeakPathway(IncInt8Qdq):
+    name = "planted-future-leak"
+
+    def load(self, artifact, device, model):
+        return FutureLeakRunner(super().load(artifact, device, model))
 
 
 @register

@@ -233,9 +233,16 @@ def test_one_layer_scaled_4x_moves_the_outputs(name, tmp_path):
 
 
 def test_gpt2_from_its_config_builds_a_valid_int8_graph(tmp_path):
-    """An untrained GPT-2 (every bias zero: the exporter merges them into one initializer behind
-    Identity nodes) quantizes to a valid ONNX graph (it was `...ln_1.bias_quantized initializer name is
-    not unique`), each Gemm with its own bias, and runs."""
+    """An untrained GPT-2 (transformers' default init: every bias zero, so the exporter merges them
+    into one initializer behind Identity nodes) quantizes to a valid ONNX graph (it was
+    `...ln_1.bias_quantized initializer name is not unique`), each Gemm with its own bias, its bias
+    DequantizeLinear on axis 0 (INC gave it its (in, out) weight's axis 1: harness/pathways/
+    inc_int8_qdq.py fix_bias_axes), and an unoptimized ONNX Runtime session runs it and computes what
+    the optimized one does, within the fused kernels' rounding (the optimizer had folded the
+    invalid node away)."""
+    import onnxruntime as ort
+
+    from harness.artifacts.qdq import graph_problems
     from tests.hf_checkpoints import build_gpt2
 
     m = HuggingFaceModel(build_gpt2(tmp_path / "gpt2"), **SMALL)
@@ -243,11 +250,35 @@ def test_gpt2_from_its_config_builds_a_valid_int8_graph(tmp_path):
     graph = onnx.load(str(artifact.file(PAYLOAD)))
     names = [t.name for t in graph.graph.initializer]
     assert len(names) == len(set(names))
-    onnx.checker.check_model(graph)
+    assert graph_problems(graph, artifact.file(PAYLOAD)) == []
     gemm_biases = [n.input[2] for n in graph.graph.node if n.op_type == "Gemm"]
     assert len(gemm_biases) == 8 and len(set(gemm_biases)) == 8
-    outputs = get_pathway(INT8).load(artifact, DEVICE, m)(m.eval_batches()[0])
-    assert np.isfinite(outputs["logits"]).all()
+    batch = m.eval_batches()[0]
+    optimized = get_pathway(INT8).load(artifact, DEVICE, m)(batch)["logits"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(artifact.file(PAYLOAD)), options, providers=["CPUExecutionProvider"])
+    [plain] = session.run(["logits"], {i.name: batch[i.name] for i in session.get_inputs()})
+    assert np.isfinite(optimized).all()
+    # Not bit-equal: the optimizer runs fused integer kernels where the plain graph dequantizes.
+    sqnr = output_metrics(plain, optimized)["sqnr_db"]
+    print(f"unoptimized vs optimized logits SQNR {sqnr:.1f} dB")
+    assert sqnr > 30, sqnr
+
+
+def test_untrained_gpt2_passes_inc_int8_qdq(tmp_path, run_suites):
+    """`qconform run --model DIR --pathways inc-int8-qdq` on that GPT-2, as a team would run it on a
+    checkpoint fresh from transformers: the artifact checks (graph_valid among them) and the output
+    gates (output_agreement, layer_activation_sqnr: where ONNX Runtime raised on the invalid bias
+    axis) pass."""
+    from tests.hf_checkpoints import build_gpt2
+
+    empty = tmp_path / "no-golden"
+    empty.mkdir()
+    run = run_suites(f"--model={build_gpt2(tmp_path / 'gpt2')}", "--pathways=inc-int8-qdq", f"--qc-cache={tmp_path / 'cache'}", f"--golden-dir={empty}", suites=("test_artifacts.py", "test_accuracy.py"))
+    assert run.returncode == 0, run.output[-4000:]
+    passed = {r["check"] for r in run.records(outcome="passed")}
+    assert {"graph_valid", "output_agreement", "layer_activation_sqnr"} <= passed, passed
 
 
 def test_checkpoints_are_cached_by_config_hash():

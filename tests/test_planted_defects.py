@@ -3,6 +3,7 @@ the catalog names, with the cause in the message. A clean artifact passes the sa
 
 import importlib
 import shutil
+from pathlib import Path
 
 import onnx
 import pytest
@@ -27,6 +28,7 @@ ELSEWHERE = {
     "e5m2-artifact-declared-e4m3": ("tests.test_planted_defects", "test_e5m2_declared_as_e4m3_fails_the_format_gates"),
     "nondeterministic-runner": ("tests.test_planted_defects", "test_nondeterministic_runner_fails_the_determinism_property"),
     "wrong-model": ("tests.test_bad_artifacts", "test_payload_of_another_model_is_refused_by_name"),
+    "future-token-leak": ("tests.test_planted_defects", "test_candidate_seeing_the_next_token_fails_the_lower_ppl_bound"),
 }
 
 
@@ -232,3 +234,29 @@ def test_output_changing_defect_fails_an_output_gate_under_the_policy(defect, ll
     run = run_suites(f"--artifacts={target.parent.parent}", *CASE, _no_golden(tmp_path), _policy_only(tmp_path), "-k", "output_agreement or task_metric")
     failed = {(r["check"], r.get("metric")) for r in run.records(outcome="failed")}
     assert run.returncode == 1 and {check for check, _ in failed} & OUTPUT_GATES, f"{defect}: no output or task gate failed under the policy\n{run.output[-3000:]}"
+
+
+def test_candidate_seeing_the_next_token_fails_the_lower_ppl_bound(tmp_path, run_suites):
+    """A candidate far BETTER than its reference is wrong too: the planted runner raises the logit of
+    the token that really comes next (a dropped causal mask), its ln PPL ratio falls far under the
+    policy's min_ppl_ratio_log, and the verdict is FAIL naming that bound. The planted pathway's table
+    is the INT8 causal-LM policy table, copied (defaults.toml has none for a planted pathway)."""
+    import tomllib
+
+    from harness.judge.thresholds import default_profile
+    from tests.hf_checkpoints import build_llama
+
+    policy = tomllib.loads(Path(default_profile().path).read_text())["inc-int8-qdq"]["default-causal-lm"]
+    rows = "\n".join(f"{key} = {value!r}" for key, value in policy.items() if key.startswith(("min_", "max_")))
+    profile = tmp_path / "leak.toml"
+    profile.write_text(f'[profile]\nname = "leak"\ndescription = "the INT8 causal-LM policy for the planted pathway"\n\n["planted-future-leak".leak-llama]\n{rows}\n')
+    checkpoint = build_llama(tmp_path / "leak-llama")
+    run = run_suites(
+        "-p", "tests.planted_pathways", f"--model={checkpoint}", "--pathways=planted-future-leak", f"--profile={profile}",
+        f"--qc-cache={tmp_path / 'cache'}", _no_golden(tmp_path), "-k", "task_metric",
+    )
+    assert run.returncode == 1 and run.summary.get("verdict") == "FAIL", run.output[-3000:]
+    failed = {r["metric"]: r for r in run.records(outcome="failed", check="task_metric")}
+    assert "min_ppl_ratio_log" in failed, run.output[-3000:]
+    assert failed["min_ppl_ratio_log"]["measured"] < -0.5
+    assert "min_ppl_ratio_log measured" in run.output

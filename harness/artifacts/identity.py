@@ -119,3 +119,46 @@ def weight_value_mismatch(layer: str, weight: np.ndarray, reference: np.ndarray)
     if cosine < MIN_WEIGHT_COSINE:
         return f"layer {layer}: weights differ from the model's (cosine {cosine:.3f} < {MIN_WEIGHT_COSINE}): made from other weights"
     return None
+
+
+# Weight values, not only shapes: SAMPLED elements per quantized tensor, at indices drawn from a
+# generator seeded with SAMPLE_SEED (the same positions every run), dequantized and compared with the
+# model's weight by cosine (MIN_WEIGHT_COSINE, above). Not within half a quantization step: a
+# wrongly quantized layer (scales x2, per-tensor, permuted or transposed) is the model's weight
+# badly stored, the layer and output gates' finding; here only a layer holding *another* layer's
+# weights (two layers of equal shape swapped) is not the model's. Bounded: SAMPLED elements per
+# tensor; the other layers of equal shape are read only for a layer that does not match its own.
+SAMPLED = 64
+SAMPLE_SEED = 34
+
+
+def _sampled_cosine(stored: np.ndarray, reference: Any, picks: np.ndarray) -> float:
+    a, b = stored.reshape(-1)[picks].astype(np.float64), np.asarray(reference, dtype=np.float64).reshape(-1)[picks]
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def swapped_weight_problems(layout: Any, model: "ModelSpec") -> list[str]:
+    """Quantized layers (a QuantLayout's, dequantized (out, in)) whose sampled weights are another
+    layer's of the model rather than their own."""
+    from harness.artifacts.qdq import smoothed_reference
+
+    shapes = _linear_shapes(model)
+    problems = []
+    for name, layer in layout.layers.items():
+        own, stored = smoothed_reference(model.reference_weight(name), layer), layer.dequantized
+        if own is None or stored is None or np.shape(own) != np.shape(stored):
+            continue  # a shape difference is check_onnx_matches's finding
+        picks = np.random.default_rng(SAMPLE_SEED).choice(stored.size, min(SAMPLED, stored.size), replace=False)
+        if _sampled_cosine(stored, own, picks) >= MIN_WEIGHT_COSINE:
+            continue
+        path = module_path(name)
+        for other in sorted(n for n, shape in shapes.items() if shape == tuple(np.shape(stored)) and n != path):
+            if _sampled_cosine(stored, smoothed_reference(model.reference_weight(other), layer), picks) >= MIN_WEIGHT_COSINE:
+                problems.append(f"layer {path} holds the weights of layer {other} ({len(picks)} sampled values)")
+                break
+    return problems
+
+
+def check_weight_values(layout: Any, model: "ModelSpec") -> None:
+    """Raises ArtifactIdentityError when a layer holds another layer's weights."""
+    _refuse(model, swapped_weight_problems(layout, model))

@@ -141,3 +141,45 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             input_smoothing=None if smoothing is None else 1.0 / smoothing[1],
         )
     return layout
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def qdq_axis_problems(model: onnx.ModelProto) -> list[str]:
+    """Quantize/DequantizeLinear nodes with a per-axis scale whose axis the tensor does not have
+    (or whose scale does not fit that axis). ONNX's checker, even with full_check, passes them, and
+    ONNX Runtime's optimizer fuses a constant DequantizeLinear into its consumer without reading the
+    axis: only an unoptimized session raises ("axis 1 is not in valid range [-1,0]"), so an
+    optimized run computes outputs over an invalid graph. A per-tensor (one-element) scale takes no
+    axis (ORT reads none). Tensors of unknown rank (activations without value_info) are not judged."""
+    inits = {t.name: t for t in model.graph.initializer}
+    ranks = {name: len(t.dims) for name, t in inits.items()}
+    for info in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        if info.type.tensor_type.HasField("shape"):
+            ranks.setdefault(info.name, len(info.type.tensor_type.shape.dim))
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS or len(node.input) < 2 or node.input[1] not in inits or node.input[0] not in ranks:
+            continue
+        scale_dims = list(inits[node.input[1]].dims)
+        if int(np.prod(scale_dims)) <= 1:
+            continue
+        axis, rank = Graph.axis(node), ranks[node.input[0]]
+        dims = list(inits[node.input[0]].dims) if node.input[0] in inits else None
+        if not -rank <= axis < rank:
+            problems.append(f"{node.op_type} {node.name or node.output[0]}: axis {axis} of its {rank}-D input {node.input[0]} (valid: {-rank} .. {rank - 1})")
+        elif dims is not None and scale_dims != [dims[axis]]:
+            problems.append(f"{node.op_type} {node.name or node.output[0]}: {scale_dims} scales along axis {axis} of {node.input[0]} {dims}")
+    return problems
+
+
+def graph_problems(model: onnx.ModelProto, path) -> list[str]:
+    """Why a QDQ graph is not valid ONNX: the checker with full_check (strict shape inference) on
+    the file (by path: external data, over 2 GB), and every Q/DQ axis against its tensor's rank."""
+    problems = qdq_axis_problems(model)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        problems.append(f"ONNX checker (full_check): {' '.join(str(exc).split())[:300]}")
+    return problems

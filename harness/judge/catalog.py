@@ -52,6 +52,13 @@ CATALOG: list[ProvenDefect] = [
     ProvenDefect("calibration-tiny-range", "activation scales calibrated on data with a 16x smaller range", "activation_scales_plausible", "min_activation_scale_log2 measured"),
     # Recipe vs artifact: the manifest claims what the payload is not.
     ProvenDefect("fp32-graph-claiming-int8", "the fp32 graph shipped under an INT8 manifest", "every_weight_layer_quantized", "weight layers left unquantized"),
+    ProvenDefect("two-layers-swapped", "two layers' weights of equal shape swapped (layers.0/1.mlp.up_proj)", "artifact_identity", "layer layers.0.mlp.up_proj holds the weights of layer layers.1.mlp.up_proj"),
+    ProvenDefect(
+        "qdq-axis-out-of-range",
+        "a DequantizeLinear on an axis its tensor does not have (INC's GPT-2 bias: axis 1 of a 1-D tensor; ORT's optimizer hides it)",
+        "graph_valid",
+        "axis 2 of its 2-D input",
+    ),
     ProvenDefect("int8-activations-expected-uint8", "activations quantized to int8 where the recipe expects uint8", "granularity_matches_recipe", "activations quantized to int8, expected uint8"),
     ProvenDefect("wrong-model", "the payload of another model (minilm-l6) under a tiny-llama manifest", "artifact loading", "this artifact is not model tiny-llama: graph inputs"),
     # INC FP8 statistics files that do not belong to the model.
@@ -60,6 +67,7 @@ CATALOG: list[ProvenDefect] = [
     # The golden gate's own proof: the planted thing is the approved record, not the artifact, so
     # no other gate can see it (every artifact defect above is caught without a golden record).
     ProvenDefect("outputs-drifted", "outputs drifted from the approved golden record", "golden", "min_golden_sqnr_db measured"),
+    ProvenDefect("future-token-leak", "a candidate that sees the next token (a dropped causal mask): perplexity far better than its reference's", "task_metric", "min_ppl_ratio_log measured"),
     ProvenDefect("nondeterministic-runner", "a runner whose output changes between identical calls", "runner_deterministic", "property 'deterministic' violated"),
     # Planted quantizers driven through the property checks.
     ProvenDefect("missing-clamp", "FP8 cast without clamp (overflow to inf/NaN)", "properties", "property 'saturation instead of overflow' violated"),

@@ -52,6 +52,12 @@ METRICS: dict[str, Metric] = {
     "min_cross_token_agreement": Metric("min", "fraction of greedy tokens two runtimes agree on for the same artifact or recipe", ("abs", 0.01), ("minus", 0.03)),
     # Language models, as llama.cpp's `perplexity --kl-divergence` reports them (natural log, nats).
     "max_ppl_ratio_log": Metric("max", "ln(PPL(quantized)/PPL(reference)) over the evaluation text's fixed windows (0 = same perplexity)", ("abs", 0.005), ("twice", 0.001)),
+    # The other side of the same number: a candidate much BETTER than the model it is made from is
+    # not its quantization but a leak (an export that drops the causal mask sees the next token:
+    # ln ratio -2.22 measured on SmolLM2-135M). Policy, not calibrated: clean artifacts measured
+    # -0.0023 at the lowest (tiny-llama E5M2; INT8 -0.0004, E4M3 -0.0017; Gemma-3-270m E4M3 -0.0002;
+    # tests/hf_checkpoints Llama/Qwen2 INT8 +0.025/+0.035, E4M3 -0.0008/+0.009, stderr up to 0.016).
+    "min_ppl_ratio_log": Metric("min", "ln(PPL(quantized)/PPL(reference)), its lower bound: a candidate far better than its reference sees what the reference cannot (a dropped causal mask)", ("abs", 0.005), margin=None, policy=-0.05),
     "max_rel_ppl_increase": Metric("max", "relative perplexity increase PPL(quantized)/PPL(reference) - 1 (0.01 = 1% worse)", ("abs", 0.005), ("twice", 0.001)),
     "max_kl_mean": Metric("max", "mean KL divergence of the next-token distributions, reference || quantized, nats per token", ("abs", 0.005), ("twice", 0.001)),
     "max_kl_p99": Metric("max", "99th percentile over tokens of the next-token KL divergence, nats", ("abs", 0.02), ("twice", 0.001)),
@@ -102,12 +108,18 @@ def register_metric(key: str, direction: str, explanation: str, **kwargs: Any) -
     METRICS[key] = new
 
 
+def threshold_keys(name: str) -> list[str]:
+    """Every threshold that gates a metric: `token_agreement` -> [`min_token_agreement`]; a metric
+    wrong in both directions has both bounds, the upper first (`ppl_ratio_log`)."""
+    keys = [key for key in (f"max_{name}", f"min_{name}") if key in METRICS]
+    if not keys:
+        raise KeyError(f"no threshold key gates metric {name!r}; known: {', '.join(METRICS)}")
+    return keys
+
+
 def threshold_key(name: str) -> str:
-    """The threshold that gates a metric: `token_agreement` -> `min_token_agreement`."""
-    for key in (f"min_{name}", f"max_{name}"):
-        if key in METRICS:
-            return key
-    raise KeyError(f"no threshold key gates metric {name!r}; known: {', '.join(METRICS)}")
+    """The (first) threshold that gates a metric: `token_agreement` -> `min_token_agreement`."""
+    return threshold_keys(name)[0]
 
 
 def passes(key: str, measured: float, threshold: float) -> bool:

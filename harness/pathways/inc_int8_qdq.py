@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 
 from harness.artifacts.errors import ArtifactError
-from harness.artifacts.identity import check_onnx_matches, weight_value_mismatch
+from harness.artifacts.identity import check_onnx_matches, check_weight_values, weight_value_mismatch
 from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import ImportRefused, external_data_files, pick, refuse, same_model, single
 from harness.core import Device, QuantLayout, Runner, Tensors
@@ -135,7 +135,35 @@ def build_qdq(model: ModelSpec, calib: list[Tensors], out_path: Path, recipe: di
             inc_logger.setLevel(level)
     if not out_path.is_file():
         raise ArtifactError(f"{out_path}: Neural Compressor produced no model")
+    fix_bias_axes(out_path)
     return out_path
+
+
+def fix_bias_axes(path: Path) -> bool:
+    """Give each per-channel bias DequantizeLinear axis 0, the only axis of its 1-D tensor.
+
+    Why: onnx-neural-compressor 1.0 gives a Gemm's int32 bias DequantizeLinear the axis of the
+    weight's (quantizer.py quantize_bias_tensor copies it). A Gemm with transB=0 (transformers'
+    Conv1D: GPT-2's c_attn, c_fc, c_proj) holds its weight (in, out), quantized along axis 1, and
+    so its bias gets axis 1 on a 1-D tensor: invalid ONNX that ONNX Runtime's optimizer folds away
+    (an unoptimized session raises "axis 1 is not in valid range [-1,0]"). The bias's scales are
+    input_scale * weight_scale[c], one per output channel c, which is the bias's element c: axis 0
+    is what INC computed them for, so the artifact's numbers stay INC's, now in a valid graph
+    (harness/artifacts/qdq.py qdq_axis_problems checks every artifact, whoever made it).
+    Rewritten in place, external data untouched; returns whether anything changed."""
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = False
+    for node in model.graph.node:
+        data = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if data is None or len(data.dims) != 1 or data.data_type != onnx.TensorProto.INT32:
+            continue
+        for attr in node.attribute:
+            if attr.name == "axis" and attr.i not in (0, -1):
+                attr.i, changed = 0, True
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 def _uniform_rows(calib: list[Tensors]) -> list[Tensors]:
@@ -332,7 +360,8 @@ class IncInt8Qdq(Pathway):
 
     def load(self, artifact: Artifact, device: Device, model: ModelSpec) -> Runner:
         runner = OrtQdqRunner(artifact.file(PAYLOAD), PROVIDERS[device.kind], artifact_dir=artifact.path)
-        check_onnx_matches(runner.model, model)
+        check_onnx_matches(runner.model, model)  # inputs, layer names, weight shapes
+        check_weight_values(runner.layout(), model)  # and sampled weight values
         return runner
 
     def float_baseline(self, model: ModelSpec, device: Device) -> Runner:

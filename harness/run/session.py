@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import pytest
 
-from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
+from harness.artifacts.errors import ArtifactError, ArtifactFinding
 from harness.artifacts.manifest import Artifact
 from harness.config import ConfigError, ModelEntry, Project, load_project
 from harness.core import FP32_CPU, Device, Precision, Runner
@@ -169,7 +169,7 @@ class Harness:
         self._cases: dict[CaseKey, Case] = {}
         self._uses: Counter[CaseKey] = Counter()  # items left to run per case: its runner is released at 0
         self._probes: dict[tuple[str, Device], Any] = {}
-        self._not_the_model: dict[CaseKey, ArtifactIdentityError] = {}  # the artifact_identity gate's findings
+        self._findings: dict[CaseKey, ArtifactFinding] = {}  # found on load: artifact_identity, graph_valid
         self.store = ArtifactStore(config.getoption("qc_cache"), self.artifacts_dir, log=self.log)
         self.references = ReferenceStore(self.store.cache_dir)
 
@@ -218,8 +218,8 @@ class Harness:
         for model, pathway in {(m.id, p.name): (m, p) for m, p, _ in self.selected()}.values() if artifacts is not None else ():
             try:  # manifest, sha256 of every file, ONNX external data: a damaged artifact is a usage line
                 self.store.user_artifact(pathway, model)
-            except ArtifactIdentityError:
-                pass  # not the model's: the artifact_identity gate fails with it
+            except ArtifactFinding:
+                pass  # a finding (not the model's, an invalid graph): its check fails with it
             except ArtifactError as exc:
                 raise pytest.UsageError(f"--artifacts: {' '.join(str(exc).split())}") from None
         baseline = option("baseline")
@@ -410,24 +410,24 @@ class Harness:
             probe = self.probe(pathway, device)
             if probe is not None and not probe.ok:  # only reached for a required pathway (others skip)
                 pytest.fail(f"required pathway cannot run here: {probe.skip_reason()}", pytrace=False)
-            if key in self._not_the_model:
-                pytest.skip(f"{self._not_the_model[key]} (the artifact_identity check fails)")
+            if key in self._findings:
+                pytest.skip(f"{self._findings[key]} (the {self._findings[key].check} check fails)")
             try:
                 artifact = self.store.get(pathway, model)
                 with phase(f"loading {pathway.name} artifact of {model.id} ({kind})"):
                     runner = pathway.load(artifact, device, model)
                     release_memory()  # what loading freed (the weights the stored ones replaced)
                 self._cases[key] = Case(self, model, pathway, device, artifact, runner)
-            except ArtifactIdentityError as exc:  # a finding, not a failure to load: FAIL via artifact_identity
-                self._not_the_model[key] = exc
-                pytest.skip(f"{exc} (the artifact_identity check fails)")
+            except ArtifactFinding as exc:  # a finding, not a failure to load: FAIL via its check
+                self._findings[key] = exc
+                pytest.skip(f"{exc} (the {exc.check} check fails)")
             except (ArtifactError, ProfileError) as exc:
                 pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
         return self._cases[key]
 
-    def not_the_model(self, model: ModelSpec, pathway: Pathway, kind: str) -> ArtifactIdentityError | None:
-        """Why the case's artifact is not model M's (found by `case`), or None."""
-        return self._not_the_model.get((model.id, pathway.name, kind))
+    def finding(self, model: ModelSpec, pathway: Pathway, kind: str) -> ArtifactFinding | None:
+        """What loading the case's artifact found (not the model's, an invalid graph), or None."""
+        return self._findings.get((model.id, pathway.name, kind))
 
     def count_uses(self, items: list[pytest.Item]) -> None:
         """How many of the items that will run (after deselection) use each case."""

@@ -6,7 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from harness.artifacts.qdq import load_model, read_layout
+from harness.artifacts.errors import InvalidGraphError
+from harness.artifacts.qdq import graph_problems, load_model, read_layout
 from harness.core import Device, QuantLayout, Runner, Tensors
 
 
@@ -30,6 +31,9 @@ class OrtQdqRunner(Runner):
         import onnxruntime as ort
 
         self.model = load_model(path, artifact_dir)  # refuses external data outside it and custom-op domains
+        problems = graph_problems(self.model, path)  # before any session: its optimizer can hide them
+        if problems:
+            raise InvalidGraphError(f"{Path(path).name} is not a valid ONNX graph: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
         missing = ort_provider_missing(provider)
         if missing:
             raise RuntimeError(missing)
