@@ -48,6 +48,17 @@ class SlowDequantPathway(Pathway):
         return module
 
 
+def planted_int8(name: str, wrap: type) -> type:
+    """Register the real INT8 QDQ pathway as `name`, its runner wrapped in `wrap(runner)`."""
+
+    class Planted(IncInt8Qdq):
+        def load(self, artifact, device, model):
+            return wrap(super().load(artifact, device, model))
+
+    Planted.name = name
+    return register(Planted)
+
+
 class NoisyRunner:
     def __init__(self, runner):
         self.runner, self.rng = runner, np.random.default_rng()
@@ -62,12 +73,7 @@ class NoisyRunner:
         return "planted: INT8 QDQ plus fresh noise on every call"
 
 
-@register
-class NondeterministicPathway(IncInt8Qdq):
-    name = "planted-nondeterministic"
-
-    def load(self, artifact, device, model):
-        return NoisyRunner(super().load(artifact, device, model))
+NondeterministicPathway = planted_int8("planted-nondeterministic", NoisyRunner)
 
 
 class HangingRunner(NoisyRunner):
@@ -78,12 +84,7 @@ class HangingRunner(NoisyRunner):
         return self.runner(inputs)
 
 
-@register
-class HangingPathway(IncInt8Qdq):
-    name = "planted-hang"
-
-    def load(self, artifact, device, model):
-        return HangingRunner(super().load(artifact, device, model))
+HangingPathway = planted_int8("planted-hang", HangingRunner)
 
 
 class CrashingRunner(NoisyRunner):
@@ -91,12 +92,7 @@ class CrashingRunner(NoisyRunner):
         raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running MatMulInteger node (planted)")
 
 
-@register
-class CrashingPathway(IncInt8Qdq):
-    name = "planted-crash"
-
-    def load(self, artifact, device, model):
-        return CrashingRunner(super().load(artifact, device, model))
+CrashingPathway = planted_int8("planted-crash", CrashingRunner)
 
 
 class FutureLeakRunner(NoisyRunner):
@@ -111,12 +107,7 @@ class FutureLeakRunner(NoisyRunner):
         return {**outputs, "logits": logits}
 
 
-@register
-class FutureLeakPathway(IncInt8Qdq):
-    name = "planted-future-leak"
-
-    def load(self, artifact, device, model):
-        return FutureLeakRunner(super().load(artifact, device, model))
+FutureLeakPathway = planted_int8("planted-future-leak", FutureLeakRunner)
 
 
 @register
