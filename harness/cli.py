@@ -9,6 +9,7 @@ commands:
                 --markdown: a summary for a CI job page or PR comment; --history: each
                 gated metric across releases, drifts toward a threshold flagged)
   merge         merge shards' summary.json files into one summary and HTML page
+  durations     fold runs' durations.json into the stored durations that --shard balances
   calibrate     measure this device and write a threshold profile with margins
   hash-weights  print the source-weights sha256 of a checkpoint, .safetensors or .onnx
 
@@ -456,6 +457,23 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_durations(args: argparse.Namespace) -> int:
+    """Refresh the stored test durations that `qconform run --shard K/N` balances from runs' (each
+    shard's) <report-dir>/durations.json."""
+    import pytest
+
+    from harness.run.scaleout import durations_path, refresh_durations
+
+    try:
+        out = Path(args.out) if args.out else durations_path(load_project(Path.cwd()), for_writing=True)
+        updated, stored = refresh_durations([Path(s) for s in args.sources], out)
+    except (pytest.UsageError, ConfigError, OSError) as exc:
+        print(usage_line("durations", exc), file=sys.stderr)
+        return USAGE_ERROR
+    print(f"qconform: {updated} test duration(s) from {len(args.sources)} run(s) -> {out} ({stored} stored)")
+    return 0
+
+
 class Parser(argparse.ArgumentParser):
     """A bad argument is one line, `qconform <command>: <why>`, and exit 4 (argparse's is usage + 2)."""
 
@@ -501,6 +519,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     merge.add_argument("--out", default="reports/merged", metavar="DIR", help="where the merged summary.json and conformance-merged.html go (default: reports/merged)")
     merge.add_argument("--repetitions", action="store_true", help="the summaries are independent repetitions of one run (fresh processes; later ones may be `-m perf` only): each speed gate is judged across them, FAIL only when every repetition establishes the slowdown, UNSTABLE (an error) when they disagree")
 
+    durations = sub.add_parser("durations", help="fold runs' durations.json into the stored durations that --shard balances")
+    durations.add_argument("sources", nargs="+", metavar="DIR|DURATIONS", help="a run's report directory or its durations.json (each shard's)")
+    durations.add_argument("--out", metavar="JSON", help="the stored durations to update (default: qconform-durations.json beside qconform.toml, else the embedded run's harness/data/durations.json)")
+
     init = sub.add_parser("init", help="write a starting qconform.toml for your model, every key explained")
     init.add_argument("--model", type=Path, required=True, metavar="SOURCE", help="Hugging Face checkpoint directory or fp32 .onnx file")
     init.add_argument("--out", type=Path, default=Path("qconform.toml"), help="where to write it (default: qconform.toml; an existing file is never overwritten)")
@@ -544,7 +566,7 @@ def _dispatch(parser: argparse.ArgumentParser, sub, argv: list[str] | None) -> i
         _model_id_as_source(args)
     if args.command in importer.COMMANDS:
         return importer.COMMANDS[args.command](args)
-    return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge}[args.command](args)
+    return {"build": cmd_build, "report": cmd_report, "merge": cmd_merge, "durations": cmd_durations}[args.command](args)
 
 
 # -- `qconform init --model PATH` ------------------------------------------------------------------

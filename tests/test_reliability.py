@@ -39,13 +39,21 @@ def test_xdist_workers_merge_into_one_report(llama_int8, run_suites):
 
 def test_shards_merge_back_into_the_whole_run(llama_int8, run_suites, tmp_path):
     whole = run_suites(*CASE, suites=SUITES)
-    shards = []
+    timed = json.loads((tmp_path / "reports" / "durations.json").read_text())  # every test, by key
+    # Planted: one test outweighs all the others together, so the balanced split gives it a shard alone.
+    heavy = sorted(timed)[0]
+    planted = tmp_path / "planted-durations.json"
+    planted.write_text(json.dumps({**timed, heavy: 1000.0}))
+    shards, ran = [], []
     for k in (1, 2):
-        shard = run_suites(*CASE, f"--shard={k}/2", suites=SUITES)
+        shard = run_suites(*CASE, f"--shard={k}/2", f"--shard-durations={planted}", suites=SUITES)
         assert shard.returncode == 0, shard.output
+        ran.append(set(json.loads((tmp_path / "reports" / "durations.json").read_text())))
         path = tmp_path / f"shard{k}.json"
         path.write_text(json.dumps(shard.summary))
         shards.append(path)
+    assert not ran[0] & ran[1] and ran[0] | ran[1] == set(timed)  # each test in exactly one shard
+    assert {heavy} in ran
     out = tmp_path / "merged"
     assert main(["merge", *map(str, shards), "--out", str(out)]) == 0
     merged = json.loads((out / "summary.json").read_text())

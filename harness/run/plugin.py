@@ -53,7 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", help="comma-separated model ids to run (default: all)")
     group.addoption("--pathways", help="comma-separated pathway names; each must be gated (default: every pathway that can run here)")
     group.addoption("--perf-full", action="store_true", help="time the whole kernel table (every M), not the CI subset M = 1, 128, 4096 (also QCONFORM_PERF_FULL=1)")
-    group.addoption("--shard", help="run shard K/N of the tests (stable split by test id); merge with `qconform merge`")
+    group.addoption("--shard", help="run shard K/N of the tests, the N shards balanced by the tests' stored durations (--shard-durations); merge with `qconform merge`")
+    group.addoption("--shard-durations", type=Path, help="the tests' durations that --shard balances (default: qconform-durations.json beside qconform.toml, else the embedded run's); refresh it with `qconform durations`")
     group.addoption("--max-gpu-memory", metavar="SIZE", help="GPU memory a case may use, e.g. 24GiB, 32GB or bytes: a case estimated to need more is refused (named pathway) or skipped before any work (default: the project's max_gpu_memory, else GPU 0's total memory)")
     group.addoption("--max-host-memory", metavar="SIZE", help="host memory a case may use, e.g. 16GiB: a case estimated to need more is refused (named pathway) or skipped before any work (default: the project's max_host_memory, else MemAvailable + this process's RSS)")
 
@@ -217,12 +218,6 @@ def gate(request: pytest.FixtureRequest) -> Gates:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    shard = config.getoption("shard")
-    if shard:
-        index, total = scaleout.parse_shard(shard)
-        keep = [item for item in items if scaleout.in_shard(item.nodeid, index, total)]
-        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-        items[:] = keep
     if _is_worker(config):  # the controller reads an item's labels from its reports
         for item in items:
             item.user_properties.append(("qconform_item", item_labels(item)))
@@ -310,6 +305,7 @@ class Reporter:
         self.html_report: Any = None
         self._items: dict[str, pytest.Item] = {}  # this process's items by nodeid (none on an xdist controller)
         self._timed: dict[str, int] = {}  # perf items that will run -> their position among them
+        self.seconds: dict[str, float] = {}  # each test's time, for <report-dir>/durations.json
 
     @property
     def report_dir(self) -> Path:
@@ -329,8 +325,9 @@ class Reporter:
         if held:
             self.harness.log(held)
 
-    @pytest.hookimpl(trylast=True)  # after -k, -m and the module hook's --shard have deselected
+    @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: the shards split what is left
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        self.select_shard(config, items)
         self.harness.count_uses(items)  # each case's runner goes when its last item has run
         self._items = {item.nodeid: item for item in items}
         self._timed = {item.nodeid: i + 1 for i, item in enumerate(i for i in items if _is_timed(i))}
@@ -373,8 +370,19 @@ class Reporter:
             return "error", "E", "ERROR"
         return None
 
+    def select_shard(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--shard K/N: keep group K of N duration-balanced groups (each xdist worker computes the same)."""
+        shard = config.getoption("shard")
+        if not shard:
+            return
+        index, total = scaleout.parse_shard(shard)
+        group = scaleout.shard_groups(items, total, scaleout.read_durations(self.harness.shard_durations))[index - 1]
+        config.hook.pytest_deselected(items=group.deselected)
+        items[:] = group.selected
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.records.extend(records_of(report, self._items.get(report.nodeid)))
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration  # setup + call + teardown
 
     @pytest.hookimpl(trylast=True)  # after pytest has torn the item's fixtures down
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
@@ -409,6 +417,8 @@ class Reporter:
             self.html_report.title = f"qconform release verdict: {result.word} ({summary.counts_text(result)}) on {self.harness.device.describe()}"
         path = summary.write_summary(self.report_dir, self.records, result, self.environment, self.selected, self.comparison)
         summary.keep_history(path)
+        if self.seconds:  # what `qconform durations` folds into the stored durations --shard balances
+            scaleout.write_run_durations(self.report_dir, self.seconds)
         session.exitstatus = result.exit_code  # the exit status is the verdict's
 
     @functools.cached_property

@@ -30,6 +30,7 @@ from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.report.progress import phase
 from harness.run import memory
 from harness.run.references import ReferenceStore, fp32_floor_precision, loaded_module, release_memory
+from harness.run.scaleout import durations_path
 from harness.run.store import ArtifactStore
 
 CaseFilter = Callable[[Pathway, str], bool]
@@ -40,7 +41,7 @@ HARNESS_DIR = Path(__file__).resolve().parents[1]
 SUITES_DIRS = (HARNESS_DIR.parent / "suites", HARNESS_DIR / "suites")
 DEFAULT_REPORT_DIR = Path("reports")
 # Options that make any pytest run a conformance run.
-EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "model")
+EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "shard_durations", "model")
 
 
 def cases(where: CaseFilter | None = None, thresholds: tuple[str, ...] | Callable[[Pathway, ModelSpec], Any] = ()):
@@ -383,6 +384,12 @@ class Harness:
         """--golden-dir; else golden/ beside the project file (the team's repository); else the rootdir's."""
         base = self.project.path.parent if self.project else Path(self.config.rootpath)
         return self.config.getoption("golden_dir") or base / "golden"
+
+    @property
+    def shard_durations(self) -> Path:
+        """--shard-durations; else qconform-durations.json beside the project file when there is one;
+        else the embedded run's, shipped with qconform (harness/data/durations.json)."""
+        return self.config.getoption("shard_durations") or durations_path(self.project)
 
     def reference_outputs(self, model: ModelSpec, precision: Precision = FP32_CPU) -> dict[str, np.ndarray]:
         return self.references.outputs(model, precision)
