@@ -243,3 +243,31 @@ def load_entry_points(group: str, kind: type, add: Callable[[Any], Any], known: 
             raise RuntimeError(f"entry point {entry.name} = {entry.value} ({group}, from {entry.dist.name if entry.dist else '?'}) failed to load: {type(exc).__name__}: {exc}") from exc
         if ((isinstance(obj, type) and issubclass(obj, kind)) or isinstance(obj, kind)) and not known(obj):
             add(obj)
+
+
+class CountedRun:
+    """A runner (`run(batch) -> outputs`) that counts what it is asked for: forward passes and the
+    tokens (input elements) they carry. What an evaluation costs, counted rather than timed, so a
+    test can hold it to a number (tests/test_evaluation_cost.py) and a record can state it."""
+
+    def __init__(self, run: Callable[[Tensors], Tensors]):
+        self.run, self.forwards, self.tokens = run, 0, 0
+
+    def __call__(self, batch: Tensors) -> Tensors:
+        self.forwards += 1
+        first = next(iter(batch.values()), None)
+        self.tokens += int(first.size) if first is not None else 0
+        return self.run(batch)
+
+
+def costed(costs: dict[str, Any] | None, label: str, run: Callable[[Tensors], Tensors], work: Callable[[Callable[[Tensors], Tensors]], Any]) -> Any:
+    """`work(counted_run)`, with its wall time, forward passes and tokens stored in `costs[label]`
+    (when `costs` is given)."""
+    import time
+
+    counted = CountedRun(run)
+    start = time.perf_counter()
+    result = work(counted)
+    if costs is not None:
+        costs[label] = {"seconds": round(time.perf_counter() - start, 2), "forwards": counted.forwards, "tokens": counted.tokens}
+    return result

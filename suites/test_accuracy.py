@@ -8,7 +8,7 @@ from harness.judge.gates import metric, threshold_key, threshold_keys
 from harness.judge.metrics import ALPHA, POWER, ProportionTest, log_error_histogram, output_metrics, smallest_detectable_change
 from harness.judge.paired import PairedTask
 from harness.measure.layout_checks import weight_sqnr
-from harness.measure.localize import NotLocalizable, describe_first_bad, localize
+from harness.measure.localize import NotLocalizable, describe_first_bad
 from harness.run.session import cases
 
 
@@ -21,7 +21,7 @@ def test_output_agreement(case, gate):
     detail = f"{name}: max |err| {stats['max_abs_err']:.3g}, {stats['nonfinite']} non-finite values{describe_floor(case)}"
     plots = {"error_histogram": log_error_histogram(reference, candidate), "layer_weight_sqnr_db": weight_sqnr(case.runner.layout(), case.model)}
     try:  # where the error starts, for the failure message and the report's per-layer plot
-        errors = localize(case)
+        errors = case.layer_errors()
         key = "min_layer_activation_sqnr_db"
         threshold = case.threshold(key).value
         detail += "; " + describe_first_bad(errors, threshold)
@@ -51,7 +51,7 @@ def test_layer_activation_sqnr(case, gate):
     """Every weight layer's output, run inside the quantized model, stays close to the same layer's
     output in the fp32 reference (activation SQNR in execution order; the worst layer is named)."""
     try:
-        errors = localize(case)
+        errors = case.layer_errors()
     except NotLocalizable as exc:
         pytest.skip(f"{case.pathway.name}: {exc}")
     layer, value = min(errors, key=lambda e: e[1])

@@ -3,7 +3,6 @@ the catalog names, with the cause in the message. A clean artifact passes the sa
 
 import importlib
 import shutil
-from pathlib import Path
 
 import onnx
 import pytest
@@ -239,17 +238,13 @@ def test_output_changing_defect_fails_an_output_gate_under_the_policy(defect, ll
 def test_candidate_seeing_the_next_token_fails_the_lower_ppl_bound(tmp_path, run_suites):
     """A candidate far BETTER than its reference is wrong too: the planted runner raises the logit of
     the token that really comes next (a dropped causal mask), its ln PPL ratio falls far under the
-    policy's min_ppl_ratio_log, and the verdict is FAIL naming that bound. The planted pathway's table
-    is the INT8 causal-LM policy table, copied (defaults.toml has none for a planted pathway)."""
-    import tomllib
-
-    from harness.judge.thresholds import default_profile
+    policy's min_ppl_ratio_log, and the verdict is FAIL naming that bound. The planted pathway is
+    judged by the INT8 causal-LM policy (tests/planted_pathways.inheriting_profile)."""
     from tests.hf_checkpoints import build_llama
+    from tests.planted_pathways import inheriting_profile
 
-    policy = tomllib.loads(Path(default_profile().path).read_text())["inc-int8-qdq"]["default-causal-lm"]
-    rows = "\n".join(f"{key} = {value!r}" for key, value in policy.items() if key.startswith(("min_", "max_")))
     profile = tmp_path / "leak.toml"
-    profile.write_text(f'[profile]\nname = "leak"\ndescription = "the INT8 causal-LM policy for the planted pathway"\n\n["planted-future-leak".leak-llama]\n{rows}\n')
+    profile.write_text(inheriting_profile("cpu", "planted-future-leak", "inc-int8-qdq", "leak-llama", "causal-lm"))
     checkpoint = build_llama(tmp_path / "leak-llama")
     run = run_suites(
         "-p", "tests.planted_pathways", f"--model={checkpoint}", "--pathways=planted-future-leak", f"--profile={profile}",
@@ -260,3 +255,23 @@ def test_candidate_seeing_the_next_token_fails_the_lower_ppl_bound(tmp_path, run
     assert "min_ppl_ratio_log" in failed, run.output[-3000:]
     assert failed["min_ppl_ratio_log"]["measured"] < -0.5
     assert "min_ppl_ratio_log measured" in run.output
+
+
+def test_a_planted_pathway_inherits_the_gates_of_the_pathway_it_imitates(tmp_path):
+    """The planted slow FP8 artifact on a team's checkpoint is judged on the H100 by torchao FP8's own
+    speed gates (the policy's own-model prefill/decode speedups), and on the CPU by the INT8 policy
+    of its CPU class: the same numbers, from the same tables."""
+    from harness.judge.thresholds import load_profile, resolve
+    from tests.planted_pathways import inheriting_profile
+
+    path = tmp_path / "planted.toml"
+    path.write_text(inheriting_profile("h100", "planted-slow-fp8-artifact", "torchao-fp8-rowwise", "ckpt-0.1b", "causal-lm"))
+    planted = load_profile(str(path))
+    for key in ("min_prefill_speedup", "min_decode_speedup", "min_sqnr_db"):
+        real = resolve(load_profile("h100"), key, ("torchao-fp8-rowwise", "ckpt-0.1b", "h100"), ("torchao-fp8-rowwise", "default-causal-lm", "h100"))
+        assert planted.threshold(key, "planted-slow-fp8-artifact", "ckpt-0.1b", "h100").value == real.value
+    path.write_text(inheriting_profile("cpu", "planted-crash", "inc-int8-qdq", "leak-llama", "causal-lm"))
+    planted = load_profile(str(path))
+    for device_class in ("cpu-x86-vnni", "cpu-x86"):
+        real = resolve(load_profile("cpu"), "min_sqnr_db", ("inc-int8-qdq", "leak-llama", device_class), ("inc-int8-qdq", "default-causal-lm", device_class))
+        assert planted.threshold("min_sqnr_db", "planted-crash", "leak-llama", device_class).value == real.value

@@ -59,7 +59,7 @@ def test_phase_lines_reach_the_terminal_not_the_capture(tmp_path):
     html = tmp_path / "page.html"
     lines = _lines(_pytest_in(tmp_path, "test_progress.py", f"--html={html}", "--self-contained-html"))
     assert "qconform: building inc-int8-qdq for tiny-llama ... done in 1.2 s" in lines, lines
-    assert any(re.fullmatch(r"qconform: reference outputs of tiny-llama \.\.\. done in \d+\.\d s", line) for line in lines), lines
+    assert any(re.fullmatch(r"qconform: reference outputs of tiny-llama \.\.\. done in \d+\.\d s(, host .*)?", line) for line in lines), lines
     # pytest's own progress: the three results on one line of its own, the phase lines apart.
     assert any(re.match(r"test_progress\.py \.+\s", line) for line in lines), lines
     assert not [line for line in lines if "qconform:" in line and not line.startswith("qconform:")], lines
@@ -159,7 +159,7 @@ def test_progress_outside_pytest_goes_to_stderr(capsys, monkeypatch):
     with progress.phase("building x for y"):
         pass
     err = capsys.readouterr().err
-    assert "qconform: building x for y ..." in err and re.search(r"building x for y \.\.\. done in \d+\.\d s", err)
+    assert "qconform: building x for y ..." in err and re.search(r"building x for y \.\.\. done in \d+\.\d s(, host .*)?", err)
 
 
 def test_timing_items_are_phases(tmp_path):
@@ -175,8 +175,8 @@ def test_timing_items_are_phases(tmp_path):
     '''))
     (tmp_path / "test_perf.py").write_text("def test_speed(perf_key):\n    pass\n")
     lines = _lines(_pytest_in(tmp_path, "test_perf.py"))
-    assert any(re.fullmatch(r"qconform: timing p w1 \(1/2\) \.\.\. done in \d+\.\d s", line) for line in lines), lines
-    assert any(re.fullmatch(r"qconform: timing p w2 \(2/2\) \.\.\. done in \d+\.\d s", line) for line in lines), lines
+    assert any(re.fullmatch(r"qconform: timing p w1 \(1/2\) \.\.\. done in \d+\.\d s(, host .*)?", line) for line in lines), lines
+    assert any(re.fullmatch(r"qconform: timing p w2 \(2/2\) \.\.\. done in \d+\.\d s(, host .*)?", line) for line in lines), lines
 
 
 def test_phase_lines_of_xdist_workers_are_printed_by_the_controller(tmp_path):
@@ -188,7 +188,7 @@ def test_phase_lines_of_xdist_workers_are_printed_by_the_controller(tmp_path):
     html = tmp_path / "page.html"
     lines = _lines(_pytest_in(tmp_path, "test_progress.py", "-n", "2", f"--html={html}", "--self-contained-html"))
     assert any(re.fullmatch(r"\[gw[01]\] qconform: building inc-int8-qdq for tiny-llama \.\.\. done in 1\.2 s", line) for line in lines), lines
-    assert any(re.fullmatch(r"\[gw[01]\] qconform: reference outputs of tiny-llama \.\.\. done in \d+\.\d s", line) for line in lines), lines
+    assert any(re.fullmatch(r"\[gw[01]\] qconform: reference outputs of tiny-llama \.\.\. done in \d+\.\d s(, host .*)?", line) for line in lines), lines
     assert not [line for line in lines if "qconform:" in line and not re.match(r"\[gw\d+\] qconform: ", line) and not line.startswith("qconform verdict")], lines
     assert not [line for line in lines if "qconform: " in line and " ... " in line and " done in " not in line], lines  # no half lines
     page = html.read_text()
@@ -214,7 +214,7 @@ def test_worker_progress_sends_its_lines_with_the_report(monkeypatch):
     worker.store_log("qconform: built p for m in 2.5s")
     progress.note("a note")
     assert len(worker.pending) == 3 and worker.pending[1:] == ["[gw3] qconform: building p for m ... done in 2.5 s", "[gw3] qconform: a note"]
-    assert re.fullmatch(r"\[gw3\] qconform: candidate outputs of m \(p/cpu\) \.\.\. done in \d+\.\d s", worker.pending[0])
+    assert re.fullmatch(r"\[gw3\] qconform: candidate outputs of m \(p/cpu\) \.\.\. done in \d+\.\d s(, host .*)?", worker.pending[0])
     report = TestReport("t.py::test", ("t.py", 0, "test"), {}, "passed", None, "call")
     hook = worker.pytest_runtest_makereport(None, None)
     next(hook)

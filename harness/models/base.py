@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.core import FP32_CPU, Precision, Tensors, load_entry_points, module_path
+from harness.core import FP32_CPU, Precision, Tensors, costed, load_entry_points, module_path
 
 
 class ModelSpec:
@@ -82,10 +82,11 @@ class ModelSpec:
         """The evaluation data in the batches it is run in; eval_inputs() is their concatenation."""
         return [self.eval_inputs()]
 
-    def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
+    def evaluate(self, run: Callable[[Tensors], Tensors], costs: dict[str, Any] | None = None) -> Tensors:
         """Everything the gates compare, from a runner (or run_reference): each eval batch run
-        on its own, outputs concatenated along the batch axis."""
-        outputs = [run(batch) for batch in self.eval_batches()]
+        on its own, outputs concatenated along the batch axis. `costs`: each part's wall time and
+        forward passes land there (harness/core.costed)."""
+        outputs = costed(costs, "eval batches", run, lambda counted: [counted(batch) for batch in self.eval_batches()])
         return {name: np.concatenate([o[name] for o in outputs]) for name in self.output_names}
 
     def evidence(self, reference: Tensors, candidate: Tensors) -> dict[str, Any]:

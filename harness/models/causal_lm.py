@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.core import Tensors
+from harness.core import Tensors, costed
 from harness.judge.metrics import generation_agreement, lm_metric_names, lm_metrics, log_softmax, logprobs_at, sqnr_db, topk_logprobs
 from harness.judge.paired import PairedTask
 from harness.models.kinds import DataKey, ModelKind, read_jsonl, register_kind
@@ -217,18 +217,18 @@ class CausalLM(ModelKind):
                 out[row, i] = float(np.sum(lp[np.arange(len(seq) - start), seq[start:]]))
         return out
 
-    def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
-        outputs = super().evaluate(run)
+    def evaluate(self, run: Callable[[Tensors], Tensors], costs: dict[str, Any] | None = None) -> Tensors:
+        outputs = super().evaluate(run, costs)
         if self.generates:
-            outputs["generated_ids"] = self.greedy_generate(run)
+            outputs["generated_ids"] = costed(costs, "greedy generation", run, self.greedy_generate)
         if self.scores_choices and self.uses_lm_eval:
             from harness.models.lm_eval_tasks import per_document_scores
 
-            scores = per_document_scores(self.model.lm_eval_include, list(self.model.lm_eval_tasks), self.model.tokenizer, run, self.model.seq_len)
+            scores = costed(costs, "labeled task", run, lambda counted: per_document_scores(self.model.lm_eval_include, list(self.model.lm_eval_tasks), self.model.tokenizer, counted, self.model.seq_len))
             outputs["task_correct"] = np.concatenate([scores[name] for name in self.model.lm_eval_tasks]) >= 0.5
             outputs["task_documents"] = np.array([f"{name}#{i}" for name in self.model.lm_eval_tasks for i in range(len(scores[name]))])
         elif self.scores_choices:
-            outputs["choice_logprobs"] = self.choice_logprobs(run)
+            outputs["choice_logprobs"] = costed(costs, "labeled task", run, self.choice_logprobs)
             answers = np.array([item["answer"] for item in self.choice_items])
             outputs["task_correct"] = np.nan_to_num(outputs["choice_logprobs"], nan=-np.inf).argmax(axis=1) == answers
         return outputs

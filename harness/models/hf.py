@@ -502,8 +502,8 @@ class HuggingFaceModel(ModelSpec):
     def calibration_inputs(self) -> list[Tensors]:
         return self.model_kind.calibration_inputs()
 
-    def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
-        return self.model_kind.evaluate(run)
+    def evaluate(self, run: Callable[[Tensors], Tensors], costs: dict[str, Any] | None = None) -> Tensors:
+        return self.model_kind.evaluate(run, costs)
 
     def task_metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:
         measured = self.model_kind.metrics(reference, candidate)

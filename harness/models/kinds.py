@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from harness.core import Tensors, load_entry_points
+from harness.core import Tensors, costed, load_entry_points
 from harness.models.base import ModelSpec
 
 if TYPE_CHECKING:
@@ -162,9 +162,10 @@ class ModelKind:
         self.calibration_inputs()
 
     # -- evaluation, metrics, evidence ---------------------------------------------------------------
-    def evaluate(self, run: Callable[[Tensors], Tensors]) -> Tensors:
-        """Everything the gates compare: each eval batch run on its own, outputs concatenated."""
-        outputs = [run(batch) for batch in self.model.eval_batches()]
+    def evaluate(self, run: Callable[[Tensors], Tensors], costs: dict[str, Any] | None = None) -> Tensors:
+        """Everything the gates compare: each eval batch run on its own, outputs concatenated
+        (`costs`: as ModelSpec.evaluate)."""
+        outputs = costed(costs, "eval batches", run, lambda counted: [counted(batch) for batch in self.model.eval_batches()])
         return {name: np.concatenate([o[name] for o in outputs]) for name in self.output_names}
 
     def metrics(self, reference: Tensors, candidate: Tensors) -> dict[str, float]:

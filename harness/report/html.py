@@ -309,6 +309,7 @@ def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], co
         [
             details_html(records, result),
             generations_html(records),
+            costs_html(records),
             speedup_html(records),
             probes_html(env.get("probes", [])),
             proven_html(),
@@ -324,7 +325,7 @@ def verdict_html(records: list[Record], result: Verdict, env: dict[str, Any], co
         history_html(trend) if trend else "",
         not_run_html(records, result),
         plots_html(records),
-        f"<details id='qc-details'><summary><b>Details</b>: every check ({rows} rows, by cell), generations, speed tables, capability probes, what each gate is proven to catch</summary>{details}</details>",
+        f"<details id='qc-details'><summary><b>Details</b>: every check ({rows} rows, by cell), generations, what each case cost, speed tables, capability probes, what each gate is proven to catch</summary>{details}</details>",
         "</div>",
     ]
 
@@ -342,6 +343,38 @@ def generations_html(records: list[Record]) -> str:
         )
         parts.append(f"<h4>{_fmt(r.pathway)}/{_fmt(r.device)} {_fmt(r.model)}</h4><table class='qc-table'><tr><th>Prompt</th><th>Reference</th><th>Quantized</th></tr>{rows}</table>")
     return "<h3>Greedy generations, reference vs quantized</h3>" + "".join(parts) if parts else ""
+
+
+def case_costs(records: list[Record]) -> dict[tuple[str, str, str], dict[str, dict[str, Any]]]:
+    """Per (pathway, device, model): what each phase cost (the union of its records' `costs`)."""
+    found: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if isinstance(r.extra.get("costs"), dict):
+            found.setdefault((r.pathway, r.device, r.model), {}).update(r.extra["costs"])
+    return found
+
+
+def _cost(cost: dict[str, Any]) -> str:
+    parts = [f"{cost['seconds']:.1f} s"] if "seconds" in cost else []
+    if "forwards" in cost:
+        parts.append(f"{cost['forwards']} forwards")
+    if "host_peak_gib" in cost:
+        parts.append(f"host peak {cost['host_peak_gib']:.1f} GiB (+{cost.get('host_peak_raised_gib', 0):.1f})")
+    if "gpu_peak_reserved_gib" in cost:
+        parts.append(f"GPU {cost['gpu_peak_reserved_gib']:.1f} GiB")
+    return ", ".join(parts)
+
+
+def costs_html(records: list[Record]) -> str:
+    """What each case's phases cost: wall time, forward passes, the process's host peak so far and
+    how much the phase raised it (the phase that set the run's peak names itself)."""
+    rows = []
+    for (pathway, device, model), costs in sorted(case_costs(records).items()):
+        cells = "".join(f"<li><b>{_fmt(label)}</b>: {_fmt(_cost(cost))}</li>" for label, cost in costs.items())
+        rows.append(f"<tr><th>{_fmt(pathway)}/{_fmt(device)}<br><small>{_fmt(model)}</small></th><td><ul>{cells}</ul></td></tr>")
+    if not rows:
+        return ""
+    return "<h3 id='qc-costs'>What each case cost</h3><table class='qc-table'><tr><th>case</th><th>phases (wall time, forward passes, host memory peak so far and what the phase added)</th></tr>" + "".join(rows) + "</table>"
 
 
 def probes_html(probes: list[dict[str, Any]]) -> str:

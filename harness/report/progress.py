@@ -231,11 +231,16 @@ def note(text: str) -> None:
 
 
 @contextlib.contextmanager
-def phase(what: str) -> Iterator[None]:
-    """`with phase("reference tiny-llama (fp32, cpu)"):` prints `qconform: <what> ... done in 1.2 s`
-    (`failed after ...` when the block raises)."""
+def phase(what: str, into: dict[str, Any] | None = None, label: str | None = None) -> Iterator[None]:
+    """`with phase("reference tiny-llama (fp32, cpu)"):` prints `qconform: <what> ... done in 1.2 s,
+    host 2.6 GiB (peak 9.4 GiB, +6.8 here)` (`failed after ...` when the block raises). The host
+    numbers are the process's resident memory at the end and its peak so far (ru_maxrss), and how
+    much this phase raised that peak: the phase that sets a run's peak names itself.
+    `into`: a case's cost table; the phase's cost lands there under `label` (seconds, host numbers,
+    GPU peak), for its records and the report."""
     progress = _current
     start = time.perf_counter()
+    peak_before = host_peak_gib()
     gpu = _gpu_in_use()
     if gpu is not None:
         gpu.reset_peak_memory_stats()
@@ -249,11 +254,36 @@ def phase(what: str) -> Iterator[None]:
         outcome = "done"
     finally:
         seconds = time.perf_counter() - start
-        note = f" (GPU peak {gpu.max_memory_reserved() / 2**30:.1f} GiB reserved)" if gpu is not None else ""
+        rss = host_rss_gib()
+        peak = max(host_peak_gib(), rss)
+        cost = {"seconds": round(seconds, 2), "host_gib": round(rss, 2), "host_peak_gib": round(peak, 2), "host_peak_raised_gib": round(max(peak - peak_before, 0.0), 2)}
+        note = f", host {cost['host_gib']:.1f} GiB (peak {cost['host_peak_gib']:.1f} GiB, +{cost['host_peak_raised_gib']:.1f} here)"
+        if gpu is not None:
+            cost["gpu_peak_reserved_gib"] = round(gpu.max_memory_reserved() / 2**30, 2)
+            note += f", GPU peak {cost['gpu_peak_reserved_gib']:.1f} GiB reserved"
+        if into is not None and outcome == "done":
+            into[label or what] = cost
         if progress is None:
             print(f"qconform: {what} ... {outcome} in {seconds:.1f} s{note}", file=sys.stderr, flush=True)
         else:
             progress.done(what, seconds, outcome, note)
+
+
+def host_rss_gib() -> float:
+    """This process's resident memory now (Linux /proc; elsewhere its peak)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        return host_peak_gib()
+
+
+def host_peak_gib() -> float:
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def _gpu_in_use():

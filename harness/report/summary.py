@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.artifacts.manifest import write_json_atomic
 from harness.judge.gates import EXIT_CODES, Record, Verdict, noise_band, verdict
-from harness.judge.repetitions import SPEED_METRICS, Repetition, judge_repetitions
+from harness.judge.repetitions import SPEED_METRICS, Repetition, agreement_band, judge_repetitions
 
 ORDER = {"error": 0, "failed": 0, "xpassed": 1, "skipped": 2, "xfailed": 3, "passed": 4}
 SUMMARY = "summary.json"
@@ -125,7 +125,7 @@ def merge_repetitions(summaries: list[dict[str, Any]]) -> tuple[list[Record], Ve
         if len(repeated) < 2:
             records.append(r)
             continue
-        judged = judge_repetitions([Repetition(x.measured, x.extra["timing"]["ci_low"], x.extra["timing"]["ci_high"]) for x in repeated], r.threshold)
+        judged = judge_repetitions([Repetition(x.measured, x.extra["timing"]["ci_low"], x.extra["timing"]["ci_high"]) for x in repeated], r.threshold, agreement_band(r.check))
         outcome = "error" if judged.outcome == "unstable" else judged.outcome
         extra = {**r.extra, "repetitions": [{"speedup": x.measured, **{k: x.extra["timing"][k] for k in ("ci_low", "ci_high")}, "speed_context": x.extra.get("speed_context")} for x in repeated]}
         records.append(Record(**{**r.__dict__, "outcome": outcome, "measured": judged.speedup, "message": judged.why, "extra": extra}))

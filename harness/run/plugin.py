@@ -159,6 +159,9 @@ class Gates:
         (a speedup is judged on its interval's upper end: it fails only when clearly below);
         `notes` adds a sentence to one key's record (how that key was judged)."""
         misses = []
+        costs = getattr(case, "all_costs", None)  # a case's phases so far (a perf case has none)
+        if costs:
+            extra = {**(extra or {}), "costs": costs}
         for key, value in measured.items():
             try:
                 threshold = case.threshold(key)

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -159,6 +160,7 @@ class ReferenceStore:
         self.cache_dir = Path(cache_dir)
         self._outputs: dict[tuple[str, Precision], Tensors] = {}
         self.computed: list[tuple[str, Precision]] = []  # what this process ran the model for (tests read it)
+        self.costs: dict[tuple[str, Precision], dict[str, dict[str, Any]]] = {}  # what computing (or loading) each cost
 
     def path_for(self, model: ModelSpec, precision: Precision) -> Path:
         return self.cache_dir / "references" / model.id / f"{precision.dtype}-{precision.device}-{reference_key(model, precision)[:16]}.npz"
@@ -169,13 +171,15 @@ class ReferenceStore:
         key = (model.id, precision)
         if key not in self._outputs:
             path = self.path_for(model, precision)
+            costs = self.costs.setdefault(key, {})
             if path.is_file():
-                with np.load(path, allow_pickle=False) as stored:
-                    self._outputs[key] = {name: stored[name] for name in stored.files}
+                with phase(f"reference outputs of {model.id} ({precision}) from the cache", into=costs, label="reference outputs (cached)"):
+                    with np.load(path, allow_pickle=False) as stored:
+                        self._outputs[key] = {name: stored[name] for name in stored.files}
             else:
-                with phase(f"reference outputs of {model.id} ({precision})"):
+                with phase(f"reference outputs of {model.id} ({precision})", into=costs, label="reference outputs"):
                     with loaded_module(model, precision) as module:
-                        outputs = model.evaluate(lambda inputs: model.run_module(module, inputs, precision.device))
+                        outputs = evaluate(model, lambda inputs: model.run_module(module, inputs, precision.device), costs, "reference")
                         del module  # released as the block ends
                 self.computed.append(key)
                 self._write(path, outputs)
@@ -188,3 +192,14 @@ class ReferenceStore:
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
             np.savez(tmp, **outputs)
         os.replace(tmp.name, path)  # atomic: a killed run never leaves half a reference behind
+
+
+def evaluate(model: ModelSpec, run: Callable[[Tensors], Tensors], costs: dict[str, dict[str, Any]], side: str) -> Tensors:
+    """`model.evaluate(run)`, its parts' costs (wall time, forward passes) added to `costs` as
+    "<side>: <part>". A model of a team's own plugin whose evaluate takes no `costs` is run as it is."""
+    if "costs" not in inspect.signature(model.evaluate).parameters:
+        return model.evaluate(run)
+    parts: dict[str, dict[str, Any]] = {}
+    outputs = model.evaluate(run, costs=parts)
+    costs.update({f"{side}: {part}": cost for part, cost in parts.items()})
+    return outputs

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import platform
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -25,11 +25,12 @@ from harness.artifacts.manifest import Artifact
 from harness.config import ConfigError, ModelEntry, Project, load_project
 from harness.core import FP32_CPU, Device, Precision, Runner
 from harness.judge.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
+from harness.measure.localize import LayerErrors, localize
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
 from harness.pathways.base import Pathway, all_pathways, get_pathway
 from harness.report.progress import phase
 from harness.run import memory
-from harness.run.references import ReferenceStore, fp32_floor_precision, loaded_module, release_memory
+from harness.run.references import ReferenceStore, evaluate, fp32_floor_precision, loaded_module, release_memory
 from harness.run.scaleout import durations_path
 from harness.run.store import ArtifactStore
 
@@ -71,6 +72,9 @@ class Case:
     device: Device
     artifact: Artifact
     runner: Runner
+    # What each phase of this case cost (seconds, forward passes, host and GPU memory), by phase:
+    # its records carry it (`costs`) and the report's cost table shows it.
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -78,8 +82,20 @@ class Case:
 
     @functools.cached_property
     def outputs(self) -> dict[str, np.ndarray]:
-        with phase(f"candidate outputs of {self.model.id} ({self.pathway.name}/{self.device.kind})"):
-            return self.model.evaluate(self.runner)  # eval batches (+ greedy generation, labeled task for LLMs)
+        with phase(f"candidate outputs of {self.model.id} ({self.pathway.name}/{self.device.kind})", into=self.costs, label="candidate outputs"):
+            return evaluate(self.model, self.runner, self.costs, "candidate")  # eval batches (+ greedy generation, labeled task for LLMs)
+
+    def layer_errors(self) -> LayerErrors:
+        """Per-layer activation SQNR against the reference (harness/measure/localize.localize), once per case."""
+        if getattr(self, "_qc_layer_errors", None) is None:
+            with phase(f"localizing {self.pathway.name}'s error in {self.model.id} layer by layer", into=self.costs, label="localization"):
+                return localize(self)
+        return localize(self)
+
+    @property
+    def all_costs(self) -> dict[str, dict[str, Any]]:
+        """The reference's costs (shared by every case of the model) and this case's own."""
+        return {**self.harness.references.costs.get((self.model.id, self.precision), {}), **self.costs}
 
     @property
     def precision(self) -> Precision:
