@@ -147,3 +147,28 @@ def test_a_max_proportion_is_judged_on_its_passing_side_bound():
         assert slightly["max_planted_flips"] <= 0.03 < 0.04  # over the budget, not significantly: passes
     finally:
         METRICS.pop("max_planted_flips")
+
+
+def test_whole_output_metrics_block_by_block_equal_the_one_shot_float64_numbers(monkeypatch):
+    """sqnr_db, cosine, error_stats and the error histogram run in float64 blocks (a full-vocabulary
+    logits array is never copied whole to float64); over many blocks they give the one-shot numbers."""
+    import numpy as np
+
+    from harness.judge import metrics
+
+    rng = np.random.default_rng(7)
+    ref = rng.standard_normal((3, 17, 101)).astype(np.float32)
+    cand = (ref + 0.02 * rng.standard_normal(ref.shape)).astype(np.float32)
+    r, c = ref.astype(np.float64), cand.astype(np.float64)
+    err = np.abs(r - c)
+    monkeypatch.setattr(metrics, "BLOCK", 97)  # 54 blocks, the last one short
+    assert metrics.sqnr_db(ref, cand) == pytest.approx(10 * np.log10(np.sum(r**2) / np.sum((r - c) ** 2)), rel=1e-12)
+    assert metrics.cosine(ref, cand) == pytest.approx(np.sum(r * c) / (np.linalg.norm(r) * np.linalg.norm(c)), rel=1e-12)
+    stats = metrics.error_stats(ref, cand)
+    assert stats["max_abs_err"] == pytest.approx(err.max(), rel=1e-6) and stats["mean_abs_err"] == pytest.approx(err.mean(), rel=1e-6)
+    assert stats["p99_abs_err"] == pytest.approx(np.quantile(err, 0.99), rel=1e-6) and stats["nonfinite"] == 0
+    assert metrics.log_error_histogram(ref, cand)["counts"] == np.histogram(np.log10(err + 1e-12), bins=40, range=(-12.0, 4.0))[0].tolist()
+    cand[2, 16, 100] = np.nan  # in the last block
+    assert metrics.sqnr_db(ref, cand) == metrics.cosine(ref, cand) == -np.inf and metrics.error_stats(ref, cand)["nonfinite"] == 1
+    with pytest.raises(ValueError, match="shape mismatch"):
+        metrics.sqnr_db(ref, cand[..., :5])

@@ -145,7 +145,7 @@ def swapped_weight_problems(layout: Any, model: "ModelSpec") -> list[str]:
     shapes = _linear_shapes(model)
     problems = []
     for name, layer in layout.layers.items():
-        own, stored = smoothed_reference(model.reference_weight(name), layer), layer.dequantized
+        own, stored = smoothed_reference(model.reference_weight(name), layer), layer.dequantized_weight
         if own is None or stored is None or np.shape(own) != np.shape(stored):
             continue  # a shape difference is check_onnx_matches's finding
         picks = np.random.default_rng(SAMPLE_SEED).choice(stored.size, min(SAMPLED, stored.size), replace=False)

@@ -17,12 +17,37 @@ def _pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.
     return ref, cand
 
 
+# Elements per float64 block: whole-output metrics run block by block, so a causal LM's full-vocabulary
+# logits (Gemma-3-270m: 4 x 128 x 262,144 float32, 537 MB) never exist as float64 copies (1.07 GB each,
+# four or five at once: 11.1 GiB peak in its FP8 run before this).
+BLOCK = 1 << 22
+
+
+def _blocks(reference: np.ndarray, candidate: np.ndarray):
+    """(reference, candidate) as float64 blocks of the flattened arrays, in order."""
+    ref, cand = np.asarray(reference), np.asarray(candidate)
+    if ref.shape != cand.shape:
+        raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}")
+    ref, cand = ref.reshape(-1), cand.reshape(-1)
+    for start in range(0, max(ref.size, 1), BLOCK):
+        yield ref[start : start + BLOCK].astype(np.float64), cand[start : start + BLOCK].astype(np.float64)
+
+
+def _all_finite(candidate: np.ndarray) -> bool:
+    flat = np.asarray(candidate).reshape(-1)
+    return all(np.isfinite(flat[i : i + BLOCK]).all() for i in range(0, flat.size, BLOCK))
+
+
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref - cand|^2)."""
-    ref, cand = _pair(reference, candidate)
-    if not np.isfinite(cand).all():
+    if not _all_finite(candidate):
+        _blocks(reference, candidate).__next__()  # a shape mismatch still raises
         return float("-inf")
-    return _sqnr(float(np.sum(ref**2)), float(np.sum((ref - cand) ** 2)))
+    signal = noise = 0.0
+    for ref, cand in _blocks(reference, candidate):
+        signal += float(np.sum(ref**2))
+        noise += float(np.sum((ref - cand) ** 2))
+    return _sqnr(signal, noise)
 
 
 def tensor_sqnr_db(reference, candidate) -> float:
@@ -50,11 +75,14 @@ def _sqnr(signal: float, noise: float) -> float:
 
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Cosine similarity of the flattened tensors."""
-    ref, cand = _pair(reference, candidate)
-    if not np.isfinite(cand).all():
+    if not _all_finite(candidate):
+        _blocks(reference, candidate).__next__()
         return float("-inf")
-    denom = np.linalg.norm(ref) * np.linalg.norm(cand)
-    return float(np.sum(ref * cand) / denom) if denom > 0 else 0.0
+    dot = ref_sq = cand_sq = 0.0
+    for ref, cand in _blocks(reference, candidate):
+        dot, ref_sq, cand_sq = dot + float(np.sum(ref * cand)), ref_sq + float(np.sum(ref**2)), cand_sq + float(np.sum(cand**2))
+    denom = math.sqrt(ref_sq) * math.sqrt(cand_sq)
+    return dot / denom if denom > 0 else 0.0
 
 
 def rowwise_cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -69,16 +97,26 @@ def rowwise_cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return sims
 
 
+def _abs_errors(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """|reference - candidate| computed in float64 block by block, kept as float32 (one output's size)."""
+    err = np.empty(np.asarray(reference).size, dtype=np.float32)
+    at = 0
+    for ref, cand in _blocks(reference, candidate):
+        err[at : at + ref.size] = np.abs(ref - cand)
+        at += ref.size
+    return err
+
+
 def error_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    ref, cand = _pair(reference, candidate)
-    err = np.abs(ref - cand)
-    scale = float(np.max(np.abs(ref))) or 1.0
+    err = _abs_errors(reference, candidate)
+    scale = max((float(np.max(np.abs(ref))) for ref, _ in _blocks(reference, reference)), default=0.0) or 1.0
+    finite = bool(np.isfinite(err).all())
     return {
-        "max_abs_err": float(np.max(err)),
-        "mean_abs_err": float(np.mean(err)),
-        "p99_abs_err": float(np.quantile(err, 0.99)) if np.isfinite(err).all() else float("inf"),
-        "max_rel_err": float(np.max(err)) / scale,
-        "nonfinite": int(np.size(cand) - np.count_nonzero(np.isfinite(cand))),
+        "max_abs_err": float(np.max(err)) if err.size else 0.0,
+        "mean_abs_err": float(np.mean(err, dtype=np.float64)) if err.size else 0.0,
+        "p99_abs_err": float(np.quantile(err, 0.99)) if finite and err.size else float("inf"),
+        "max_rel_err": (float(np.max(err)) if err.size else 0.0) / scale,
+        "nonfinite": int(np.size(candidate) - sum(int(np.count_nonzero(np.isfinite(cand))) for _, cand in _blocks(candidate, candidate))),
     }
 
 
@@ -120,10 +158,11 @@ def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
 
 def log_error_histogram(reference: np.ndarray, candidate: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
     """Histogram of log10 |reference - candidate| (small enough to keep in summary.json)."""
-    ref, cand = _pair(reference, candidate)
-    err = np.abs(ref - cand)
-    err = np.log10(err[np.isfinite(err)] + 1e-12)
-    counts, edges = np.histogram(err, bins=bins, range=(-12.0, 4.0))
+    edges = np.linspace(-12.0, 4.0, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    for ref, cand in _blocks(reference, candidate):
+        err = np.abs(ref - cand)
+        counts += np.histogram(np.log10(err[np.isfinite(err)] + 1e-12), bins=edges)[0]
     return {"edges": edges.round(3).tolist(), "counts": counts.tolist()}
 
 

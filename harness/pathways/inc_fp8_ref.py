@@ -108,7 +108,7 @@ def read_layout(module) -> QuantLayout:
                 activation_scale=np.array([float(child.quant_input.scale)]),
                 output_channels=child.out_features,
                 # INC keeps the FP8 weight transposed, (in, out).
-                dequantized=(weight.float() * scale).T.cpu().numpy(),
+                dequantized=lambda weight=weight, scale=scale: (weight.float() * scale).T,  # on each read: one layer's fp32 copy at a time
             )
         elif type(child).__name__ == "Linear":
             layout.unquantized.append(name)
