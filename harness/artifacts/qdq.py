@@ -124,7 +124,9 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
         zp = 0 if zero_points is None else zero_points.astype(np.float64).reshape(shape)
         transposed = node.op_type == "MatMul" or (node.op_type == "Gemm" and out_axis == 1)  # MatMul holds (in, out); the reference Linear holds (out, in)
 
-        def dequantized(weight=weight, zp=zp, scales=scales.reshape(shape), transposed=transposed) -> np.ndarray:
+        shaped_scales = scales.reshape(shape)
+
+        def dequantized(weight=weight, zp=zp, scales=shaped_scales, transposed=transposed) -> np.ndarray:
             # On each read, one layer at a time: held for every layer at once, a model's float64
             # weights were 8x its INT8 payload in memory (2.1 GB for Gemma-3-270m's).
             values = (numpy_helper.to_array(weight).astype(np.float64) - zp) * scales
