@@ -115,6 +115,32 @@ def read_layout(module) -> QuantLayout:
     return layout
 
 
+def dequantize_weights_once(module) -> int:
+    """INC's CPU QDQ emulation dequantizes every FP8 weight on every forward (PatchedLinear's
+    run_linear_qdq: `dequant_weights(self.weight)`, a float8 -> fp32 cast and a scale multiply), 83%
+    of a Gemma-3-270m forward measured with torch.profiler (1.86 s against 0.41 s for fp32). The
+    weights are constants: each layer's dequantized weight is computed by INC's own module once and
+    reused while the FP8 weight is unchanged (its storage and version), so every output is
+    bit-identical and INC's emulation is what runs. Costs one fp32 copy of the quantized weights.
+    Returns the number of layers cached."""
+    cached = 0
+    for child in module.modules():
+        dequant = getattr(child, "dequant_weights", None)
+        if dequant is None or not callable(getattr(dequant, "forward", None)):
+            continue
+        memo: dict[str, Any] = {}
+
+        def forward(weight, *args, _compute=dequant.forward, _memo=memo):
+            key = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), args)
+            if _memo.get("key") != key:
+                _memo["key"], _memo["value"] = key, _compute(weight, *args)
+            return _memo["value"]
+
+        dequant.forward = forward
+        cached += 1
+    return cached
+
+
 def _write_npz(source: Path, target: Path) -> None:
     """Write the .npz INC reads (as its save_npz does: np.savez of the dict) from a stats .json."""
     try:
@@ -266,7 +292,8 @@ class IncFp8Reference(Pathway):
                 module = self._quantize(model, Path(tmp))
             except (FileNotFoundError, ValueError, KeyError) as exc:
                 raise ArtifactError(f"{artifact.path}: Neural Compressor cannot quantize from these stats ({type(exc).__name__}: {exc})") from exc
-        return TorchRunner(module, model.input_names, model.output_names, "cpu", f"Neural Compressor FP8 {self.fp8_format} QDQ emulation on CPU", read_layout)
+        dequantize_weights_once(module)
+        return TorchRunner(module, model.input_names, model.output_names, "cpu", f"Neural Compressor FP8 {self.fp8_format} QDQ emulation on CPU (weights dequantized once)", read_layout)
 
 
 @register
