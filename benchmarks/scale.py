@@ -11,7 +11,7 @@ Llama-3.2-1B and SmolLM2-135M shapes) and any shipped tokenizer whose ids fit th
 The planted slow FP8 artifact (tests/planted_pathways.py) through the own-model speed gates, judged
 by torchao FP8's own thresholds (a planted pathway has no table of its own):
 
-    python -m tests.planted_pathways h100 planted-slow-fp8-artifact torchao-fp8-rowwise ckpt-0.1b causal-lm > /tmp/planted.toml
+    python -m tests.planted_profiles h100 planted-slow-fp8-artifact torchao-fp8-rowwise ckpt-0.1b causal-lm > /tmp/planted.toml
     python benchmarks/scale.py --tokenizer DIR --sizes 0.1b --pathway planted-slow-fp8-artifact --out /tmp/slow --runs cold,warm \
         -- -p tests.planted_pathways -k own_model_speedup --profile /tmp/planted.toml
 

@@ -239,9 +239,9 @@ def test_candidate_seeing_the_next_token_fails_the_lower_ppl_bound(tmp_path, run
     """A candidate far BETTER than its reference is wrong too: the planted runner raises the logit of
     the token that really comes next (a dropped causal mask), its ln PPL ratio falls far under the
     policy's min_ppl_ratio_log, and the verdict is FAIL naming that bound. The planted pathway is
-    judged by the INT8 causal-LM policy (tests/planted_pathways.inheriting_profile)."""
+    judged by the INT8 causal-LM policy (tests/planted_profiles.inheriting_profile)."""
     from tests.hf_checkpoints import build_llama
-    from tests.planted_pathways import inheriting_profile
+    from tests.planted_profiles import inheriting_profile
 
     profile = tmp_path / "leak.toml"
     profile.write_text(inheriting_profile("cpu", "planted-future-leak", "inc-int8-qdq", "leak-llama", "causal-lm"))
@@ -262,7 +262,7 @@ def test_a_planted_pathway_inherits_the_gates_of_the_pathway_it_imitates(tmp_pat
     speed gates (the policy's own-model prefill/decode speedups), and on the CPU by the INT8 policy
     of its CPU class: the same numbers, from the same tables."""
     from harness.judge.thresholds import load_profile, resolve
-    from tests.planted_pathways import inheriting_profile
+    from tests.planted_profiles import inheriting_profile
 
     path = tmp_path / "planted.toml"
     path.write_text(inheriting_profile("h100", "planted-slow-fp8-artifact", "torchao-fp8-rowwise", "ckpt-0.1b", "causal-lm"))
