@@ -33,18 +33,12 @@ def _blocks(reference: np.ndarray, candidate: np.ndarray):
         yield ref[start : start + BLOCK].astype(np.float64), cand[start : start + BLOCK].astype(np.float64)
 
 
-def _all_finite(candidate: np.ndarray) -> bool:
-    flat = np.asarray(candidate).reshape(-1)
-    return all(np.isfinite(flat[i : i + BLOCK]).all() for i in range(0, flat.size, BLOCK))
-
-
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref - cand|^2)."""
-    if not _all_finite(candidate):
-        _blocks(reference, candidate).__next__()  # a shape mismatch still raises
-        return float("-inf")
     signal = noise = 0.0
-    for ref, cand in _blocks(reference, candidate):
+    for ref, cand in _blocks(reference, candidate):  # a shape mismatch raises before the first block
+        if not np.isfinite(cand).all():
+            return float("-inf")
         signal += float(np.sum(ref**2))
         noise += float(np.sum((ref - cand) ** 2))
     return _sqnr(signal, noise)
@@ -75,11 +69,10 @@ def _sqnr(signal: float, noise: float) -> float:
 
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Cosine similarity of the flattened tensors."""
-    if not _all_finite(candidate):
-        _blocks(reference, candidate).__next__()
-        return float("-inf")
     dot = ref_sq = cand_sq = 0.0
     for ref, cand in _blocks(reference, candidate):
+        if not np.isfinite(cand).all():
+            return float("-inf")
         dot, ref_sq, cand_sq = dot + float(np.sum(ref * cand)), ref_sq + float(np.sum(ref**2)), cand_sq + float(np.sum(cand**2))
     denom = math.sqrt(ref_sq) * math.sqrt(cand_sq)
     return dot / denom if denom > 0 else 0.0
@@ -97,26 +90,25 @@ def rowwise_cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return sims
 
 
-def _abs_errors(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """|reference - candidate| computed in float64 block by block, kept as float32 (one output's size)."""
+def error_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """One pass over the blocks: |reference - candidate| kept as float32 (one output's size, for its
+    quantile), the reference's largest magnitude and the candidate's non-finite count."""
     err = np.empty(np.asarray(reference).size, dtype=np.float32)
-    at = 0
+    peaks, nonfinite, at = [], 0, 0
     for ref, cand in _blocks(reference, candidate):
         err[at : at + ref.size] = np.abs(ref - cand)
         at += ref.size
-    return err
-
-
-def error_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    err = _abs_errors(reference, candidate)
-    scale = max((float(np.max(np.abs(ref))) for ref, _ in _blocks(reference, reference)), default=0.0) or 1.0
+        if ref.size:
+            peaks.append(float(np.max(np.abs(ref))))
+        nonfinite += int(cand.size - np.count_nonzero(np.isfinite(cand)))
+    scale = max(peaks, default=0.0) or 1.0
     finite = bool(np.isfinite(err).all())
     return {
         "max_abs_err": float(np.max(err)) if err.size else 0.0,
         "mean_abs_err": float(np.mean(err, dtype=np.float64)) if err.size else 0.0,
         "p99_abs_err": float(np.quantile(err, 0.99)) if finite and err.size else float("inf"),
         "max_rel_err": (float(np.max(err)) if err.size else 0.0) / scale,
-        "nonfinite": int(np.size(candidate) - sum(int(np.count_nonzero(np.isfinite(cand))) for _, cand in _blocks(candidate, candidate))),
+        "nonfinite": nonfinite,
     }
 
 
