@@ -203,6 +203,8 @@ def main() -> None:
         work.mkdir(exist_ok=True)
         os.environ["QCONFORM_CACHE"] = str(work / "cache")
         for run in args.runs.split(","):
+            if run == "cold":  # an empty cache: no artifact, reference outputs or compiled kernels from an earlier run
+                shutil.rmtree(work / "cache", ignore_errors=True)
             row = {"size": size, "pathway": args.pathway, "run": run, **gate(checkpoint, args.pathway, work, f"{run}-{len(results)}", args.qconform_args, args.deadline)}
             results.append(row)
             results_file.write_text(json.dumps(results, indent=1))

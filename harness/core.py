@@ -25,6 +25,8 @@ RECIPE_KEYS = (
     "activation_granularity",
     "weight_group_size",  # per-group weights (int4): elements along the input axis sharing one scale
     "keep_float",  # regexes over layer names (ONNX node names, or module paths) that stay float
+    "quantize_outputs",  # whether weight ops' outputs are quantized too (a QDQ graph shows it)
+    "smoothquant",  # whether SmoothQuant's per-input-channel smoothing is in the graph (a QDQ graph shows it)
 )
 
 
@@ -177,6 +179,9 @@ class QuantLayer:
     # input by; its stored weight is then the model's times s along the input axis (the reference a
     # stored weight is compared with: harness/artifacts/qdq.py smoothed_reference). None: unsmoothed.
     input_smoothing: np.ndarray | None = None
+    # Whether the layer's output is quantized again (a QDQ graph's QuantizeLinear on the weight op's
+    # output); None where the payload does not say (torch layouts).
+    output_quantized: bool | None = None
 
     @property
     def dequantized_weight(self) -> np.ndarray | None:

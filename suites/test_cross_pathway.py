@@ -15,7 +15,7 @@ def _cross_keys(pathway, model, kind) -> tuple[str, ...]:
     return tuple(cross_runtime_metrics_keys(model))
 
 
-@cases(where=lambda pathway, kind: kind == "cuda" and "cpu" in pathway.devices, thresholds=_cross_keys)
+@cases(where=lambda pathway, kind: kind == "cuda" and "cpu" in pathway.devices, thresholds=_cross_keys, also_uses=lambda model, pathway, kind: [(pathway.name, "cpu")])
 def test_cpu_and_cuda_runtimes_agree(case, qc, gate):
     cpu, cuda = qc.case(case.model, case.pathway, "cpu"), case
     gate.check(cuda, cross_runtime_metrics(cuda.model, cpu.outputs, cuda.outputs), "CPU EP outputs as the reference")
@@ -37,13 +37,13 @@ def reference_outputs(qc, model, reference: str) -> tuple[dict, str]:
     return outputs, f"{reference} outputs recorded in {directory}"
 
 
-@cases(where=lambda pathway, kind: pathway.reference_pathway is not None, thresholds=_cross_keys)
+@cases(where=lambda pathway, kind: pathway.reference_pathway is not None, thresholds=_cross_keys, also_uses=lambda model, pathway, kind: [(pathway.reference_pathway, "cpu")])
 def test_fp8_pathway_agrees_with_the_reference(case, qc, gate):
     reference, source = reference_outputs(qc, case.model, case.pathway.reference_pathway)
     gate.check(case, cross_runtime_metrics(case.model, reference, case.outputs), f"against {source}")
 
 
-@cases(where=lambda pathway, kind: pathway.name == "inc-fp8-ref", thresholds=("min_e4m3_over_e5m2_db",))
+@cases(where=lambda pathway, kind: pathway.name == "inc-fp8-ref", thresholds=("min_e4m3_over_e5m2_db",), also_uses=lambda model, pathway, kind: [("inc-fp8-ref-e5m2", kind)])
 def test_e4m3_at_least_as_accurate_as_e5m2(case, qc, gate):
     if qc.artifacts_dir is not None and (case.model.id, "inc-fp8-ref-e5m2") not in qc.artifact_pairs:
         # The team's own artifacts (--artifacts DIR) hold no E5M2 one to compare with: nothing to judge.

@@ -60,3 +60,27 @@ def test_without_project_recipes_the_check_says_why_it_did_not_run(tmp_path, lla
     skipped = [r for r in records(summary, "project_recipe") if r["device"] == "cpu"]
     assert proc.returncode == 0 and skipped and skipped[0]["outcome"] == "skipped"
     assert "the project file sets no [recipes.inc-int8-qdq]" in skipped[0]["message"]
+
+
+def test_a_recipe_key_no_gate_verifies_is_refused_when_the_project_file_loads(tmp_path):
+    """A key that is neither a build option of the pathway nor read from the payload by a gate would
+    be required and never checked: the project file is refused (exit 4), naming the key."""
+    proc, _ = run_project(tmp_path, 'calibration = "entropy"')
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert '[recipes.inc-int8-qdq] calibration: no gate verifies this key in an artifact' in proc.stdout + proc.stderr
+
+
+def test_quantized_outputs_fail_a_project_requiring_float_outputs(tmp_path, llama_int8, user_artifacts):
+    """The project file and the manifest say quantize_outputs = false; the graph quantizes every
+    weight op's output (INC's default build, relabelled). The manifest's claim passes
+    project_recipe; the payload's layout check FAILs, naming the key."""
+    from tests.planted_defects import reseal
+
+    target = user_artifacts(llama_int8)
+    reseal(target, llama_int8, recipe={**llama_int8.manifest["recipe"], "quantize_outputs": False})
+    proc, summary = run_project(tmp_path, "quantize_outputs = false", f"--artifacts={target.parent.parent}", "-k", "project_recipe or granularity_matches_recipe")
+    assert proc.returncode == 1 and summary.get("verdict") == "FAIL", proc.stdout[-3000:] + proc.stderr[-2000:]
+    [project] = [r for r in records(summary, "project_recipe") if r["device"] == "cpu"]
+    [layout] = [r for r in records(summary, "granularity_matches_recipe") if r["device"] == "cpu"]
+    assert project["outcome"] == "passed" and layout["outcome"] == "failed"
+    assert "its output is quantized, expected quantize_outputs = false" in layout["message"]

@@ -84,17 +84,18 @@ def test_second(case, qc):
     LOADED[("second", _key(case))] = set(qc._cases)
 
 
-@cases(where=lambda pathway, kind: kind == "cpu" and pathway.name == "inc-fp8-ref")
+@cases(where=lambda pathway, kind: kind == "cpu" and pathway.name == "inc-int8-qdq")
 def test_borrows_a_released_case(case, qc):
-    int8 = ("tiny-llama", "inc-int8-qdq", "cpu")
-    assert set(qc._cases) == {_key(case)}  # INT8's items have all run: released
-    assert qc.case(case.model, "inc-int8-qdq", "cpu").outputs and int8 in qc._cases  # loaded again
+    fp8 = ("tiny-llama", "inc-fp8-ref", "cpu")
+    assert set(qc._cases) == {_key(case)}  # FP8's items have all run: released
+    assert qc.case(case.model, "inc-fp8-ref", "cpu").outputs and fp8 in qc._cases  # loaded again
 
 
 def test_nothing_is_left_loaded(qc):
     fp8, int8 = ("tiny-llama", "inc-fp8-ref", "cpu"), ("tiny-llama", "inc-int8-qdq", "cpu")
-    assert LOADED[("first", fp8)] == {fp8} and LOADED[("first", int8)] == {fp8, int8}
-    assert LOADED[("second", fp8)] == LOADED[("second", int8)] == {fp8, int8}  # the FP8 case has one more item
+    # Each case's items run together (FP8's, then INT8's): one case is loaded at a time.
+    assert LOADED[("first", fp8)] == LOADED[("second", fp8)] == {fp8}
+    assert LOADED[("first", int8)] == LOADED[("second", int8)] == {int8}
     assert qc._cases == {}  # and what the borrowing test loaded again went with its teardown
 """
 

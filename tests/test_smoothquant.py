@@ -253,3 +253,16 @@ def test_smoothing_is_read_only_from_incs_mul(model, store):
     assert gains  # the norms' gains are there
     assert all(layer.input_smoothing is None for layer in read_layout(graph).layers.values())
     assert not [n for n in onnx.load(str(built(model, store, DEFAULT)[0].file(PAYLOAD))).graph.node if n.name.endswith("_smooth_mul")]
+
+
+@pytest.mark.parametrize("options", [{}, {"quantize_outputs": False}, {"smoothquant": True, "quantize_outputs": False}], ids=["default", "float-outputs", "smoothquant"])
+def test_payload_shows_quantize_outputs_and_smoothquant(model, store, options):
+    """quantize_outputs and smoothquant are read from the graph by the layout check: each build
+    agrees with its own recipe, and a recipe stating the other value fails it, naming the key."""
+    _, runner = built(model, store, options)
+    layout = runner.layout()
+    with selecting(model, options) as pathway:
+        assert lc.layout_problems(layout, pathway.expected_recipe(model)) == []
+    outputs, smoothed = options.get("quantize_outputs", True), options.get("smoothquant", False)
+    assert any("quantize_outputs" in p for p in lc.layout_problems(layout, {"quantize_outputs": not outputs}))
+    assert any("smoothquant" in p for p in lc.layout_problems(layout, {"smoothquant": not smoothed}))

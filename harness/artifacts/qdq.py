@@ -31,6 +31,7 @@ class Graph:
         self.model = model
         self.inits = {t.name: t for t in model.graph.initializer}
         self.producer = {out: node for node in model.graph.node for out in node.output}
+        self.quantized = {node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}  # tensors fed to a QuantizeLinear
 
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self.inits[name])
@@ -146,6 +147,7 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             output_channels=dims[axis] if per_channel else None,
             dequantized=dequantized,
             input_smoothing=None if smoothing is None else 1.0 / smoothing[1],
+            output_quantized=node.output[0] in graph.quantized,
         )
     return layout
 

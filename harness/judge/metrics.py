@@ -35,13 +35,19 @@ def _blocks(reference: np.ndarray, candidate: np.ndarray):
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref - cand|^2)."""
+    return sqnr_from_sums(*sqnr_sums(reference, candidate))
+
+
+def sqnr_sums(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(|ref|^2, |ref - cand|^2) in float64, noise inf where the candidate is not finite: sums over
+    parts (batches) add up to the whole's, for sqnr_from_sums."""
     signal = noise = 0.0
     for ref, cand in _blocks(reference, candidate):  # a shape mismatch raises before the first block
         if not np.isfinite(cand).all():
-            return float("-inf")
+            return signal, math.inf
         signal += float(np.sum(ref**2))
         noise += float(np.sum((ref - cand) ** 2))
-    return _sqnr(signal, noise)
+    return signal, noise
 
 
 def tensor_sqnr_db(reference, candidate) -> float:
@@ -56,13 +62,13 @@ def tensor_sqnr_db(reference, candidate) -> float:
         return float("-inf")
     rows = reference.shape[0] if reference.ndim else 1
     ref, cand = reference.float().reshape(rows, -1), candidate.float().reshape(rows, -1)
-    return _sqnr(float(ref.square().sum(dim=1).double().sum()), float((ref - cand).square().sum(dim=1).double().sum()))
+    return sqnr_from_sums(float(ref.square().sum(dim=1).double().sum()), float((ref - cand).square().sum(dim=1).double().sum()))
 
 
-def _sqnr(signal: float, noise: float) -> float:
+def sqnr_from_sums(signal: float, noise: float) -> float:
     if noise == 0:
         return float("inf")
-    if signal == 0:
+    if signal == 0 or math.isinf(noise):
         return float("-inf")
     return float(10 * math.log10(signal / noise))
 

@@ -114,6 +114,16 @@ def layout_problems(layout: QuantLayout, expected: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: {found}, expected {expected['activation_dtype']}")
         if "activation_granularity" in expected and layer.activation_granularity != expected["activation_granularity"]:
             problems.append(f"{where}: activation quantization is {layer.activation_granularity}, expected {expected['activation_granularity']}")
+        if expected.get("quantize_outputs") is False and layer.output_quantized:
+            problems.append(f"{where}: its output is quantized, expected quantize_outputs = false")
+        if expected.get("smoothquant") is False and layer.input_smoothing is not None:
+            problems.append(f"{where}: its input is smoothed (SmoothQuant), expected smoothquant = false")
+    # Some layer must show what the recipe turns on (not every one: a layer may be left without it).
+    layers = layout.layers.values()
+    if expected.get("quantize_outputs") is True and layers and not any(layer.output_quantized for layer in layers):
+        problems.append("no weight op's output is quantized, expected quantize_outputs = true")
+    if expected.get("smoothquant") is True and layers and all(layer.input_smoothing is None for layer in layers):
+        problems.append("no layer's input is smoothed (no SmoothQuant scales in the graph), expected smoothquant = true")
     return problems
 
 

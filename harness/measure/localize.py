@@ -2,11 +2,12 @@
 output exposed, compute each layer's activation SQNR in execution order, and name the layer where
 the error starts.
 
-ONNX graphs use ONNX Runtime's own debugging module (onnxruntime.quantization.qdq_loss_debug:
-`modify_model_output_intermediate_tensors` adds every MatMul/Gemm input and output as a graph
-output, `collect_activations` runs it); the reference is the fp32 ONNX export of the model, and a
-QDQ tensor `X_QuantizeInput` (the float output before its output QDQ) is matched with the fp32
-tensor `X`, as ORT's `create_activation_matching` does. Torch pathways (INC FP8, TorchAO) use
+ONNX graphs run in ONNX Runtime with every weight op's output exposed as a graph output too (as
+onnxruntime.quantization.qdq_loss_debug's `modify_model_output_intermediate_tensors` does), batch by
+batch, the sums of each layer's SQNR carried over batches; the reference is the fp32 ONNX export of
+the model, its weights as external data that the session reads itself; a QDQ tensor
+`X_QuantizeInput` (the float output before its output QDQ) is matched with the fp32 tensor `X`, as
+ORT's `create_activation_matching` does. Torch pathways (INC FP8, TorchAO) use
 forward hooks on the same named Linear modules of the candidate and of the case's reference (fp32,
 or the bf16 model on the GPU for torchao's GPU cases), compared batch by batch.
 The same captures, run on the calibration data, give the activation ranges that static scales
@@ -16,15 +17,20 @@ and FP8 statistics are checked against.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
+import json
 import math
+import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from harness.core import Tensors, module_path
-from harness.judge.metrics import sqnr_db
+from harness.judge.metrics import sqnr_from_sums, sqnr_sums
 
 if TYPE_CHECKING:
     import onnx
@@ -42,29 +48,32 @@ class NotLocalizable(Exception):
 # -- capture ------------------------------------------------------------------------------------
 
 
-def onnx_activations(graph: "onnx.ModelProto", batches: list[Tensors], provider: str = "CPUExecutionProvider") -> dict[str, np.ndarray]:
-    """Every weight op's (harness/artifacts/qdq.py WEIGHT_OPS: MatMul, Gemm, Conv) input and output tensor of `graph`, flattened and concatenated over batches."""
+def onnx_tensors(source: "Path | onnx.ModelProto", names: list[str], batches: list[Tensors], provider: str = "CPUExecutionProvider") -> Iterator[dict[str, np.ndarray]]:
+    """Per batch, the named tensors of a graph (a file, or a model in memory): one ONNX Runtime session
+    with them exposed as outputs too (as onnxruntime.quantization.qdq_loss_debug does), so memory
+    holds one batch's tensors, and neither side's weights are copied into Python."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader
-    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+    import onnxruntime as ort
 
-    from harness.artifacts.qdq import WEIGHT_OPS  # the one list of weight-bearing ops
-
-    names = {i.name for i in graph.graph.input}
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter([{k: v for k, v in b.items() if k in names} for b in batches])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    with tempfile.TemporaryDirectory(prefix="qconform-localize-") as tmp:
-        plain, augmented = Path(tmp) / "model.onnx", Path(tmp) / "augmented.onnx"
-        onnx.save(graph, str(plain))
-        modify_model_output_intermediate_tensors(plain, augmented, op_types_for_saving=list(WEIGHT_OPS))
-        found = collect_activations(str(augmented), Reader(), execution_providers=[provider])
-    return {name: np.concatenate([np.ravel(t) for t in tensors]) for name, tensors in found.items()}
+    graph = onnx.load(str(source), load_external_data=False) if isinstance(source, Path) else source
+    produced = {output for node in graph.graph.node for output in node.output}
+    fed = [name for name in dict.fromkeys(names) if name in {i.name for i in graph.graph.input}]  # a graph input is what the batch holds
+    outputs = [o.name for o in graph.graph.output]
+    names = [name for name in dict.fromkeys(names) if name in produced]
+    added = [name for name in names if name not in outputs]
+    graph.graph.output.extend(onnx.ValueInfoProto(name=name) for name in added)
+    try:
+        if isinstance(source, Path):  # beside its external data, which ORT reads itself
+            with tempfile.NamedTemporaryFile(suffix=".onnx", dir=source.parent) as exposed:
+                onnx.save(graph, exposed.name)
+                session = ort.InferenceSession(exposed.name, providers=[provider])
+        else:
+            session = ort.InferenceSession(graph.SerializeToString(), providers=[provider])
+    finally:
+        del graph.graph.output[len(outputs) :]  # a model in memory goes back as it was
+    inputs = {i.name for i in session.get_inputs()}
+    for batch in batches:
+        yield {**{name: batch[name] for name in fed if name in batch}, **dict(zip(names, session.run(names, {k: v for k, v in batch.items() if k in inputs}), strict=True))}
 
 
 def torch_activations(module: Any, layers: list[str], batches: list[Tensors], input_names: tuple[str, ...], device: str = "cpu", which: str = "output") -> dict[str, np.ndarray]:
@@ -96,17 +105,64 @@ def torch_activations(module: Any, layers: list[str], batches: list[Tensors], in
     return {name: np.concatenate(parts) for name, parts in found.items()}
 
 
-_FP32_GRAPHS: dict[str, "onnx.ModelProto"] = {}
+EXPORT = "model.fp32.onnx"
+
+
+def export_key(model: "ModelSpec") -> str:
+    """What the fp32 export depends on: the weights, the exporting packages, the graph's interface."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    body = {
+        "weights": model.weights_sha256,
+        "module": type(model).__qualname__,
+        "packages": {p: installed(p) for p in ("torch", "transformers", "onnx")},
+        "interface": [list(model.input_names), list(model.output_names), getattr(model, "dynamic_axes", None)],
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fp32_export(model: "ModelSpec") -> Path:
+    """The model's fp32 ONNX export (what the INT8 QDQ graph was quantized from), made once and kept
+    in the cache ($QCONFORM_CACHE/exports/<model>/<key>), its weights as external data beside it: a
+    session reads them from the file and Python holds no copy. The TorchScript export is the costly
+    step (minutes and about 10x the fp32 weights in memory for Gemma-3-270m): a warm run makes none."""
+    from harness.artifacts.manifest import default_cache_dir
+
+    directory = default_cache_dir() / "exports" / model.id / export_key(model)[:16]
+    if not (directory / EXPORT).is_file():
+        import onnx
+
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".export-"))
+        try:
+            path = model.export_onnx(staging / EXPORT)
+            graph = onnx.load(str(path))
+            for extra in staging.iterdir():  # torch's own external data files, now held in `graph`
+                if extra != path:
+                    extra.unlink()
+            onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=f"{EXPORT}.data", size_threshold=1024)
+            del graph
+            staging.chmod(0o755)
+            os.replace(staging, directory)  # atomic: a concurrent run finds a whole export or none
+        except OSError:
+            if not (directory / EXPORT).is_file():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return directory / EXPORT
 
 
 def fp32_graph(model: "ModelSpec") -> "onnx.ModelProto":
-    """The model's fp32 ONNX export (what the INT8 QDQ graph was quantized from); once per model."""
-    if model.id not in _FP32_GRAPHS:
-        import onnx
+    """The model's fp32 ONNX export, loaded (weights included)."""
+    import onnx
 
-        with tempfile.TemporaryDirectory(prefix="qconform-fp32-") as tmp:
-            _FP32_GRAPHS[model.id] = onnx.load(str(model.export_onnx(Path(tmp) / "model.fp32.onnx")))
-    return _FP32_GRAPHS[model.id]
+    return onnx.load(str(fp32_export(model)))
 
 
 def _onnx_layer_tensors(graph: "onnx.ModelProto") -> list[tuple[str, str, str]]:
@@ -146,18 +202,25 @@ def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors
     graph = getattr(runner, "model", None)
     if graph is not None and hasattr(graph, "graph"):  # an ONNX Runtime runner
         provider = getattr(runner, "provider", "CPUExecutionProvider")
+        layers = _onnx_layer_tensors(graph)
+        produced = {output for node in graph.graph.node for output in node.output}
+        # A layer whose output is quantized computes `X_QuantizeInput`, the float output before its QDQ.
+        computed = {out: out + QUANT_INPUT_SUFFIX if out + QUANT_INPUT_SUFFIX in produced else out for _, out, _ in layers}
         try:
-            candidate = onnx_activations(graph, batches, provider)
+            candidate = onnx_tensors(graph, list(computed.values()), batches, provider)
+            first = next(candidate, None)
         except Exception as exc:  # onnxruntime's Fail/InvalidGraph: e.g. an EP that cannot take the extra outputs
             if provider == "CPUExecutionProvider":
                 raise
             raise NotLocalizable(f"ONNX Runtime could not run the graph with its layer outputs exposed on {provider} ({type(exc).__name__}: {str(exc)[:200]})") from exc
-        reference = onnx_activations(fp32_graph(model), batches)
-        errors = []
-        for name, out, _ in _onnx_layer_tensors(graph):
-            cand = candidate.get(out + QUANT_INPUT_SUFFIX, candidate.get(out))
-            if cand is not None and out in reference:
-                errors.append((module_path(name), sqnr_db(reference[out], cand)))
+        sums: dict[str, list[float]] = {}
+        for ref, cand in zip(onnx_tensors(fp32_export(model), list(computed), batches), itertools.chain([first], candidate), strict=True):
+            for out, name in computed.items():
+                if out in ref and name in cand:
+                    signal, noise = sqnr_sums(ref[out], cand[name])
+                    total = sums.setdefault(out, [0.0, 0.0])
+                    total[0], total[1] = total[0] + signal, total[1] + noise
+        errors = [(module_path(name), sqnr_from_sums(*sums[out])) for name, out, _ in layers if out in sums]
         if not errors:
             raise NotLocalizable("no weight-op output of the graph matches a tensor of the model's fp32 ONNX export")
         return errors
@@ -258,14 +321,16 @@ def calibration_input_ranges(runner: Any, model: "ModelSpec") -> dict[str, tuple
     if graph is not None and hasattr(graph, "graph"):
         from harness.artifacts.qdq import Graph, smoothing_of
 
-        reference = onnx_activations(fp32_graph(model), batches)
-        g, ranges = Graph(graph), {}
-        for name, _, src in _onnx_layer_tensors(graph):
-            smoothed = smoothing_of(g, src)  # SmoothQuant: the op's input is x * (1/s) per channel
-            values = reference.get(smoothed[0] if smoothed else src)
-            if values is not None:
-                values = values.reshape(-1, smoothed[1].size) * smoothed[1] if smoothed else values
-                ranges[module_path(name)] = (float(values.min()), float(values.max()))
+        g = Graph(graph)
+        sources = {module_path(name): (src, smoothing_of(g, src)) for name, _, src in _onnx_layer_tensors(graph)}  # SmoothQuant: the op's input is x * (1/s) per channel
+        ranges: dict[str, tuple[float, float]] = {}
+        for reference in onnx_tensors(fp32_export(model), [smoothed[0] if smoothed else src for src, smoothed in sources.values()], batches):
+            for layer, (src, smoothed) in sources.items():
+                values = reference.get(smoothed[0] if smoothed else src)
+                if values is not None:
+                    values = values.reshape(-1, smoothed[1].size) * smoothed[1] if smoothed else values
+                    low, high = ranges.get(layer, (math.inf, -math.inf))
+                    ranges[layer] = (min(low, float(values.min())), max(high, float(values.max())))
         return ranges
     layers = _torch_layers(runner)
     found = torch_activations(model.reference, layers, batches, model.input_names, which="input")

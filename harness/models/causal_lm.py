@@ -24,6 +24,9 @@ GOLDEN_TOP_K = 8  # per position: 8 ids (int32) + 8 log-probs (float32) = 64 byt
 # The labeled multiple-choice task's gated metrics (harness/judge/paired.py).
 TASK_METRICS = ("task_recovery", "task_flip_rate", "task_mcnemar_p")
 FLIPPED_SHOWN = 20  # flipped items listed in the report
+# Logits elements one batched forward of generation or the labeled task may return (256 MB in fp32):
+# prompts and items are batched up to it, so the forwards are few at a small vocabulary and memory stays bounded at a large one.
+LOGITS_PER_FORWARD = 2**26
 
 
 class CausalLMLogits(nn.Module):
@@ -175,18 +178,38 @@ class CausalLM(ModelKind):
             _ = self.choice_items
 
     # -- running -------------------------------------------------------------------------------------
+    def _padded(self, sequences: list[list[int]]) -> Tensors:
+        """Right-padded ids and mask: under causal attention a row's real positions do not see its padding."""
+        ids = np.full((len(sequences), max(len(seq) for seq in sequences)), self.model.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for i, seq in enumerate(sequences):
+            ids[i, : len(seq)], mask[i, : len(seq)] = seq, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _groups(self, sizes: list[tuple[int, int]]) -> list[slice]:
+        """Consecutive groups of (rows, longest length) units whose batched logits stay within
+        LOGITS_PER_FORWARD elements (at least one unit per forward)."""
+        vocab, groups, start, rows, longest = len(self.model.tokenizer), [], 0, 0, 0
+        for end, (unit_rows, length) in enumerate(sizes):
+            if end > start and (rows + unit_rows) * max(longest, length) * vocab > LOGITS_PER_FORWARD:
+                groups.append(slice(start, end))
+                start, rows, longest = end, 0, 0
+            rows, longest = rows + unit_rows, max(longest, length)
+        return groups + [slice(start, len(sizes))]
+
     def greedy_generate(self, run: Callable[[Tensors], Tensors]) -> np.ndarray:
-        """new_tokens greedy tokens per prompt, one full forward pass over the growing sequence per
-        token (no KV cache at these sizes), through any runner: ORT and torch alike."""
-        rows, new_tokens = [], self.model.new_tokens
-        for prompt in self.prompt_ids:
-            ids = list(prompt)
+        """new_tokens greedy tokens per prompt, one full forward pass over the growing sequences per
+        token (no KV cache at these sizes), the prompts batched (right-padded, each row's next token
+        read at its own last position), through any runner: ORT and torch alike."""
+        prompts, new_tokens = self.prompt_ids, self.model.new_tokens
+        rows = [list(prompt) for prompt in prompts]
+        for group in self._groups([(1, len(prompt) + new_tokens) for prompt in prompts]):
             for _ in range(new_tokens):
-                x = np.array([ids], dtype=np.int64)
-                logits = run({"input_ids": x, "attention_mask": np.ones_like(x)})["logits"][0, -1]
-                ids.append(int(np.nan_to_num(logits, nan=-np.inf).argmax()))
-            rows.append(ids[len(prompt) :])
-        return np.array(rows, dtype=np.int64).reshape(len(self.prompt_ids), new_tokens)
+                batch = self._padded(rows[group])
+                logits = run(batch)["logits"]
+                for i, ids in enumerate(rows[group]):
+                    ids.append(int(np.nan_to_num(logits[i, len(ids) - 1], nan=-np.inf).argmax()))
+        return np.array([ids[len(prompt) :] for ids, prompt in zip(rows, prompts, strict=True)], dtype=np.int64).reshape(len(prompts), new_tokens)
 
     def forced_top1(self, run: Callable[[Tensors], Tensors], tokens: np.ndarray, prompts: list[list[int]] | None = None) -> float:
         """Fraction of positions where `run`, given each prompt (the generation prompts, or the first
@@ -201,19 +224,15 @@ class CausalLM(ModelKind):
 
     def choice_logprobs(self, run: Callable[[Tensors], Tensors]) -> np.ndarray:
         """(items, most choices) summed log-likelihood of each choice's tokens after its context
-        (-inf where an item has fewer choices): one right-padded batch per item."""
+        (-inf where an item has fewer choices): the items' (context + choice) sequences in
+        right-padded batches."""
         items = self.choice_items
         out = np.full((len(items), max(len(item["choices"]) for item in items)), -np.inf)
-        pad = self.model.tokenizer.pad_token_id or 0
-        for row, item in enumerate(items):
-            length = max(len(seq) for seq in item["sequences"])
-            ids = np.full((len(item["sequences"]), length), pad, dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for i, seq in enumerate(item["sequences"]):
-                ids[i, : len(seq)], mask[i, : len(seq)] = seq, 1
-            logits = run({"input_ids": ids, "attention_mask": mask})["logits"]
-            for i, (seq, start) in enumerate(zip(item["sequences"], item["starts"], strict=True)):
-                lp = log_softmax(np.asarray(logits[i, start - 1 : len(seq) - 1], dtype=np.float64))
+        for group in self._groups([(len(item["sequences"]), max(map(len, item["sequences"]))) for item in items]):
+            sequences = [(row, i, seq, start) for row, item in enumerate(items[group], start=group.start) for i, (seq, start) in enumerate(zip(item["sequences"], item["starts"], strict=True))]
+            logits = run(self._padded([seq for _, _, seq, _ in sequences]))["logits"]
+            for k, (row, i, seq, start) in enumerate(sequences):
+                lp = log_softmax(np.asarray(logits[k, start - 1 : len(seq) - 1], dtype=np.float64))
                 out[row, i] = float(np.sum(lp[np.arange(len(seq) - start), seq[start:]]))
         return out
 

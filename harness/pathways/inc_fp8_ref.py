@@ -137,6 +137,16 @@ def dequantize_weights_once(module) -> None:
         dequant.forward = forward
 
 
+def _forget_patched_modules() -> None:
+    """INC records every module it patches in a process-wide dict (fp8_quant/_core/patching_common.py
+    parent_child_mod_dict: module -> its name and parent), read while patching, never cleared: each
+    FP8 model INC ever made stayed alive with its weights (3.4 GiB per Gemma-3-270m case) after
+    qconform released it."""
+    from neural_compressor.torch.algorithms.fp8_quant._core import patching_common
+
+    patching_common.parent_child_mod_dict.clear()
+
+
 def _write_npz(source: Path, target: Path) -> None:
     """Write the .npz INC reads (as its save_npz does: np.savez of the dict) from a stats .json."""
     try:
@@ -249,7 +259,9 @@ class IncFp8Reference(Pathway):
     def _quantize(self, model: ModelSpec, stats_dir: Path):
         from neural_compressor.torch.quantization import convert
 
-        return convert(_linear_copy(model), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
+        quantized = convert(_linear_copy(model), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
+        _forget_patched_modules()
+        return quantized
 
     def dump_stats(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> None:
         """INC's measurement and derived scales, each as .json and (pickled) .npz, into `out_dir`."""
@@ -265,6 +277,9 @@ class IncFp8Reference(Pathway):
             for batch in calib:
                 measured(*(torch.from_numpy(batch[name]) for name in model.input_names))
         finalize_calibration(measured)
+        save_measure.gmod_list.clear()
+        _forget_patched_modules()
+        del measured
         self._quantize(model, out_dir)  # writes the derived scales beside the measurement
 
     def build(self, model: ModelSpec, calib: list[Tensors], out_dir: Path) -> Artifact:

@@ -294,9 +294,7 @@ def qdq_recipe(layout: QuantLayout, onnx_model, payload: Path) -> dict[str, Any]
         recipe["activation_granularity"] = single(act_granularities, "activation granularity", payload)
     if any(layer.input_smoothing is not None for layer in layers):
         recipe["smoothquant"] = True  # its alpha is not in the graph: only the scales it gave
-    nodes = {n.name or n.output[0]: n for n in onnx_model.graph.node}
-    quantizes = {i for n in onnx_model.graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
-    if not any(nodes[layer.name].output[0] in quantizes for layer in layers):
+    if not any(layer.output_quantized for layer in layers):
         recipe["quantize_outputs"] = False  # no weight op's output is quantized (INC's default quantizes them)
     if onnx_model.producer_name:
         recipe["producer"] = f"{onnx_model.producer_name} {onnx_model.producer_version}".strip()

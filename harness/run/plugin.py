@@ -21,7 +21,8 @@ from harness.report import progress as report_progress
 from harness.report import summary
 from harness.report import verdict as report_verdict
 from harness.run import memory, scaleout
-from harness.run.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case
+from harness.run.references import release_memory
+from harness.run.session import DEFAULT_REPORT_DIR, Case, Harness, PerfCase, case_labels, item_case, item_uses
 
 # Hypothesis: a bounded profile keeps CI fast; `--hypothesis-profile=thorough` digs deeper.
 settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
@@ -226,6 +227,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.user_properties.append(("qconform_item", item_labels(item)))
 
 
+def grouped_by_case(items: list[pytest.Item]) -> list[pytest.Item]:
+    """Each case's items together, where its first item was, in their own order: a case's runner and
+    outputs are released after its last item (Harness.release), so one case at a time is resident
+    beside the reference instead of every case of the run until the last suite."""
+    first: dict[Any, int] = {}
+    for position, item in enumerate(items):
+        first.setdefault(_case_key(item, position), position)
+    return [item for _, item in sorted(enumerate(items), key=lambda pair: (first[_case_key(pair[1], pair[0])], pair[0]))]
+
+
+def _case_key(item: pytest.Item, position: int) -> Any:
+    uses = item_uses(item)
+    return uses[0] if uses else position
+
+
 def item_labels(item: pytest.Item) -> dict[str, str]:
     """What an item checks: its case when it has one, else its pathway marker and device."""
     check = getattr(item, "originalname", item.name).removeprefix("test_")
@@ -309,6 +325,7 @@ class Reporter:
         self._items: dict[str, pytest.Item] = {}  # this process's items by nodeid (none on an xdist controller)
         self._timed: dict[str, int] = {}  # perf items that will run -> their position among them
         self.seconds: dict[str, float] = {}  # each test's time, for <report-dir>/durations.json
+        self._released = False  # a case was dropped after the current item: its memory goes back at logfinish
 
     @property
     def report_dir(self) -> Path:
@@ -330,6 +347,7 @@ class Reporter:
 
     @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: the shards split what is left
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        items[:] = grouped_by_case(items)
         self.select_shard(config, items)
         self.harness.count_uses(items)  # each case's runner goes when its last item has run
         self._items = {item.nodeid: item for item in items}
@@ -389,7 +407,14 @@ class Reporter:
 
     @pytest.hookimpl(trylast=True)  # after pytest has torn the item's fixtures down
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self.harness.release(item)
+        self._released = self.harness.release(item) or self._released
+
+    def pytest_runtest_logfinish(self) -> None:
+        # After pytest has dropped the item's fixture values (item.funcargs): only then is a released
+        # case unreachable, and a collection frees what its reference cycles hold.
+        if self._released:
+            self._released = False
+            release_memory()
 
     def pytest_html_report_title(self, report) -> None:
         self.html_report = report  # titled at the end, once the verdict is known

@@ -23,7 +23,7 @@ import pytest
 from harness.artifacts.errors import ArtifactError, ArtifactFinding
 from harness.artifacts.manifest import Artifact
 from harness.config import ConfigError, ModelEntry, Project, load_project
-from harness.core import FP32_CPU, Device, Precision, Runner
+from harness.core import FP32_CPU, RECIPE_KEYS, Device, Precision, Runner
 from harness.judge.thresholds import Profile, ProfileError, Threshold, detect_profile_name, load_profile, resolve
 from harness.measure.localize import LayerErrors, localize
 from harness.models.base import MODELS, ModelSpec, all_models, get_model, register_model
@@ -45,13 +45,15 @@ DEFAULT_REPORT_DIR = Path("reports")
 EXPLICIT_OPTIONS = ("profile", "artifacts", "regen_golden", "golden_dir", "baseline", "models", "pathways", "shard", "shard_durations", "model")
 
 
-def cases(where: CaseFilter | None = None, thresholds: tuple[str, ...] | Callable[[Pathway, ModelSpec], Any] = ()):
+def cases(where: CaseFilter | None = None, thresholds: tuple[str, ...] | Callable[[Pathway, ModelSpec], Any] = (), also_uses: Callable[[ModelSpec, Pathway, str], list[tuple[str, str]]] | None = None):
     """Declare that a test runs once per selected (model, pathway, device) case that `where` accepts
     (`where(pathway, device_kind)`); the test receives it as the `case` fixture (or `case_key`: the
     (model, pathway, device kind) objects).
     `thresholds`: the keys its gates ask for (or `f(pathway, model)` giving them), resolved for
-    every selected case before any test runs, so a gap is a usage error, not a FAIL."""
-    return pytest.mark.qconform_cases(where=where or (lambda pathway, kind: True), thresholds=thresholds)
+    every selected case before any test runs, so a gap is a usage error, not a FAIL.
+    `also_uses(model, pathway, kind)`: the (pathway name, device kind) of other cases of the model the
+    test reads, kept loaded until it has run (a case is released after the last item that uses it)."""
+    return pytest.mark.qconform_cases(where=where or (lambda pathway, kind: True), thresholds=thresholds, also_uses=also_uses)
 
 
 def workloads(model_level: bool = False, thresholds: tuple[str, ...] = ()):
@@ -153,6 +155,17 @@ class PerfCase:
 def case_labels(model: Any, pathway: Pathway, kind: str) -> dict[str, str]:
     """What a Record says of a case: the model's (or perf workload's) id, the pathway's name, the device kind."""
     return {"model": model.id, "pathway": pathway.name, "device": kind}
+
+
+def item_uses(item: pytest.Item) -> list[CaseKey]:
+    """The cases an item reads: its own, and those its test declares with `cases(also_uses=...)`."""
+    found = item_case(item)
+    if found is None:
+        return []
+    model, pathway, kind = found
+    marker = item.get_closest_marker("qconform_cases")
+    also = marker.kwargs.get("also_uses") if marker is not None else None
+    return [(getattr(model, "id", model), pathway.name, kind), *((getattr(model, "id", model), name, k) for name, k in (also(model, pathway, kind) if also else []))]
 
 
 def item_case(item: pytest.Item) -> tuple[Any, Pathway, str] | None:
@@ -454,17 +467,18 @@ class Harness:
 
     def count_uses(self, items: list[pytest.Item]) -> None:
         """How many of the items that will run (after deselection) use each case."""
-        self._uses = Counter((model.id, pathway.name, kind) for model, pathway, kind in filter(None, map(item_case, items)))
+        self._uses = Counter(key for item in items for key in item_uses(item))
 
-    def release(self, item: pytest.Item) -> None:
+    def release(self, item: pytest.Item) -> bool:
         """After an item's teardown: drop every case no item left to run uses (its runner, its
-        outputs), including one another case's test loaded again after its own items ended."""
-        found = item_case(item)
-        if found is not None:
-            model, pathway, kind = found
-            self._uses[(model.id, pathway.name, kind)] -= 1
-        for key in [key for key in self._cases if self._uses[key] <= 0]:
+        outputs), including one another case's test loaded again after its own items ended.
+        Whether one was dropped (its memory is given back once pytest drops the item's fixtures)."""
+        for key in item_uses(item):
+            self._uses[key] -= 1
+        done = [key for key in self._cases if self._uses[key] <= 0]
+        for key in done:
             del self._cases[key]
+        return bool(done)
 
     # -- parameters for the declared case axes ---------------------------------------------
 
@@ -537,12 +551,17 @@ def pick(names: str | None, everything: Callable[[], list[T]], lookup: Callable[
 
 
 def check_project_pathways(project: Project) -> None:
-    """The pathways the project file names are registered ones, and each build option its
-    [recipes.<pathway>] sets is one the pathway takes, with a valid value (ConfigError naming the file)."""
+    """The pathways the project file names are registered ones, and each key its
+    [recipes.<pathway>] sets is a build option the pathway takes (with a valid value) or a key a gate
+    reads from the payload (RECIPE_KEYS); any other key would be required and never verified
+    (ConfigError naming the file and the key)."""
     project.check_pathway_names(p.name for p in all_pathways())
     for name, recipe in project.recipes.items():
         pathway = get_pathway(name)
         for key, value in recipe.items():
+            if key not in pathway.recipe_options and key not in RECIPE_KEYS:
+                known = sorted({*pathway.recipe_options, *RECIPE_KEYS})
+                raise ConfigError(f"{project.label or project.path}: [recipes.{name}] {key}: no gate verifies this key in an artifact; keys qconform checks: {', '.join(known)}")
             problem = pathway.recipe_option_problem(key, value) if key in pathway.recipe_options else None
             if problem:
                 raise ConfigError(f"{project.label or project.path}: [recipes.{name}] {key}: {problem}")
