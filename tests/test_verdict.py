@@ -91,9 +91,11 @@ CRASH_MESSAGE = "RuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION"
 def test_a_backend_crash_inside_a_gate_is_an_error_not_a_fail(llama_int8, user_artifacts, run_suites, tmp_path, capsys):
     """qconform could not measure: ERROR (exit 3) everywhere, the record naming the exception."""
     artifacts, profile = _with_crashing_copy(llama_int8, user_artifacts, tmp_path)
-    html = tmp_path / "page.html"
-    run = run_suites(f"--artifacts={artifacts}", "--pathways=planted-crash", profile, *CRASH, f"--html={html}", "--self-contained-html")
+    html, junit = tmp_path / "page.html", tmp_path / "junit.xml"
+    run = run_suites(f"--artifacts={artifacts}", "--pathways=planted-crash", profile, *CRASH, f"--html={html}", "--self-contained-html", f"--junitxml={junit}")
     assert run.returncode == EXIT_CODES["ERROR"] == 3 and run.summary["verdict"] == "ERROR", run.output[-3000:]
+    xml = junit.read_text()  # a CI system reads the same: an error, not a failure
+    assert '<error message="qconform could not measure: RuntimeError' in xml and "<failure" not in xml and 'errors="1"' in xml and 'failures="0"' in xml, xml[-2000:]
     [crash] = run.records(pathway="planted-crash", device="cpu")
     assert crash["check"] == "output_agreement" and crash["outcome"] == "error" and crash["message"].startswith(CRASH_MESSAGE), crash
     assert run.summary["counts"]["error"] == 1 and re.search(r"\b1 error\b", run.output), run.output[-3000:]  # pytest counts it so too

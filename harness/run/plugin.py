@@ -17,6 +17,7 @@ from harness.judge.thresholds import ProfileError
 from harness.pathways.base import all_pathways
 from harness.report import history as report_history
 from harness.report import html as report_html
+from harness.report import junit as report_junit
 from harness.report import progress as report_progress
 from harness.report import summary
 from harness.report import verdict as report_verdict
@@ -326,6 +327,7 @@ class Reporter:
         self._timed: dict[str, int] = {}  # perf items that will run -> their position among them
         self.seconds: dict[str, float] = {}  # each test's time, for <report-dir>/durations.json
         self._released = False  # a case was dropped after the current item: its memory goes back at logfinish
+        self._crashes: dict[str, str] = {}  # node id -> the exception that kept the item from measuring
 
     @property
     def report_dir(self) -> Path:
@@ -403,6 +405,9 @@ class Reporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.records.extend(records_of(report, self._items.get(report.nodeid)))
+        crash = dict(report.user_properties).get(CRASH)
+        if crash is not None:
+            self._crashes[report.nodeid] = crash
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration  # setup + call + teardown
 
     @pytest.hookimpl(trylast=True)  # after pytest has torn the item's fixtures down
@@ -477,6 +482,9 @@ class Reporter:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """The last line of the run: the verdict in words, its counts, the report, the exit code's meaning."""
         report_progress.install(None)
+        xml = config.getoption("xmlpath", None)
+        if xml and self._crashes and not _is_worker(config) and Path(xml).is_file():  # junitxml wrote it at sessionfinish
+            report_junit.crashes_as_errors(Path(xml), self._crashes)
         if not self._has_verdict:
             return
         html = config.getoption("htmlpath", None)
