@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -58,20 +57,15 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.project:
-        shutil.copy(args.project, args.out / "qconform.toml")  # the runs start in --out and find it there
+        shutil.copy(args.project, args.out / "qconform.toml")  # each run starts in a folder of --out and finds it there
     groups = args.pathways.split(",") if args.each else [args.pathways]
     rows = []
     for pathways in groups:
         work = args.out / pathways.replace(",", "+")
         work.mkdir(exist_ok=True)
-        if args.project:
-            shutil.copy(args.project, work / "qconform.toml")
-        os.environ["QCONFORM_CACHE"] = str(work / "cache")
         for run in args.runs.split(","):
-            if run == "cold":
-                shutil.rmtree(work / "cache", ignore_errors=True)
             label = f"{run}-{len(rows)}"
-            row = {"model": str(args.model), "pathways": pathways, "run": run, **gate(args.model, pathways, work, label, args.qconform_args, args.deadline)}
+            row = {"model": str(args.model), "pathways": pathways, "run": run, **gate(args.model, pathways, work, label, args.qconform_args, args.deadline, cold=run == "cold")}
             row["phases"] = phases(work / f"report-{label}")
             rows.append(row)
             (args.out / "cpu.json").write_text(json.dumps(rows, indent=1))

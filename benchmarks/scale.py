@@ -119,8 +119,12 @@ class GpuPeak(threading.Thread):
         return self.peak_mib
 
 
-def gate(checkpoint: Path, pathway: str, work: Path, label: str, extra: list[str], deadline: float | None = None) -> dict:
-    """One `qconform run` in a child process: wall time, its peak RSS, the GPU peak, the verdict."""
+def gate(checkpoint: Path, pathway: str, work: Path, label: str, extra: list[str], deadline: float | None = None, cold: bool = False) -> dict:
+    """One `qconform run` in a child process, its cache `work`/cache (emptied first when `cold`: no
+    artifact, reference outputs, export or compiled kernels from an earlier run): wall time, its peak
+    RSS, the GPU peak, the verdict."""
+    if cold:
+        shutil.rmtree(work / "cache", ignore_errors=True)
     report, golden = work / f"report-{label}", work / "golden"
     command = [sys.executable, "-m", "harness.cli", "run", "--model", str(checkpoint), "--pathways", pathway, "--report-dir", str(report), "--golden-dir", str(golden),
                "-p", "no:cacheprovider", "-k", "not test_speedup and not test_model_speedup", "--durations=15", *extra]
@@ -134,7 +138,7 @@ def gate(checkpoint: Path, pathway: str, work: Path, label: str, extra: list[str
     # the run's output streams to the log as it comes (a run stopped at --deadline keeps it).
     wrapper = "import json,resource,subprocess,sys; rc=subprocess.call(sys.argv[2:]); open(sys.argv[1],'w').write(json.dumps({'rc': rc, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
     with open(log, "w") as out:
-        child = subprocess.Popen([sys.executable, "-c", wrapper, str(usage), *command], stdout=out, stderr=subprocess.STDOUT, text=True, cwd=work, env={**os.environ, "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"})
+        child = subprocess.Popen([sys.executable, "-c", wrapper, str(usage), *command], stdout=out, stderr=subprocess.STDOUT, text=True, cwd=work, env={**os.environ, "QCONFORM_CACHE": str(work / "cache"), "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"})
         monitor.root = child.pid
         try:
             child.wait(timeout=deadline)
@@ -201,11 +205,8 @@ def main() -> None:
         print(f"{size}: checkpoint ready in {time.perf_counter() - start:.0f}s", flush=True)
         work = args.out / f"run-{size}"
         work.mkdir(exist_ok=True)
-        os.environ["QCONFORM_CACHE"] = str(work / "cache")
         for run in args.runs.split(","):
-            if run == "cold":  # an empty cache: no artifact, reference outputs or compiled kernels from an earlier run
-                shutil.rmtree(work / "cache", ignore_errors=True)
-            row = {"size": size, "pathway": args.pathway, "run": run, **gate(checkpoint, args.pathway, work, f"{run}-{len(results)}", args.qconform_args, args.deadline)}
+            row = {"size": size, "pathway": args.pathway, "run": run, **gate(checkpoint, args.pathway, work, f"{run}-{len(results)}", args.qconform_args, args.deadline, cold=run == "cold")}
             results.append(row)
             results_file.write_text(json.dumps(results, indent=1))
             print(json.dumps(row), flush=True)

@@ -235,6 +235,13 @@ class Runner:
 _LOADED_GROUPS: set[str] = set()
 
 
+def package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def load_entry_points(group: str, kind: type, add: Callable[[Any], Any], known: Callable[[Any], bool]) -> None:
     """Load other packages' pathways or models, once: an entry point names a module (which
     registers on import) or a Pathway subclass / ModelSpec (registered here)."""

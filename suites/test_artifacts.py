@@ -138,7 +138,7 @@ def test_activation_scales_plausible(case, gate):
     layout = case.runner.layout()
     if not any(layer.activation_scale is not None for layer in layout.layers.values()):
         pytest.skip(f"{case.pathway.name}: no static activation scales (dynamic or weight-only)")
-    values = lc.activation_scale_log2(layout, calibration_input_ranges(case.runner, case.model))
+    values = lc.activation_scale_log2(layout, calibration_input_ranges(case.runner, case.model, case.harness.store.cache_dir))
     (low, lo), (high, hi) = lc.worst(values, "min"), lc.worst(values, "max")
     detail = f"log2(scale / calibration-range scale): lowest {lo:.3g} at {low}, highest {hi:.3g} at {high}"
     gate.check(case, {"min_activation_scale_log2": lo, "max_activation_scale_log2": hi}, detail, extra={"per_layer": values})
@@ -151,7 +151,7 @@ def test_recorded_statistics_match_model(case, gate):
     stats = case.pathway.recorded_statistics(case.artifact)
     if stats is None:
         pytest.skip(f"{case.pathway.name}: the artifact records no calibration statistics")
-    fresh = calibration_input_ranges(case.runner, case.model)
+    fresh = calibration_input_ranges(case.runner, case.model, case.harness.store.cache_dir)
     weight_err, input_ratio = lc.statistics_errors(stats, case.model, fresh)
     (w_name, w_err), (i_name, i_ratio) = lc.worst(weight_err, "max"), lc.worst(input_ratio, "max")
     detail = f"worst weight amax {w_name}: off by {w_err:.2%}; worst input amax {i_name}: off by x{i_ratio:.3g}"

@@ -94,3 +94,13 @@ def test_profile_expect_table_overrides_the_pathway(tmp_path):
     path.write_text('[inc-int8-qdq.tiny-llama.expect]\nactivation_dtyp = "int8"\n')
     with pytest.raises(ProfileError, match="unknown recipe key 'activation_dtyp'"):
         load_profile(str(path))
+
+
+def test_the_fp32_export_is_kept_in_the_runs_cache(run_suites, tmp_path):
+    """Localization's fp32 export goes to the run's cache (--qc-cache), its weights as external data
+    beside it, so a warm run of the same cache exports nothing."""
+    cache = tmp_path / "cache"
+    run = run_suites("--models=tiny-llama", "--pathways=inc-int8-qdq", "-k", "cpu and layer_activation_sqnr", f"--qc-cache={cache}", f"--golden-dir={tmp_path / 'golden'}")
+    assert run.returncode == 0, run.output[-3000:]
+    [export] = (cache / "exports" / "tiny-llama").glob("*/model.fp32.onnx")
+    assert (export.parent / "model.fp32.onnx.data").is_file()

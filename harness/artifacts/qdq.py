@@ -124,7 +124,6 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
             shape[axis] = -1
         zp = 0 if zero_points is None else zero_points.astype(np.float64).reshape(shape)
         transposed = node.op_type == "MatMul" or (node.op_type == "Gemm" and out_axis == 1)  # MatMul holds (in, out); the reference Linear holds (out, in)
-
         shaped_scales = scales.reshape(shape)
 
         def dequantized(weight=weight, zp=zp, scales=shaped_scales, transposed=transposed) -> np.ndarray:

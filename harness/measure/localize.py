@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from harness.core import Tensors, module_path
+from harness.core import Tensors, module_path, package_version
 from harness.judge.metrics import sqnr_from_sums, sqnr_sums
 
 if TYPE_CHECKING:
@@ -57,9 +57,11 @@ def onnx_tensors(source: "Path | onnx.ModelProto", names: list[str], batches: li
 
     graph = onnx.load(str(source), load_external_data=False) if isinstance(source, Path) else source
     produced = {output for node in graph.graph.node for output in node.output}
-    fed = [name for name in dict.fromkeys(names) if name in {i.name for i in graph.graph.input}]  # a graph input is what the batch holds
+    graph_inputs = {i.name for i in graph.graph.input}
+    wanted = list(dict.fromkeys(names))
+    fed = [name for name in wanted if name in graph_inputs]  # a graph input is what the batch holds
+    names = [name for name in wanted if name in produced]
     outputs = [o.name for o in graph.graph.output]
-    names = [name for name in dict.fromkeys(names) if name in produced]
     added = [name for name in names if name not in outputs]
     graph.graph.output.extend(onnx.ValueInfoProto(name=name) for name in added)
     try:
@@ -110,31 +112,24 @@ EXPORT = "model.fp32.onnx"
 
 def export_key(model: "ModelSpec") -> str:
     """What the fp32 export depends on: the weights, the exporting packages, the graph's interface."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(package: str) -> str | None:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return None
-
     body = {
         "weights": model.weights_sha256,
         "module": type(model).__qualname__,
-        "packages": {p: installed(p) for p in ("torch", "transformers", "onnx")},
+        "packages": {p: package_version(p) for p in ("torch", "transformers", "onnx")},
         "interface": [list(model.input_names), list(model.output_names), getattr(model, "dynamic_axes", None)],
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def fp32_export(model: "ModelSpec") -> Path:
+def fp32_export(model: "ModelSpec", cache_dir: Path | None = None) -> Path:
     """The model's fp32 ONNX export (what the INT8 QDQ graph was quantized from), made once and kept
-    in the cache ($QCONFORM_CACHE/exports/<model>/<key>), its weights as external data beside it: a
-    session reads them from the file and Python holds no copy. The TorchScript export is the costly
-    step (minutes and about 10x the fp32 weights in memory for Gemma-3-270m): a warm run makes none."""
+    in the run's cache (`cache_dir`, default $QCONFORM_CACHE: <cache>/exports/<model>/<key>), its
+    weights as external data beside it: a session reads them from the file and Python holds no copy.
+    The TorchScript export is the costly step (minutes and about 10x the fp32 weights in memory for
+    Gemma-3-270m): a warm run makes none."""
     from harness.artifacts.manifest import default_cache_dir
 
-    directory = default_cache_dir() / "exports" / model.id / export_key(model)[:16]
+    directory = Path(cache_dir or default_cache_dir()) / "exports" / model.id / export_key(model)[:16]
     if not (directory / EXPORT).is_file():
         import onnx
 
@@ -194,10 +189,11 @@ def _torch_layers(runner: Any) -> list[str]:
 # -- per-layer errors ---------------------------------------------------------------------------
 
 
-def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors], reference: Any = None) -> LayerErrors:
+def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors], reference: Any = None, cache_dir: Path | None = None) -> LayerErrors:
     """Per-layer activation SQNR of `runner` against the reference on `inputs` (one batch, or batches
-    for a torch runner): the fp32 ONNX export for an ONNX graph; for a torch module `reference()`, a
-    context manager giving (reference module, its device), by default the fp32 reference on the CPU."""
+    for a torch runner): the fp32 ONNX export (kept in `cache_dir`, fp32_export) for an ONNX graph;
+    for a torch module `reference()`, a context manager giving (reference module, its device), by
+    default the fp32 reference on the CPU."""
     batches = [inputs] if isinstance(inputs, dict) else list(inputs)
     graph = getattr(runner, "model", None)
     if graph is not None and hasattr(graph, "graph"):  # an ONNX Runtime runner
@@ -214,7 +210,7 @@ def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors
                 raise
             raise NotLocalizable(f"ONNX Runtime could not run the graph with its layer outputs exposed on {provider} ({type(exc).__name__}: {str(exc)[:200]})") from exc
         sums: dict[str, list[float]] = {}
-        for ref, cand in zip(onnx_tensors(fp32_export(model), list(computed), batches), itertools.chain([first], candidate), strict=True):
+        for ref, cand in zip(onnx_tensors(fp32_export(model, cache_dir), list(computed), batches), itertools.chain([first], candidate), strict=True):
             for out, name in computed.items():
                 if out in ref and name in cand:
                     signal, noise = sqnr_sums(ref[out], cand[name])
@@ -284,7 +280,7 @@ def localize(case: Any) -> LayerErrors:
     against the case's reference (Case.reference_module: the fp32 model, or bf16 on the GPU):
     batch by batch."""
     if getattr(case, "_qc_layer_errors", None) is None:
-        case._qc_layer_errors = layer_errors(case.runner, case.model, case.model.eval_batches(), getattr(case, "reference_module", None))
+        case._qc_layer_errors = layer_errors(case.runner, case.model, case.model.eval_batches(), getattr(case, "reference_module", None), case.harness.store.cache_dir)
     return case._qc_layer_errors
 
 
@@ -313,9 +309,10 @@ def describe_first_bad(errors: LayerErrors, threshold: float) -> str:
 # -- activation ranges on the calibration data --------------------------------------------------
 
 
-def calibration_input_ranges(runner: Any, model: "ModelSpec") -> dict[str, tuple[float, float]]:
+def calibration_input_ranges(runner: Any, model: "ModelSpec", cache_dir: Path | None = None) -> dict[str, tuple[float, float]]:
     """(min, max) of each weight layer's input in the fp32 reference over the calibration data:
-    what static activation scales and recorded input statistics must agree with."""
+    what static activation scales and recorded input statistics must agree with (an ONNX graph's
+    from the fp32 export kept in `cache_dir`)."""
     batches = model.calibration_inputs()
     graph = getattr(runner, "model", None)
     if graph is not None and hasattr(graph, "graph"):
@@ -324,7 +321,7 @@ def calibration_input_ranges(runner: Any, model: "ModelSpec") -> dict[str, tuple
         g = Graph(graph)
         sources = {module_path(name): (src, smoothing_of(g, src)) for name, _, src in _onnx_layer_tensors(graph)}  # SmoothQuant: the op's input is x * (1/s) per channel
         ranges: dict[str, tuple[float, float]] = {}
-        for reference in onnx_tensors(fp32_export(model), [smoothed[0] if smoothed else src for src, smoothed in sources.values()], batches):
+        for reference in onnx_tensors(fp32_export(model, cache_dir), [smoothed[0] if smoothed else src for src, smoothed in sources.values()], batches):
             for layer, (src, smoothed) in sources.items():
                 values = reference.get(smoothed[0] if smoothed else src)
                 if values is not None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.artifacts.manifest import Artifact, write_manifest
 from harness.artifacts.payloads import NoPayloadReader
-from harness.core import FP32_CPU, RECIPE_KEYS, Device, Precision, Runner, Tensors, load_entry_points
+from harness.core import FP32_CPU, RECIPE_KEYS, Device, Precision, Runner, Tensors, load_entry_points, package_version
 from harness.measure import memory
 
 if TYPE_CHECKING:
@@ -148,13 +147,6 @@ class Pathway:
         file, the recipe read from the payload itself), after checking they belong to `model`
         (refusals: harness/artifacts/payloads.py). Without a reader the recipe must come from --set."""
         raise NoPayloadReader(f"qconform cannot read a {self.name} payload's recipe; give it with --set KEY=VALUE (docs/artifacts.md)")
-
-
-def package_version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 PATHWAYS: dict[str, Pathway] = {}

@@ -232,15 +232,11 @@ def grouped_by_case(items: list[pytest.Item]) -> list[pytest.Item]:
     """Each case's items together, where its first item was, in their own order: a case's runner and
     outputs are released after its last item (Harness.release), so one case at a time is resident
     beside the reference instead of every case of the run until the last suite."""
+    keys = [(item_uses(item) or [position])[0] for position, item in enumerate(items)]  # an item without a case stays where it is
     first: dict[Any, int] = {}
-    for position, item in enumerate(items):
-        first.setdefault(_case_key(item, position), position)
-    return [item for _, item in sorted(enumerate(items), key=lambda pair: (first[_case_key(pair[1], pair[0])], pair[0]))]
-
-
-def _case_key(item: pytest.Item, position: int) -> Any:
-    uses = item_uses(item)
-    return uses[0] if uses else position
+    for position, key in enumerate(keys):
+        first.setdefault(key, position)
+    return [items[position] for position in sorted(range(len(items)), key=lambda position: (first[keys[position]], position))]
 
 
 def item_labels(item: pytest.Item) -> dict[str, str]:
