@@ -4,7 +4,10 @@ Imports nothing of qconform's, so anything may import it (no cycles)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import gc
 import importlib.metadata
 import re
 from dataclasses import dataclass, field
@@ -233,6 +236,14 @@ class Runner:
 # -- plugins from other packages -------------------------------------------------------------
 
 _LOADED_GROUPS: set[str] = set()
+
+
+def release_host_memory() -> None:
+    """Give freed host memory back to the operating system: glibc keeps the freed heap pages of a
+    build (3.5 GiB after Gemma-3-270m's INT8 build) unless asked to trim."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def package_version(package: str) -> str:

@@ -99,7 +99,7 @@ def judge_task_metrics(
             detectable[key] = task.detectable_loss()
             if key == "min_task_recovery":
                 judge[key] = task.recovery_upper
-                notes[key] = f"recovery {task.recovery:.4f} (reference accuracy {task.reference_accuracy:.3f}, candidate {task.candidate_accuracy:.3f}), judged on its one-sided 95% upper bound {task.recovery_upper:.4f}; " + task.power_note(thresholds[key])
+                notes[key] = f"recovery {task.recovery:.4f} (reference accuracy {task.reference_accuracy:.3f}, candidate {task.candidate_accuracy:.3f}), a paired non-inferiority test with the budget as its margin (Tango's score test): fails only when its one-sided 95% upper bound ({task.recovery_upper:.4f}) is under the threshold; " + task.power_note(thresholds[key])
             else:
                 notes[key] = task.power_note()
         else:

@@ -25,12 +25,12 @@ def test_init_writes_a_file_that_loads(tmp_path):
     checkpoint = _checkpoint(tmp_path / "ckpt" / "My Llama 3")
     text = init_project(checkpoint, tmp_path / "qconform.toml")
     assert 'id = "my-llama-3"' in text and "max_" not in text
-    assert "# Gated metrics (causal LM)" in text and "# Also available: kl_max, rel_ppl_increase." in text  # the kind's
+    assert "# Gated metrics (causal LM)" in text and "# Also available: kl_max, rel_ppl_increase, task_mcnemar_p." in text  # the kind's
     project = load_project(tmp_path / "sub" / "dir")  # from a subdirectory: the nearest parent's file
     assert project.path == tmp_path / "qconform.toml"
     [model] = project.models
     assert Path(model.source) == checkpoint and model.id == "my-llama-3"
-    assert model.options()["metrics"] == ["ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", "task_recovery", "task_flip_rate", "task_mcnemar_p"]
+    assert model.options()["metrics"] == ["ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", "task_recovery", "task_flip_rate"]
     assert project.pathways == ["inc-int8-qdq", "inc-fp8-ref"]
     assert project.recipes == {"inc-int8-qdq": {"weight_granularity": "per-channel"}}
     from harness.measure.layout_checks import project_recipe_problems

@@ -46,7 +46,7 @@ def test_builtin_kinds_from_config_json():
     assert kind_for_config({"architectures": ["GPT2LMHeadModel"]}).name == "causal-lm"
     assert kind_for_config({"architectures": ["BertModel"]}).name == "encoder"
     assert kind_for_config({}).name == "encoder"  # the fallback
-    assert get_kind("causal-lm").default_metrics == ("ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", "task_recovery", "task_flip_rate", "task_mcnemar_p")
+    assert get_kind("causal-lm").default_metrics == ("ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", "task_recovery", "task_flip_rate")
     with pytest.raises(KeyError, match="unknown model kind 'image'"):
         get_kind("image")
 

@@ -12,7 +12,7 @@ passes each (2 eval batches of 2 x 64 tokens, 4 prompts x 8 greedy tokens) of th
 (86 s here; 0.23 s a short pass on an idle machine) and of INC's FP8 CPU emulation (279 s here;
 1.2 s a short pass idle: it dequantizes every weight, the 262,144 x 640 tied embedding / LM head
 among them, on every pass). On an idle 2-core runner that is about 15 s + 50 s. The labeled
-multiple-choice metrics (task_recovery, task_flip_rate, task_mcnemar_p: 100 items, one pass each,
+multiple-choice metrics (task_recovery, task_flip_rate: 100 items, one pass each,
 2-3 more minutes idle, about 17 at this load) are left to `qconform run`; this file gates the output metrics and
 the five token-level ones.
 """

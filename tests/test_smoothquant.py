@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from harness.artifacts.errors import ArtifactError
 from harness.artifacts.identity import check_onnx_matches, weight_value_mismatch
@@ -266,3 +267,21 @@ def test_payload_shows_quantize_outputs_and_smoothquant(model, store, options):
     outputs, smoothed = options.get("quantize_outputs", True), options.get("smoothquant", False)
     assert any("quantize_outputs" in p for p in lc.layout_problems(layout, {"quantize_outputs": not outputs}))
     assert any("smoothquant" in p for p in lc.layout_problems(layout, {"smoothquant": not smoothed}))
+
+
+def test_the_build_quantizes_the_cached_export_without_the_torch_module(checkpoints, tmp_path):
+    """The INT8 build exports once into the store's cache (localization reads the same file) and
+    drops the fp32 torch module while INC quantizes (INC reads only the export); the next use loads
+    the same weights from the checkpoint. Counted, not timed: one export per model and cache."""
+    model = HuggingFaceModel(checkpoints[0], **SMALL)
+    before = {name: tensor.clone() for name, tensor in model.reference.state_dict().items()}
+    exports = []
+    export = model.export_onnx
+    model.export_onnx = lambda *args, **kwargs: exports.append(args) or export(*args, **kwargs)
+    store = ArtifactStore(tmp_path / "cache")
+    for options in (DEFAULT, SMOOTH):  # two builds of one model: one export
+        built(model, store, options)
+        assert "reference" not in model.__dict__
+    assert len(exports) == 1 and list((tmp_path / "cache" / "exports" / model.id).glob("*/model.fp32.onnx"))
+    after = model.reference.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[name], before[name]) for name in before)

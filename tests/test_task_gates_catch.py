@@ -1,5 +1,6 @@
 """Issue 27's planted defects through the labeled-task gates (min_task_recovery, max_task_flip_rate,
-min_task_mcnemar_p), on a model that can do the task.
+and min_task_mcnemar_p, which these runs select as a team that wants MLPerf-like strictness would:
+its planted defects prove that option too), on a model that can do the task.
 
 The tiny decoders answer the shipped general-knowledge items (harness/data/choices.jsonl) at chance,
 so the task gates cannot show anything there. This module generates a task a tiny decoder can do:
@@ -122,6 +123,7 @@ def run_task_gates(task_model, run_suites, monkeypatch, tmp_path):
     registers the decoder with the generated items), policy thresholds only, no golden record."""
     monkeypatch.setenv("QCONFORM_TEST_CHECKPOINTS", str(task_model.path))
     monkeypatch.setenv("QCONFORM_TEST_CHOICES", str(task_model.data["eval_choices"]))
+    monkeypatch.setenv("QCONFORM_TEST_METRICS", ",".join((*task_model.model_kind.default_metrics, "task_mcnemar_p")))
 
     def run(artifacts: Path, pathways: str, *extra: str):
         return run_suites("-p", "tests.hf_plugin", f"--artifacts={artifacts}", f"--models={task_model.id}", f"--pathways={pathways}", _no_golden(tmp_path), _policy_only(tmp_path), "-k", "task_metric", *extra)

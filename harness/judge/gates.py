@@ -80,9 +80,9 @@ METRICS: dict[str, Metric] = {
     "min_peak_fraction": Metric("min", "fraction of the GPU's peak reached by the candidate on its binding limit (compute or HBM bandwidth; harness/measure/roofline.py)", ("rel", 0.05), ("times", 0.90)),
     # Labeled multiple-choice task of a causal LM, the same items scored on reference and candidate
     # (harness/judge/paired.py): "paired" metrics are judged with the 2x2 table's paired statistics.
-    "min_task_recovery": Metric("min", "labeled-task accuracy of the candidate / the reference's on the same items (llm-compressor's recovery; judged on its one-sided 95% upper bound)", ("abs", 0.01), ("minus", 0.03), sample="paired"),
+    "min_task_recovery": Metric("min", "labeled-task accuracy of the candidate / the reference's on the same items (llm-compressor's recovery): a paired non-inferiority test with the budget 1 - threshold as its margin, failing only when the one-sided 95% upper bound of Tango's score interval is under the threshold", ("abs", 0.01), ("minus", 0.03), sample="paired"),
     "max_task_flip_rate": Metric("max", "fraction of labeled items whose correctness flipped, either way (Dutta et al. 2024: accuracy hides flips)", ("abs", 0.01), ("minus", 0.03), sample="proportion"),
-    "min_task_mcnemar_p": Metric("min", "one-sided exact McNemar p-value that the candidate loses more labeled items than it gains (under the threshold: a significant loss)", ("abs", 0.0), margin=None, policy=0.01, sample="paired"),
+    "min_task_mcnemar_p": Metric("min", "one-sided exact McNemar p-value that the candidate loses more labeled items than it gains (under the threshold: a significant loss of any size; MLPerf-strict, selected with the model's `metrics`, not by default)", ("abs", 0.0), margin=None, policy=0.01, sample="paired"),
     "min_e4m3_over_e5m2_db": Metric("min", "output SQNR of FP8 E4M3 minus that of E5M2 (same recipe): E4M3 must be at least as accurate in range", ("abs", 0.5), ("minus", 1.0)),
 }
 

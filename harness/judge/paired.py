@@ -7,9 +7,14 @@ can lose ten items and gain nine. Every item is scored twice, so the comparison 
 - McNemar's exact test on the discordant pairs: under "no real loss" each discordant item is a
   fair coin between a loss (reference right, candidate wrong) and a gain, so the one-sided p-value
   of `losses` is a binomial tail;
-- the accuracy recovery quantized / reference (llm-compressor's and MLPerf's form), judged like a
-  proportion: it fails only when its one-sided 95% upper bound, from the paired difference's
-  standard error, is under the threshold; the shortfall it catches with 80% power is stated.
+- the accuracy recovery quantized / reference (llm-compressor's and MLPerf's form), gated by a paired
+  non-inferiority test with the recovery budget as its margin: the budget allows a net loss of
+  (1 - threshold) x the reference's accuracy, and the gate fails only when the data show, at
+  one-sided level 5%, that the net loss is larger (Tango's score test for paired proportions, 1998:
+  the recovery's one-sided 95% upper bound from that test's interval is under the threshold). A
+  loss inside the budget passes however many items show it; a loss the set cannot tell from the
+  budget passes too, and the net loss beyond the budget it catches with 80% power is stated.
+  McNemar's test of ANY net loss (MLPerf-strict) is a metric a team selects (`task_mcnemar_p`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.judge.metrics import ALPHA, POWER, Z_ALPHA, Z_POWER_80
+
+BISECTIONS = 60  # of the net-loss bound in [-1, 1]: 2^-59, far below one item in any task
 
 
 def binomial_tail(k: int, n: int) -> float:
@@ -87,36 +94,61 @@ class PairedTask:
             return 1.0 if self.candidate_accuracy == 0 else float("inf")
         return self.candidate_accuracy / self.reference_accuracy
 
-    def _difference_se(self) -> float:
-        """Standard error of (candidate - reference) accuracy, paired: sqrt((b + c - (c - b)^2 / n)) / n.
-        At least the one-discordant-item value, so a table without flips still has an interval."""
-        b, c, n = self.losses, self.gains, self.n
-        return math.sqrt(max(b + c - (c - b) ** 2 / n, 1.0)) / n
+    def _gain_rate_under(self, loss: float) -> float:
+        """The maximum-likelihood rate of gains when the true net loss (loss rate - gain rate) is
+        `loss` (Tango 1998, eq. 3): the positive root of 2n q^2 - B q - G loss (1 - loss) = 0."""
+        n, lost, gained = self.n, self.losses, self.gains
+        b = lost * (1 - loss) + gained * (1 - 3 * loss) - 2 * loss * (n - lost - gained)
+        return (b + math.sqrt(max(b * b + 8 * n * gained * loss * (1 - loss), 0.0))) / (4 * n)
+
+    def loss_score(self, loss: float) -> float:
+        """Tango's score statistic of H0 "the true net loss is `loss`": (L - G - n loss) / its
+        standard error under H0, sqrt(n (2 q + loss - loss^2)) with q the gain rate under H0. At
+        loss 0 it is McNemar's z, (L - G) / sqrt(L + G). Large: the net loss is larger than `loss`."""
+        variance = self.n * (2 * self._gain_rate_under(loss) + loss - loss * loss)
+        excess = self.losses - self.gains - self.n * loss
+        return excess / math.sqrt(variance) if variance > 0 else (0.0 if excess == 0 else math.copysign(math.inf, excess))
+
+    @property
+    def loss_lower(self) -> float:
+        """One-sided 95% lower bound of the net loss (fraction of items): the smallest loss the score
+        test does not reject at level ALPHA (the statistic falls as the loss grows)."""
+        low, high = -1.0, 1.0
+        if self.loss_score(low) <= Z_ALPHA:
+            return low
+        for _ in range(BISECTIONS):
+            mid = (low + high) / 2
+            low, high = (mid, high) if self.loss_score(mid) > Z_ALPHA else (low, mid)
+        return high
 
     @property
     def recovery_upper(self) -> float:
-        """One-sided 95% upper bound of the recovery: what a recovery gate is judged on."""
+        """One-sided 95% upper bound of the recovery, 1 - loss_lower / reference accuracy: what the
+        recovery gate is judged on. Under a threshold t exactly when the score test shows a net loss
+        beyond the budget (1 - t) x reference accuracy (non-inferiority, margin = the budget)."""
         if self.reference_accuracy == 0:
             return self.recovery
-        return (self.candidate_accuracy + Z_ALPHA * self._difference_se()) / self.reference_accuracy
+        return 1.0 - self.loss_lower / self.reference_accuracy
 
     def detectable_loss(self) -> float:
-        """The true net accuracy loss (fraction of items) that the recovery and McNemar gates
-        detect with 80% power at this n (normal approximation for paired proportions, Connor
-        1987): delta = (z_a + z_b) sqrt(psi / n), psi the discordant fraction (at least 2/n: a
-        table without flips says little about how many a defect would cause)."""
+        """How far beyond its margin (the recovery budget; McNemar's: none) a true net loss must be
+        for the gate to fail with 80% power at this n (normal approximation for paired proportions,
+        Connor 1987): (z_a + z_b) sqrt(psi / n), psi the discordant fraction (at least 2/n: a table
+        without flips says little about how many a defect would cause). Checked by simulation
+        (tests/test_task_gates.py)."""
         psi = max(self.flip_rate, 2.0 / self.n)
         return (Z_ALPHA + Z_POWER_80) * math.sqrt(psi / self.n)
 
     def power_note(self, recovery_threshold: float | None = None) -> str:
-        loss = self.detectable_loss()
-        note = (
-            f"{self.n} items, {self.losses} lost and {self.gains} gained (McNemar one-sided p = {self.mcnemar_p:.3g}); "
-            f"alpha {ALPHA:.0%}; a net loss of {loss:.1%} of the items is caught with {POWER:.0%} power"
-        )
-        if recovery_threshold is not None and self.reference_accuracy > 0:
-            allowed = (1 - recovery_threshold) * self.reference_accuracy
-            # Only where the gate found no loss: a loss it did find shows the set was large enough.
-            if loss > allowed and self.recovery_upper >= recovery_threshold:
-                note += f"; TOO FEW ITEMS: the recovery threshold {recovery_threshold:g} allows a loss of {allowed:.1%}, smaller than this set can detect"
+        """What the gate can see at this n: McNemar's (no threshold) any net loss, the recovery
+        gate's a net loss beyond its budget."""
+        beyond = self.detectable_loss()
+        note = f"{self.n} items, {self.losses} lost and {self.gains} gained (McNemar one-sided p = {self.mcnemar_p:.3g}); alpha {ALPHA:.0%}; "
+        if recovery_threshold is None or self.reference_accuracy == 0:
+            return note + f"a net loss of {beyond:.1%} of the items is caught with {POWER:.0%} power"
+        allowed = (1 - recovery_threshold) * self.reference_accuracy
+        note += f"the recovery threshold {recovery_threshold:g} allows a net loss of {allowed:.1%} of the items; a net loss of {allowed + beyond:.1%} is caught with {POWER:.0%} power"
+        # Only where the gate found no loss beyond the budget: one it did find shows the set was large enough.
+        if beyond > allowed and self.recovery_upper >= recovery_threshold:
+            note += f"; TOO FEW ITEMS: a net loss of twice the budget ({2 * allowed:.1%}) is caught with less than {POWER:.0%} power"
         return note

@@ -17,6 +17,7 @@ and FP8 statistics are checked against.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
@@ -108,6 +109,10 @@ def torch_activations(module: Any, layers: list[str], batches: list[Tensors], in
 
 
 EXPORT = "model.fp32.onnx"
+EXPORT_OPSET = 17
+# The run's cache while an artifact is built (ArtifactStore.build sets it): a build that quantizes
+# the fp32 export finds the run's one there, whatever cache directory the run was given.
+BUILD_CACHE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("BUILD_CACHE", default=None)
 
 
 def export_key(model: "ModelSpec") -> str:
@@ -123,20 +128,20 @@ def export_key(model: "ModelSpec") -> str:
 
 def fp32_export(model: "ModelSpec", cache_dir: Path | None = None) -> Path:
     """The model's fp32 ONNX export (what the INT8 QDQ graph was quantized from), made once and kept
-    in the run's cache (`cache_dir`, default $QCONFORM_CACHE: <cache>/exports/<model>/<key>), its
+    in the run's cache (`cache_dir`; while a build runs, its store's: BUILD_CACHE; else $QCONFORM_CACHE: <cache>/exports/<model>/<key>), its
     weights as external data beside it: a session reads them from the file and Python holds no copy.
     The TorchScript export is the costly step (minutes and about 10x the fp32 weights in memory for
     Gemma-3-270m): a warm run makes none."""
     from harness.artifacts.manifest import default_cache_dir
 
-    directory = Path(cache_dir or default_cache_dir()) / "exports" / model.id / export_key(model)[:16]
+    directory = Path(cache_dir or BUILD_CACHE.get() or default_cache_dir()) / "exports" / model.id / export_key(model)[:16]
     if not (directory / EXPORT).is_file():
         import onnx
 
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".export-"))
         try:
-            path = model.export_onnx(staging / EXPORT)
+            path = model.export_onnx(staging / EXPORT, opset=EXPORT_OPSET)
             graph = onnx.load(str(path))
             for extra in staging.iterdir():  # torch's own external data files, now held in `graph`
                 if extra != path:

@@ -128,6 +128,12 @@ class ModelSpec:
     def reference(self) -> torch.nn.Module:
         return self.build_reference().eval()
 
+    def release_reference(self) -> bool:
+        """Drop the loaded fp32 reference where it can be loaded again as it was (a checkpoint:
+        HuggingFaceModel); its next use loads it. Whether it was dropped. By default it is kept: a
+        module built in code need not come back the same."""
+        return False
+
     def run_reference(self, inputs: Tensors) -> Tensors:
         return self.run_module(self.reference, inputs)
 

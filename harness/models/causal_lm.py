@@ -48,7 +48,9 @@ class CausalLM(ModelKind):
     output_names = ("logits",)
     dynamic_axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
     # Gated by default; any key lm_metrics returns may be declared instead (kl_max, rel_ppl_increase ...).
-    default_metrics = ("ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", *TASK_METRICS)
+    # McNemar's test of any net task loss is not a default: the recovery gate tests a loss beyond the
+    # budget (harness/judge/paired.py); a team that wants MLPerf-like strictness adds task_mcnemar_p.
+    default_metrics = ("ppl_ratio_log", "kl_mean", "kl_p99", "top1_agreement", "generation_agreement", "task_recovery", "task_flip_rate")
     data = (
         DataKey(
             "eval_text",

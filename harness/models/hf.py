@@ -411,6 +411,10 @@ class HuggingFaceModel(ModelSpec):
             module = auto.from_pretrained(str(self.path), **options)
         return self.model_kind.wrap(plain_linears(module)).eval()
 
+    def release_reference(self) -> bool:
+        """The checkpoint's files give the same module back on the next use."""
+        return self.__dict__.pop("reference", None) is not None
+
     @functools.cached_property
     def _skeleton(self) -> nn.Module:
         from transformers import AutoConfig

@@ -15,9 +15,7 @@ bf16 reference and its candidate are never on the GPU at the same time by this m
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import gc
 import hashlib
 import inspect
 import json
@@ -28,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from harness.core import FP32_CPU, Device, Precision, Tensors, cpu_class
+from harness.core import FP32_CPU, Device, Precision, Tensors, cpu_class, release_host_memory
 from harness.models.base import ModelSpec
 from harness.pathways.base import package_version
 from harness.report.progress import phase
@@ -77,11 +75,8 @@ def reference_key(model: ModelSpec, precision: Precision) -> str:
 
 
 def release_memory() -> None:
-    """Give freed tensors back: host memory to the operating system (glibc keeps freed heap pages
-    of a build, 3.5 GiB after Gemma-3-270m's INT8 build, unless asked to trim), GPU memory to the driver."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    """Give freed tensors back: host memory to the operating system (release_host_memory), GPU memory to the driver."""
+    release_host_memory()
     try:
         import torch
 

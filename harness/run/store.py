@@ -15,6 +15,7 @@ from typing import Callable
 
 from harness.artifacts.errors import ArtifactError, ArtifactIdentityError
 from harness.artifacts.manifest import Artifact, cache_key, default_cache_dir, load_artifact, publish
+from harness.measure.localize import BUILD_CACHE
 from harness.models.base import ModelSpec
 from harness.pathways.base import Pathway
 from harness.run.references import release_memory
@@ -94,12 +95,14 @@ class ArtifactStore:
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".build-"))
         self.log(f"qconform: building {pathway.name} artifact for {model.id} -> {path}")
         start = time.perf_counter()
+        cache = BUILD_CACHE.set(self.cache_dir)
         try:
             pathway.build(model, model.calibration_inputs(), staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
+            BUILD_CACHE.reset(cache)
             release_memory()  # the build's model is gone: its memory is not the next phase's
         publish(staging, path)
         self.log(f"qconform: built {pathway.name} for {model.id} in {time.perf_counter() - start:.1f}s")
