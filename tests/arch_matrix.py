@@ -88,6 +88,17 @@ ARCHITECTURES: dict[str, Arch] = {
             DECODER_STEPS,
             "Conv1D weights (in, out), LayerNorm with bias, learned positions, tied embeddings",
         ),
+        # Issue 34: a checkpoint fresh from transformers, as a team may gate it first: untrained,
+        # every bias zero (the exporter merges equal initializers), no outliers planted.
+        Arch(
+            "gpt2-untrained",
+            CAUSAL,
+            "GPT2Config",
+            "GPT2LMHeadModel",
+            dict(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_inner=128, n_positions=256, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True),
+            0,
+            "transformers' default initialization, not trained: zero biases, no planted outliers",
+        ),
         Arch(
             "opt",
             CAUSAL,
@@ -248,9 +259,11 @@ def build(arch: Arch, out: Path) -> dict[str, Any]:
         build_tokenizer(out, bos=None)
         train_masked(model, out, arch.steps)
         target = model.base_model  # the encoder alone, as a sentence-transformers checkpoint holds it
-    ids = hc.training_ids(out)[:64][None]
-    with torch.no_grad():
-        planted = plant_outliers_anywhere(target, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    planted = []
+    if arch.steps:  # an untrained architecture stays as transformers initialized it
+        ids = hc.training_ids(out)[:64][None]
+        with torch.no_grad():
+            planted = plant_outliers_anywhere(target, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     target.save_pretrained(str(out))  # config.json + model.safetensors
     if arch.kind == ENCODER:
         _sentence_transformers_layout(out, target.config.hidden_size if hasattr(target.config, "hidden_size") else target.config.dim)

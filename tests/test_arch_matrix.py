@@ -46,7 +46,8 @@ from tests.planted_defects import one_layer_scales_x4, per_tensor_weights, rewri
 
 SMALL = dict(eval_tokens=256, seq_len=64, new_tokens=8, generation_prompts=4)  # as tests/test_hf_models.py
 DEVICE = Device.detect()
-NAMES = list(ARCHITECTURES)
+NAMES = [name for name, arch in ARCHITECTURES.items() if arch.steps]  # trained, with planted outliers
+UNTRAINED = [name for name, arch in ARCHITECTURES.items() if not arch.steps]
 INT8, FP8 = "inc-int8-qdq", "inc-fp8-ref"
 VARIANTS = {"int8": INT8, "fp8": FP8, "int8-per-tensor": INT8, "int8-layer-x4": INT8}
 
@@ -229,6 +230,15 @@ def test_one_layer_scaled_4x_moves_the_outputs(name, tmp_path):
         assert failures(result), f"{name}: one layer x4 passes every output and task gate of the policy"
 
 
+@pytest.mark.parametrize("name", UNTRAINED)
+def test_untrained_checkpoint_passes_every_policy_gate(name, tmp_path):
+    """A checkpoint as transformers initializes it (issue 34's GPT-2: untrained, every bias zero)
+    gets a valid INT8 graph that passes every output and task gate of the policy; its row is in MATRIX.md."""
+    result = run_variant(name, "int8", tmp_path)
+    print(name, {g["key"]: round(g["judged"], 4) for g in result["gates"]})
+    assert not failures(result), failures(result)
+
+
 # -- the pieces -----------------------------------------------------------------------------------
 
 
@@ -315,7 +325,7 @@ def render(results: dict[tuple[str, str], dict[str, Any]], wall: float) -> str:
         "",
     ]
     for kind in (CAUSAL, "encoder"):
-        names = [n for n in NAMES if ARCHITECTURES[n].kind == kind]
+        names = [n for n in ARCHITECTURES if ARCHITECTURES[n].kind == kind]
         rows = [(n, v) for n in names for v in VARIANTS if (n, v) in results]
         if not rows:
             continue
@@ -350,7 +360,7 @@ def render(results: dict[tuple[str, str], dict[str, Any]], wall: float) -> str:
         "| architecture | checkpoint cold build | checkpoint warm (cache hit) | fp32 reference eval | " + " | ".join(f"{v} artifact / eval" for v in VARIANTS) + " |",
         "|" + "---|" * (4 + len(VARIANTS)),
     ]
-    for name in NAMES:
+    for name in ARCHITECTURES:
         t = arch_matrix.TIMINGS.get(name, {})
         warm = f"{t['seconds']:.2f}" if t.get("hit") else "(built this run)"
         cells = [f"{results[(name, v)]['artifact_seconds']:.1f} / {results[(name, v)]['eval_seconds']:.1f}" if "gates" in results.get((name, v), {}) else "" for v in VARIANTS]
