@@ -69,6 +69,33 @@ def test_ort_quantize_static_model_imports_and_runs(ort_llama, tmp_path, capsys)
     assert len(runner.layout().layers) == len(model.linear_layer_names())
 
 
+def test_an_imported_graph_with_external_data_runs_from_its_files(ort_llama, tmp_path, capsys, monkeypatch):
+    """A team's QDQ graph saved with external data imports and runs without the graph ever being
+    serialized (protobuf cannot hold one over 2 GB: a 1B model's INT8 graph is 2.2 GB, and
+    serializing copies every weight once more): the session reads the artifact's files. Serializing
+    is made to fail as it does past 2 GB; the outputs are those of a runner made before that."""
+    import onnx
+
+    graph = onnx.load(str(ort_llama))
+    external = tmp_path / "team"
+    external.mkdir()
+    onnx.save(graph, str(external / "ort.qdq.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location="ort.qdq.onnx.data", size_threshold=1024)
+    code, out = qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(external / "ort.qdq.onnx"), "--out", str(tmp_path / "out"))
+    assert code == 0, out
+    artifact = load_artifact(tmp_path / "out" / "tiny-llama" / "inc-int8-qdq", pathway="inc-int8-qdq", model_id="tiny-llama")
+    assert any(f.endswith(".data") for f in artifact.manifest["files"]), artifact.manifest["files"]
+    model = get_model("tiny-llama")
+    expected = get_pathway("inc-int8-qdq").load(artifact, CPU, model)(model.eval_inputs())["logits"]
+
+    def too_large(self, *args, **kwargs):
+        raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB")
+
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", too_large)
+    runner = get_pathway("inc-int8-qdq").load(artifact, CPU, model)
+    assert np.array_equal(runner(model.eval_inputs())["logits"], expected)
+    assert runner.placement(model.eval_inputs())  # the profiled session reads the files too
+
+
 def test_imported_ort_model_is_gated(ort_llama, tmp_path, capsys, run_suites):
     assert qconform_import(capsys, "--pathway", "inc-int8-qdq", "--model", "tiny-llama", str(ort_llama), "--out", str(tmp_path / "arts"))[0] == 0
     run = run_suites(f"--artifacts={tmp_path / 'arts'}", "--pathways=inc-int8-qdq", "--models=tiny-llama", "-k", "cpu", suites=("test_accuracy.py", "test_artifacts.py"))

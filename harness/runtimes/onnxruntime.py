@@ -37,7 +37,8 @@ class OrtQdqRunner(Runner):
         missing = ort_provider_missing(provider)
         if missing:
             raise RuntimeError(missing)
-        self.session = ort.InferenceSession(self.model.SerializeToString(), providers=[(provider, provider_options or {})])
+        self.path = Path(path)
+        self.session = ort.InferenceSession(self._session_source(), providers=[(provider, provider_options or {})])
         used = self.session.get_providers()
         if not used or used[0] != provider:
             raise RuntimeError(f"ONNX Runtime fell back from {provider} to {used}")
@@ -46,6 +47,13 @@ class OrtQdqRunner(Runner):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._layout: QuantLayout | None = None
+
+    def _session_source(self) -> str | bytes:
+        """The graph's file, checked above (ONNX Runtime reads its external data itself): a graph
+        over 2 GB cannot be serialized (protobuf's limit; a 1B model's INT8 QDQ graph is 2.2 GB), and
+        serializing copies every weight once more. The bytes only when the file is gone (a graph
+        exported into a temporary directory)."""
+        return str(self.path) if self.path.is_file() else self.model.SerializeToString()
 
     def __call__(self, inputs: Tensors) -> Tensors:
         missing = set(self.input_names) - set(inputs)
@@ -71,7 +79,7 @@ class OrtQdqRunner(Runner):
             options.enable_profiling = True
             with tempfile.TemporaryDirectory(prefix="qconform-ort-profile-") as tmp:
                 options.profile_file_prefix = str(Path(tmp) / "ort")
-                session = ort.InferenceSession(self.model.SerializeToString(), options, providers=[self.provider])
+                session = ort.InferenceSession(self._session_source(), options, providers=[self.provider])
                 session.run(None, {name: inputs[name] for name in self.input_names})
                 events = json.loads(Path(session.end_profiling()).read_text())
             placement: dict[str, set[str]] = {}
