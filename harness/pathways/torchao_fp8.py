@@ -17,9 +17,9 @@ import torch
 from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import read_quantized_state_dict
 from harness.artifacts.trust import load_torch_file
-from harness.core import Device, QuantLayout, Runner, Tensors
+from harness.core import Device, QuantLayout, Runner, Tensors, package_version
 from harness.models.base import ModelSpec
-from harness.pathways.base import Pathway, package_version, register
+from harness.pathways.base import Pathway, register
 from harness.runtimes.torch import TorchRunner, load_quantized_state, torchao_layout
 
 PAYLOAD = "model.pt"

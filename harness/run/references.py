@@ -26,9 +26,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from harness.core import FP32_CPU, Device, Precision, Tensors, cpu_class, release_host_memory
+from harness.core import FP32_CPU, Device, Precision, Tensors, cpu_class, package_version, release_host_memory
 from harness.models.base import ModelSpec
-from harness.pathways.base import package_version
 from harness.report.progress import phase
 
 HARNESS_DIR = Path(__file__).resolve().parents[1]
