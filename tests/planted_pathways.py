@@ -9,6 +9,9 @@
   stored FP8 weight to bf16 on every call and then runs a bf16 matmul: the team's own weights,
   the same tokens in its accuracy run and its timed path (TEST01 agrees), but never faster than
   bf16: the own-model speed gates must fail it (GPU; benchmarks/scale.py --pathway).
+- planted-load-crash: the real INT8 QDQ artifact whose loading raises (as a backend out of memory
+  does), each attempt counted in the file $QCONFORM_TEST_LOADS: every item of the case is an
+  ERROR naming the cause, and the artifact is loaded once, not once per item.
 - planted-future-leak: the real INT8 QDQ artifact whose runner sees the next token (as an export
   that drops the causal mask does): its perplexity is far better than the reference's, and the
   lower ln PPL ratio bound (min_ppl_ratio_log) must fail it."""
@@ -108,6 +111,19 @@ class FutureLeakRunner(NoisyRunner):
 
 
 FutureLeakPathway = planted_int8("planted-future-leak", FutureLeakRunner)
+
+
+@register
+class LoadCrashPathway(IncInt8Qdq):
+    name = "planted-load-crash"
+
+    def load(self, artifact, device, model):
+        import os
+
+        with open(os.environ["QCONFORM_TEST_LOADS"], "a") as attempts:
+            attempts.write("load\n")
+        super().load(artifact, device, model)
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation (planted, while loading)")
 
 
 @register

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness.artifacts.manifest import load_artifact
+from harness.artifacts.qdq import read_layout
 from harness.cli import main
 from harness.core import Device
 from harness.judge.metrics import argmax_agreement
+from harness.measure.localize import layer_errors
 from harness.models.base import get_model
 from harness.models.tiny_llama import TinyLlamaSpec
 from harness.pathways.base import get_pathway
@@ -70,10 +73,12 @@ def test_ort_quantize_static_model_imports_and_runs(ort_llama, tmp_path, capsys)
 
 
 def test_an_imported_graph_with_external_data_runs_from_its_files(ort_llama, tmp_path, capsys, monkeypatch):
-    """A team's QDQ graph saved with external data imports and runs without the graph ever being
-    serialized (protobuf cannot hold one over 2 GB: a 1B model's INT8 graph is 2.2 GB, and
-    serializing copies every weight once more): the session reads the artifact's files. Serializing
-    is made to fail as it does past 2 GB; the outputs are those of a runner made before that."""
+    """A team's QDQ graph saved with external data imports, runs and is localized without the graph
+    ever being serialized with its weights (protobuf cannot hold one over 2 GB: a 1B model's INT8
+    graph is 2.2 GB, and serializing copies every weight once more): the sessions read the
+    artifact's files, and the runner's graph holds no second copy of the weights (its layout reads
+    a tensor from the files when asked). Serializing a graph with its weights is made to fail as it
+    does past 2 GB; the outputs are those of a runner made before that."""
     import onnx
 
     graph = onnx.load(str(ort_llama))
@@ -85,15 +90,39 @@ def test_an_imported_graph_with_external_data_runs_from_its_files(ort_llama, tmp
     artifact = load_artifact(tmp_path / "out" / "tiny-llama" / "inc-int8-qdq", pathway="inc-int8-qdq", model_id="tiny-llama")
     assert any(f.endswith(".data") for f in artifact.manifest["files"]), artifact.manifest["files"]
     model = get_model("tiny-llama")
-    expected = get_pathway("inc-int8-qdq").load(artifact, CPU, model)(model.eval_inputs())["logits"]
+    before = get_pathway("inc-int8-qdq").load(artifact, CPU, model)
+    expected, expected_errors = before(model.eval_inputs())["logits"], layer_errors(before, model, model.eval_inputs())
+
+    limit = onnx.load(str(external / "ort.qdq.onnx")).ByteSize() // 2  # with its weights "over 2 GB"; without them not
+    real_serialize = onnx.ModelProto.SerializeToString
 
     def too_large(self, *args, **kwargs):
-        raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB")
+        if self.ByteSize() > limit:
+            raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB")
+        return real_serialize(self, *args, **kwargs)
 
     monkeypatch.setattr(onnx.ModelProto, "SerializeToString", too_large)
     runner = get_pathway("inc-int8-qdq").load(artifact, CPU, model)
+    assert runner.model.ByteSize() < limit, "the runner holds the weights its session read from the files"
     assert np.array_equal(runner(model.eval_inputs())["logits"], expected)
     assert runner.placement(model.eval_inputs())  # the profiled session reads the files too
+    assert layer_errors(runner, model, model.eval_inputs()) == expected_errors  # layer outputs exposed: from the files too
+
+    real_named_temporary_file = tempfile.NamedTemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # noqa: A002  an artifact directory that cannot be written
+        if dir is not None and Path(dir) == runner.path.parent:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real_named_temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    assert layer_errors(runner, model, model.eval_inputs()) == expected_errors  # the data linked into a temporary directory
+    assert sorted(p.name for p in runner.path.parent.iterdir()) == sorted([*artifact.manifest["files"], "manifest.json"])  # nothing written there
+    layout, in_memory = runner.layout(), read_layout(onnx.load(str(runner.path)))  # the first reads each tensor from the files when asked
+    assert layout.layers.keys() == in_memory.layers.keys()
+    for name, layer in layout.layers.items():
+        assert np.array_equal(layer.weight_scales, in_memory.layers[name].weight_scales) and np.array_equal(layer.dequantized(), in_memory.layers[name].dequantized()), name
+    assert runner.model.ByteSize() < limit, "reading the layout kept weights in the graph"
 
 
 def test_imported_ort_model_is_gated(ort_llama, tmp_path, capsys, run_suites):

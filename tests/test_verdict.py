@@ -76,12 +76,12 @@ def test_a_backend_that_raises_is_an_error_not_a_pass(tmp_path):
     _report_and_merge_agree(tmp_path, summary, 3)
 
 
-def _with_crashing_copy(artifact, user_artifacts, tmp_path: Path) -> tuple[Path, str]:
+def _with_crashing_copy(artifact, user_artifacts, tmp_path: Path, planted: str = "planted-crash") -> tuple[Path, str]:
     """(the --artifacts directory, the --profile option): the artifact, and a copy of it for
-    planted-crash, whose runtime raises inside test_output_agreement's body."""
+    `planted`: planted-crash, whose runtime raises inside test_output_agreement's body."""
     target = user_artifacts(artifact)
-    reseal(shutil.copytree(target, target.parent / "planted-crash"), artifact, pathway="planted-crash")
-    return target.parent.parent, f"--profile={_profile_with_table(tmp_path, 'planted-crash')}"
+    reseal(shutil.copytree(target, target.parent / planted), artifact, pathway=planted)
+    return target.parent.parent, f"--profile={_profile_with_table(tmp_path, planted)}"
 
 
 CRASH = ("-p", "tests.planted_pathways", "--models=tiny-llama", "-k", "output_agreement")
@@ -107,6 +107,19 @@ def test_a_backend_crash_inside_a_gate_is_an_error_not_a_fail(llama_int8, user_a
     [failure] = obj["failures"]
     assert (failure["pathway"], failure["check"], failure["outcome"]) == ("planted-crash", "output_agreement", "error") and CRASH_MESSAGE in failure["message"]
     _report_and_merge_agree(tmp_path, run.summary, 3)
+
+
+def test_an_artifact_whose_loading_raises_errors_every_item_and_is_loaded_once(llama_int8, user_artifacts, run_suites, tmp_path, monkeypatch):
+    """A backend that raises while loading: every item of the case is an ERROR naming the cause,
+    and the case is not loaded again for each item (a 1B model's failed load held 2 GiB each time)."""
+    artifacts, profile = _with_crashing_copy(llama_int8, user_artifacts, tmp_path, "planted-load-crash")
+    attempts = tmp_path / "loads.txt"
+    monkeypatch.setenv("QCONFORM_TEST_LOADS", str(attempts))
+    run = run_suites(f"--artifacts={artifacts}", "--pathways=planted-load-crash", profile, "-p", "tests.planted_pathways", "--models=tiny-llama", suites=("test_accuracy.py", "test_artifacts.py"))
+    assert run.returncode == 3 and run.summary["verdict"] == "ERROR", run.output[-3000:]
+    records = run.records(pathway="planted-load-crash", device="cpu")
+    assert len(records) >= 5 and all(r["outcome"] == "error" and "bad allocation (planted, while loading)" in r["message"] for r in records), records
+    assert attempts.read_text() == "load\n", f"loaded {attempts.read_text().count('load')} times for {len(records)} items"
 
 
 def test_a_failed_gate_beside_a_crash_is_a_fail_listing_the_error(llama_int8, user_artifacts, run_suites, tmp_path, capsys):

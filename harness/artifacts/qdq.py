@@ -3,11 +3,12 @@ granularity, scales and zero points. Shared by every pathway that executes a QDQ
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from harness.artifacts.trust import check_onnx as load_model  # noqa: F401  the one ONNX loader (external data, op domains)
 from harness.core import QuantLayer, QuantLayout
@@ -27,14 +28,22 @@ DTYPE_NAMES = {
 
 
 class Graph:
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
+    def __init__(self, model: onnx.ModelProto, base_dir: Path | None = None):
+        """`base_dir`: where the model's external data files are, for a model loaded without them
+        (check_onnx(weights=False))."""
+        self.model, self.base_dir = model, base_dir
         self.inits = {t.name: t for t in model.graph.initializer}
         self.producer = {out: node for node in model.graph.node for out in node.output}
         self.quantized = {node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}  # tensors fed to a QuantizeLinear
 
     def array(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(self.inits[name])
+        tensor = self.inits[name]
+        if self.base_dir is not None and external_data_helper.uses_external_data(tensor):
+            # Read from its file into a copy of the reference: the graph never keeps the data.
+            reference = onnx.TensorProto()
+            reference.CopyFrom(tensor)
+            return numpy_helper.to_array(reference, str(self.base_dir))
+        return numpy_helper.to_array(tensor)
 
     def dequantize_of(self, tensor: str) -> onnx.NodeProto | None:
         node = self.producer.get(tensor)
@@ -84,8 +93,9 @@ def smoothed_reference(reference: Any, layer: QuantLayer) -> Any:
     return reference * factors
 
 
-def read_layout(model: onnx.ModelProto) -> QuantLayout:
-    graph = Graph(model)
+def read_layout(model: onnx.ModelProto, base_dir: Path | None = None) -> QuantLayout:
+    """`base_dir`: the directory of the model's external data, when it was loaded without them."""
+    graph = Graph(model, base_dir)
     layout = QuantLayout()
     for node in model.graph.node:
         if node.op_type not in WEIGHT_OPS or len(node.input) <= WEIGHT_OPS[node.op_type]:
@@ -129,7 +139,7 @@ def read_layout(model: onnx.ModelProto) -> QuantLayout:
         def dequantized(weight=weight, zp=zp, scales=shaped_scales, transposed=transposed) -> np.ndarray:
             # On each read, one layer at a time: held for every layer at once, a model's float64
             # weights were 8x its INT8 payload in memory (2.1 GB for Gemma-3-270m's).
-            values = (numpy_helper.to_array(weight).astype(np.float64) - zp) * scales
+            values = (graph.array(weight.name).astype(np.float64) - zp) * scales
             return values.T if transposed else values
 
         layout.layers[name] = QuantLayer(

@@ -140,7 +140,7 @@ def _nodes(graph):
                     yield from _nodes(sub)
 
 
-def _external_locations(model) -> dict[str, str]:
+def external_locations(model) -> dict[str, str]:
     """Tensor name -> external data location (relative to the .onnx file), over the same walk
     onnx.load makes to read external data (initializers, Constant attributes, subgraphs)."""
     from onnx import external_data_helper
@@ -161,15 +161,17 @@ def onnx_external_data(path: Path) -> dict[str, str]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError etc. for a bad file
         raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
-    return _external_locations(model)
+    return external_locations(model)
 
 
-def check_onnx(path: Path, artifact_dir: Path | None = None):
+def check_onnx(path: Path, artifact_dir: Path | None = None, weights: bool = True):
     """Load an ONNX file safely and return its checked ModelProto.
 
     External data must resolve inside `artifact_dir` (default: the file's directory), and every node
     must be in a domain ONNX Runtime implements or a function defined in the model itself. A
-    truncated or invalid file is an ArtifactError, not a crash.
+    truncated or invalid file is an ArtifactError, not a crash. `weights=False`: the tensors stored
+    as external data stay references to their files (Graph(model, base_dir).array reads one when
+    asked): a runner whose session reads the files itself holds no second copy of the weights.
     """
     import onnx
     from onnx import external_data_helper
@@ -181,7 +183,7 @@ def check_onnx(path: Path, artifact_dir: Path | None = None):
     except Exception as exc:  # onnx raises DecodeError etc. for a bad file
         raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
 
-    external = _external_locations(model)
+    external = external_locations(model)
     for tensor, location in external.items():
         if not (path.parent / location).resolve().is_relative_to(root):
             raise UnsafeContentError(f"{path}: tensor {tensor!r} reads external data {location!r} outside the artifact directory {root}")
@@ -200,7 +202,8 @@ def check_onnx(path: Path, artifact_dir: Path | None = None):
     try:
         if external:  # by path: a graph with external data may be over protobuf's 2 GB in memory
             onnx.checker.check_model(str(path))
-        external_data_helper.load_external_data_for_model(model, str(path.parent))
+        if weights:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
         if not external:
             onnx.checker.check_model(model)
     except Exception as exc:

@@ -445,4 +445,4 @@ class IncInt8Qdq(Pathway):
     def float_baseline(self, model: ModelSpec, device: Device) -> Runner:
         """The fp32 model on the same execution provider: what the INT8 graph must beat."""
         with tempfile.TemporaryDirectory(prefix="qconform-fp32-") as tmp:
-            return OrtQdqRunner(model.export_onnx(Path(tmp) / "model.fp32.onnx"), PROVIDERS[device.kind])
+            return OrtQdqRunner(model.export_onnx(Path(tmp) / "model.fp32.onnx"), PROVIDERS[device.kind], weights_in_memory=True)

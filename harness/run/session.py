@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ def workloads(model_level: bool = False, thresholds: tuple[str, ...] = ()):
     decode points (harness/models/llama8b_perf.py). The test receives it as `perf_case`.
     `thresholds`: the keys its gates ask for, resolved before any test runs (see `cases`)."""
     return pytest.mark.qconform_workloads(model_level=model_level, thresholds=thresholds)
+
+
+class CaseNotLoaded(RuntimeError):
+    """A backend raised while the case's artifact was loaded: an ERROR of each of its items."""
 
 
 @dataclass
@@ -200,6 +205,7 @@ class Harness:
         self._uses: Counter[CaseKey] = Counter()  # items left to run per case: its runner is released at 0
         self._probes: dict[tuple[str, Device], Any] = {}
         self._findings: dict[CaseKey, ArtifactFinding] = {}  # found on load: artifact_identity, graph_valid
+        self._load_failures: dict[CaseKey, tuple[bool, str]] = {}  # (a finding of the artifact?, why): never loaded twice
         self.store = ArtifactStore(config.getoption("qc_cache"), self.artifacts_dir, log=self.log)
         self.references = ReferenceStore(self.store.cache_dir)
 
@@ -448,17 +454,29 @@ class Harness:
                 pytest.fail(f"required pathway cannot run here: {probe.skip_reason()}", pytrace=False)
             if key in self._findings:
                 pytest.skip(f"{self._findings[key]} (the {self._findings[key].check} check fails)")
-            try:
-                artifact = self.store.get(pathway, model)
-                with phase(f"loading {pathway.name} artifact of {model.id} ({kind})"):
-                    runner = pathway.load(artifact, device, model)
-                    release_memory()  # what loading freed (the weights the stored ones replaced)
-                self._cases[key] = Case(self, model, pathway, device, artifact, runner)
-            except ArtifactFinding as exc:  # a finding, not a failure to load: FAIL via its check
-                self._findings[key] = exc
-                pytest.skip(f"{exc} (the {exc.check} check fails)")
-            except (ArtifactError, ProfileError) as exc:
-                pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+            if key not in self._load_failures:
+                try:
+                    artifact = self.store.get(pathway, model)
+                    with phase(f"loading {pathway.name} artifact of {model.id} ({kind})"):
+                        runner = pathway.load(artifact, device, model)
+                        release_memory()  # what loading freed (the weights the stored ones replaced)
+                    self._cases[key] = Case(self, model, pathway, device, artifact, runner)
+                except ArtifactFinding as exc:  # a finding, not a failure to load: FAIL via its check
+                    self._findings[key] = exc
+                    pytest.skip(f"{exc} (the {exc.check} check fails)")
+                except (ArtifactError, ProfileError) as exc:  # the artifact or profile is bad: FAIL
+                    self._load_failures[key] = (True, f"{type(exc).__name__}: {exc}")
+                except Exception as exc:  # a backend raised: qconform could not measure, ERROR
+                    self._load_failures[key] = (False, f"loading the {pathway.name} artifact of {model.id} ({kind}) raised:\n" + "".join(traceback.format_exception(exc)))
+            if key in self._load_failures:
+                # Every item of the case reports the first attempt's cause; a later item does not load
+                # again (a 1B model's failed load held 2 GiB each time). Raised outside the handler,
+                # so the failed attempt's frames and what they held are freed first.
+                release_memory()
+                finding, why = self._load_failures[key]
+                if finding:
+                    pytest.fail(why, pytrace=False)
+                raise CaseNotLoaded(why)
         return self._cases[key]
 
     def finding(self, model: ModelSpec, pathway: Pathway, kind: str) -> ArtifactFinding | None:

@@ -27,17 +27,21 @@ def ort_provider_missing(provider: str) -> str | None:
 class OrtQdqRunner(Runner):
     """Runs a QDQ graph on one ONNX Runtime execution provider, and refuses to fall back."""
 
-    def __init__(self, path: Path, provider: str, provider_options: dict | None = None, artifact_dir: Path | None = None):
+    def __init__(self, path: Path, provider: str, provider_options: dict | None = None, artifact_dir: Path | None = None, weights_in_memory: bool = False):
+        """`weights_in_memory`: keep the weights in `self.model` too, for a graph whose file will not
+        outlive the runner (a temporary export). Otherwise the sessions read them from the files
+        and `self.model` holds the graph with references to them (a 1B model's INT8 graph: 2.2 GB
+        not held twice)."""
         import onnxruntime as ort
 
-        self.model = load_model(path, artifact_dir)  # refuses external data outside it and custom-op domains
+        self.model = load_model(path, artifact_dir, weights=weights_in_memory)  # refuses external data outside it and custom-op domains
         problems = graph_problems(self.model, path)  # before any session: its optimizer can hide them
         if problems:
             raise InvalidGraphError(f"{Path(path).name} is not a valid ONNX graph: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
         missing = ort_provider_missing(provider)
         if missing:
             raise RuntimeError(missing)
-        self.path = Path(path)
+        self.path, self.weights_in_memory = Path(path), weights_in_memory
         self.session = ort.InferenceSession(self._session_source(), providers=[(provider, provider_options or {})])
         used = self.session.get_providers()
         if not used or used[0] != provider:
@@ -52,8 +56,12 @@ class OrtQdqRunner(Runner):
         """The graph's file, checked above (ONNX Runtime reads its external data itself): a graph
         over 2 GB cannot be serialized (protobuf's limit; a 1B model's INT8 QDQ graph is 2.2 GB), and
         serializing copies every weight once more. The bytes only when the file is gone (a graph
-        exported into a temporary directory)."""
-        return str(self.path) if self.path.is_file() else self.model.SerializeToString()
+        exported into a temporary directory, its weights kept in memory)."""
+        if self.path.is_file():
+            return str(self.path)
+        if not self.weights_in_memory:
+            raise FileNotFoundError(f"{self.path}: the graph's file is gone and its weights were not kept in memory")
+        return self.model.SerializeToString()
 
     def __call__(self, inputs: Tensors) -> Tensors:
         missing = set(self.input_names) - set(inputs)
@@ -64,7 +72,7 @@ class OrtQdqRunner(Runner):
 
     def layout(self) -> QuantLayout:
         if self._layout is None:
-            self._layout = read_layout(self.model)
+            self._layout = read_layout(self.model, self.path.parent)
         return self._layout
 
     def placement(self, inputs: Tensors) -> dict[str, list[str]]:
