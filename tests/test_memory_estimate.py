@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.judge.gates import EXIT_CODES
-from harness.measure.memory import checkpoint_size, host_build_estimate, model_size
+from harness.measure.memory import ModelSize, checkpoint_size, host_build_estimate, model_size
 from harness.pathways.base import get_pathway
 from harness.run.memory import parse_size
 from tests.hf_checkpoints import DECODER_CONFIG, build_llama
@@ -139,8 +139,6 @@ def test_a_budget_that_is_no_size_is_a_usage_error(team):
 
 
 def test_the_host_formula_grows_with_the_weights_and_the_logits():
-    from harness.measure.memory import ModelSize
-
     class Model:
         id, kind, eval_tokens, batch_size, seq_len = "m", "causal-lm", 256, 2, 128
 
@@ -165,3 +163,39 @@ def test_a_gpu_budget_holds_torchs_allocator_to_it_less_what_is_outside_torch(mo
     assert set_to == [pytest.approx(23.5 / 80)]
     assert "23.5 GiB" in line and "--max-gpu-memory 24.0 GiB" in line
     assert hold_gpu_to_budget(MemoryCheck(None, None)) is None and len(set_to) == 1
+
+
+# -- the host memory model against measured release-size runs ---------------------------------------
+# Peak RSS of one cold `benchmarks/cpu.py --model DIR --pathways P --runs cold` on the 2-core 24 GB
+# CPU runner (2026-12-07; harness/measure/memory.py lists them with their phases). The checkpoint
+# sizes are those its safetensors headers give (checkpoint_size).
+GiB = 1 << 30
+LLAMA_1B = ModelSize(1235814400, 2471628800, 262668288, 0, 525336576, 2471645608, 128256, 2048, 16)  # Llama-3.2-1B shapes
+LLAMA_8B = ModelSize(8030261248, 16060522496, 525336576, 525336576, 1050673152, 4976698672, 128256, 4096, 32)  # Llama-3.1-8B shapes
+GEMMA_270M = ModelSize(268098176, 1072392704, 167772160, 0, 671088640, 1072419248, 262144, 640, 18)  # Gemma-3-270m
+MEASURED_GIB = [
+    (LLAMA_1B, "inc-int8-qdq", 18.3),  # default recipe, 507 s
+    (LLAMA_1B, "inc-fp8-ref", 23.2),  # killed there by the kernel (out of memory): a lower bound
+    (GEMMA_270M, "inc-int8-qdq", 7.63),  # SmoothQuant recipe, 188 s, PASS
+]
+RUNNER_HOST_GIB = 22  # MemAvailable on the 24 GB runner, what --max-host-memory defaults to
+
+
+class CausalLM:
+    id, kind, eval_tokens, batch_size, seq_len = "m", "causal-lm", 512, 2, 128
+
+
+def host_gib(size, pathway: str) -> float:
+    return get_pathway(pathway).memory_estimate(size, CausalLM(), "cpu").host_bytes / GiB
+
+
+@pytest.mark.parametrize("size, pathway, peak", MEASURED_GIB, ids=["1b-int8", "1b-fp8", "gemma-int8"])
+def test_the_host_estimate_is_above_each_measured_peak_and_within_25_percent(size, pathway, peak):
+    assert peak <= host_gib(size, pathway) <= 1.25 * peak
+
+
+def test_the_1b_int8_case_fits_the_24gb_runner_and_what_does_not_fit_is_refused():
+    assert host_gib(LLAMA_1B, "inc-int8-qdq") < RUNNER_HOST_GIB  # measured 18.3 GiB: it ran there
+    assert host_gib(LLAMA_1B, "inc-fp8-ref") > RUNNER_HOST_GIB  # measured: killed at 23.2 GiB
+    assert host_gib(LLAMA_8B, "inc-int8-qdq") > RUNNER_HOST_GIB
+    assert host_gib(LLAMA_8B, "inc-int8-qdq") <= 4 * 4 * LLAMA_8B.parameters / GiB  # the 8B INT8 QDQ estimate: at most 4x its fp32 weights

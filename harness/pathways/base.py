@@ -39,6 +39,9 @@ class Pathway:
     # it is gated against is the model in that precision on that device (reference_precision).
     deploys_from: dict[str, str] = {}
 
+    # Peak host memory over the fp32 weights of a case built on the host (harness/measure/memory.py).
+    host_weights_factor: float = memory.HOST_WEIGHTS_FACTOR
+
     def memory_estimate(self, size: memory.ModelSize, model: "ModelSpec", kind: str) -> memory.Estimate:
         """Peak GPU and host memory of this pathway's case for a model of `size` on `kind` (one of
         self.devices), before any work: a torch pathway's CUDA case quantizes the bf16 model on the
@@ -47,7 +50,7 @@ class Pathway:
         differs picks or adds one there."""
         if kind == "cuda" and self.needs_torch_model:
             return memory.gpu_quantize_estimate(size, model, self.compute_dtype)
-        return memory.host_build_estimate(size, model, on_gpu=kind == "cuda")
+        return memory.host_build_estimate(size, model, on_gpu=kind == "cuda", weights_factor=self.host_weights_factor)
 
     def reference_precision(self, kind: str) -> Precision:
         """The reference this pathway's `kind` cases are gated against: the model as the candidate is

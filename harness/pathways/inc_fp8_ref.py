@@ -35,6 +35,7 @@ from harness.artifacts.manifest import Artifact
 from harness.artifacts.payloads import ImportRefused, WrongArtifact, refuse
 from harness.artifacts.trust import check_npz
 from harness.core import DTYPES, FP8_FORMATS, Device, QuantLayer, QuantLayout, Runner, Tensors
+from harness.measure import memory
 from harness.models.base import ModelSpec
 from harness.models.hf import conv1d_as_linear
 from harness.pathways.base import Pathway, register
@@ -173,6 +174,7 @@ class IncFp8Reference(Pathway):
     tool_packages = ("neural-compressor-pt", "torch")
     needs_torch_model = True
     fp8_format = "E4M3"
+    host_weights_factor = memory.HOST_WEIGHTS_FACTOR_INC_FP8
 
     def probe_operation(self, device: Device):
         return "torch float8 cast round trip", float8_round_trip
