@@ -221,6 +221,13 @@ def _onnx_layer_tensors(graph: "onnx.ModelProto") -> list[tuple[str, str, str]]:
     return layers
 
 
+def _graph_file(runner: Any) -> Path | None:
+    """An ONNX runner's graph file, while it is there: its external data lie beside it (the runner's
+    graph holds references to them, not the weights)."""
+    path = getattr(runner, "path", None)
+    return path if isinstance(path, Path) and path.is_file() else None
+
+
 def _torch_layers(runner: Any) -> list[str]:
     layout = runner.layout()
     return list(layout.layers) + list(layout.unquantized)
@@ -242,8 +249,7 @@ def layer_errors(runner: Any, model: "ModelSpec", inputs: Tensors | list[Tensors
         produced = {output for node in graph.graph.node for output in node.output}
         # A layer whose output is quantized computes `X_QuantizeInput`, the float output before its QDQ.
         computed = {out: out + QUANT_INPUT_SUFFIX if out + QUANT_INPUT_SUFFIX in produced else out for _, out, _ in layers}
-        path = getattr(runner, "path", None)
-        source = path if isinstance(path, Path) and path.is_file() else graph  # a file: no 2 GB limit, no copy
+        source = _graph_file(runner) or graph  # a file: no 2 GB limit, no copy
         # Two ONNX sessions are compared, the fp32 one from the export: the torch reference (4.6 GiB
         # at 1B, the peak's largest part) is not kept beside them; a later phase that needs it loads it.
         if model.release_reference():
@@ -364,8 +370,8 @@ def calibration_input_ranges(runner: Any, model: "ModelSpec", cache_dir: Path | 
     if graph is not None and hasattr(graph, "graph"):
         from harness.artifacts.qdq import Graph, smoothing_of
 
-        path = getattr(runner, "path", None)
-        g = Graph(graph, path.parent if isinstance(path, Path) else None)
+        file = _graph_file(runner)
+        g = Graph(graph, file.parent if file else None)
         sources = {module_path(name): (src, smoothing_of(g, src)) for name, _, src in _onnx_layer_tensors(graph)}  # SmoothQuant: the op's input is x * (1/s) per channel
         ranges: dict[str, tuple[float, float]] = {}
         for reference in onnx_tensors(fp32_export(model, cache_dir), [smoothed[0] if smoothed else src for src, smoothed in sources.values()], batches):

@@ -468,15 +468,15 @@ class Harness:
                     self._load_failures[key] = (True, f"{type(exc).__name__}: {exc}")
                 except Exception as exc:  # a backend raised: qconform could not measure, ERROR
                     self._load_failures[key] = (False, f"loading the {pathway.name} artifact of {model.id} ({kind}) raised:\n" + "".join(traceback.format_exception(exc)))
-            if key in self._load_failures:
-                # Every item of the case reports the first attempt's cause; a later item does not load
-                # again (a 1B model's failed load held 2 GiB each time). Raised outside the handler,
-                # so the failed attempt's frames and what they held are freed first.
-                release_memory()
-                finding, why = self._load_failures[key]
-                if finding:
-                    pytest.fail(why, pytrace=False)
-                raise CaseNotLoaded(why)
+                else:
+                    return self._cases[key]
+                release_memory()  # the failed attempt's frames, and what they held, went with its handler
+            # Every item of the case reports the first attempt's cause; a later item does not load
+            # again (a 1B model's failed load held 2 GiB each time).
+            finding, why = self._load_failures[key]
+            if finding:
+                pytest.fail(why, pytrace=False)
+            raise CaseNotLoaded(why)
         return self._cases[key]
 
     def finding(self, model: ModelSpec, pathway: Pathway, kind: str) -> ArtifactFinding | None:
