@@ -175,7 +175,7 @@ LLAMA_8B = ModelSize(8030261248, 16060522496, 525336576, 525336576, 1050673152, 
 GEMMA_270M = ModelSize(268098176, 1072392704, 167772160, 0, 671088640, 1072419248, 262144, 640, 18)  # Gemma-3-270m
 MEASURED_GIB = [
     (LLAMA_1B, "inc-int8-qdq", 18.3),  # default recipe, 507 s
-    (LLAMA_1B, "inc-fp8-ref", 23.2),  # killed there by the kernel (out of memory): a lower bound
+    (LLAMA_1B, "inc-fp8-ref", 16.15),  # with its E5M2 twin, 639 s (2026-12-08; killed at 23.2 GiB before)
     (GEMMA_270M, "inc-int8-qdq", 7.63),  # SmoothQuant recipe, 188 s, PASS
 ]
 RUNNER_HOST_GIB = 22  # MemAvailable on the 24 GB runner, what --max-host-memory defaults to
@@ -194,8 +194,9 @@ def test_the_host_estimate_is_above_each_measured_peak_and_within_25_percent(siz
     assert peak <= host_gib(size, pathway) <= 1.25 * peak
 
 
-def test_the_1b_int8_case_fits_the_24gb_runner_and_what_does_not_fit_is_refused():
+def test_the_1b_inc_cases_fit_the_24gb_runner_and_what_does_not_fit_is_refused():
     assert host_gib(LLAMA_1B, "inc-int8-qdq") < RUNNER_HOST_GIB  # measured 18.3 GiB: it ran there
-    assert host_gib(LLAMA_1B, "inc-fp8-ref") > RUNNER_HOST_GIB  # measured: killed at 23.2 GiB
+    assert host_gib(LLAMA_1B, "inc-fp8-ref") < RUNNER_HOST_GIB  # measured 16.2 GiB: it ran there
+    assert host_gib(LLAMA_8B, "inc-fp8-ref") > RUNNER_HOST_GIB
     assert host_gib(LLAMA_8B, "inc-int8-qdq") > RUNNER_HOST_GIB
     assert host_gib(LLAMA_8B, "inc-int8-qdq") <= 4 * 4 * LLAMA_8B.parameters / GiB  # the 8B INT8 QDQ estimate: at most 4x its fp32 weights

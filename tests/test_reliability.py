@@ -108,6 +108,44 @@ def test_each_runner_is_released_after_its_last_item(llama_int8, llama_fp8, run_
     assert len(run.records(outcome="passed")) == 6, run.output[-3000:]
 
 
+# Runs in a child pytest: a case another case's test reads (cases(also_uses=...), as E4M3 reads
+# E5M2's outputs) runs its own items first, then keeps its outputs and lets its runner go, so that the
+# next case is loaded without it.
+PARTNER_SUITE = """
+from harness.run.session import cases
+
+FP8 = {"where": lambda pathway, kind: kind == "cpu" and pathway.name in ("inc-fp8-ref", "inc-fp8-ref-e5m2")}
+E4M3, E5M2 = ("tiny-llama", "inc-fp8-ref", "cpu"), ("tiny-llama", "inc-fp8-ref-e5m2", "cpu")
+SEEN = []
+
+
+@cases(**FP8)
+def test_own(case, qc):
+    SEEN.append((case.pathway.name, {key: c.runner is not None for key, c in qc._cases.items()}))
+    assert case.outputs
+
+
+@cases(where=lambda pathway, kind: kind == "cpu" and pathway.name == "inc-fp8-ref", also_uses=lambda model, pathway, kind: [("inc-fp8-ref-e5m2", kind)])
+def test_reads_the_partner(case, qc):
+    partner = qc.case(case.model, "inc-fp8-ref-e5m2", "cpu")
+    assert partner.runner is None and partner.outputs  # its outputs, kept; nothing loaded again
+
+
+def test_partner_ran_first_and_was_never_resident_beside(qc):
+    # E5M2 (collected second) ran first; E4M3 was loaded with E5M2's runner gone.
+    assert SEEN == [("inc-fp8-ref-e5m2", {E5M2: True}), ("inc-fp8-ref", {E5M2: False, E4M3: True})]
+    assert qc._cases == {}
+"""
+
+
+def test_a_case_read_by_another_keeps_its_outputs_not_its_runner(llama_fp8, run_suites, tmp_path):
+    suite = tmp_path / "test_partner.py"
+    suite.write_text(PARTNER_SUITE)
+    run = run_suites("--pathways=inc-fp8-ref,inc-fp8-ref-e5m2", "--models=tiny-llama", f"--rootdir={REPO}", suites=(str(suite),))
+    assert run.returncode == 0, run.output[-3000:]
+    assert len(run.records(outcome="passed")) == 4, run.output[-3000:]
+
+
 def _profile_with_table(tmp_path: Path, pathway: str) -> Path:
     """cpu.toml plus a table for a planted pathway: the INT8 QDQ thresholds it inherits its build from."""
     cpu = (REPO / "harness/profiles/cpu.toml").read_text()

@@ -19,6 +19,7 @@ unpickles a file qconform wrote from plain JSON numbers.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -139,13 +140,16 @@ def dequantize_weights_once(module) -> None:
 
 
 def _forget_patched_modules() -> None:
-    """INC records every module it patches in a process-wide dict (fp8_quant/_core/patching_common.py
-    parent_child_mod_dict: module -> its name and parent), read while patching, never cleared: each
-    FP8 model INC ever made stayed alive with its weights (3.4 GiB per Gemma-3-270m case) after
-    qconform released it."""
+    """INC records the modules it patches in process-wide dicts, never cleared:
+    fp8_quant/_core/patching_common.py parent_child_mod_dict (module -> its name and parent, read while
+    patching) kept each FP8 model INC made alive with its weights (3.4 GiB per Gemma-3-270m case), and
+    fp8_quant/model_configs.py IMOD_DICT (module -> name, read while measuring) kept the measured
+    copy's Linear layers after every build (4.0 GiB of fp32 weights at Llama-3.2-1B's shapes)."""
+    from neural_compressor.torch.algorithms.fp8_quant import model_configs
     from neural_compressor.torch.algorithms.fp8_quant._core import patching_common
 
     patching_common.parent_child_mod_dict.clear()
+    model_configs.IMOD_DICT.clear()
 
 
 def _write_npz(source: Path, target: Path) -> None:
@@ -158,10 +162,22 @@ def _write_npz(source: Path, target: Path) -> None:
         raise ArtifactError(f"{source}: not a Neural Compressor stats dump ({type(exc).__name__}: {exc})") from exc
 
 
-def _linear_copy(model: ModelSpec):
+def _linear_copy(model: ModelSpec, share_linear_weights: bool):
     """An fp32 copy of the reference for INC, which patches nn.Linear only: GPT-2's Conv1D layers
-    become the nn.Linear computing the same, under the same names (harness/models/hf.conv1d_as_linear)."""
-    return conv1d_as_linear(copy.deepcopy(model.reference).float().eval())
+    become the nn.Linear computing the same, under the same names (harness/models/hf.conv1d_as_linear).
+
+    The copy's modules are new (INC replaces them), its fp32 tensors the reference's own: measuring
+    only reads the weights, so it shares all of them (`share_linear_weights`); quantizing replaces
+    each Linear's weight with an FP8 one, so it shares the others (embeddings, norms) only. A
+    Llama-3.2-1B-shaped build peaked at 14.7 GiB with a whole fp32 copy; tests/test_case_lifetime.py
+    checks that the reference's weights are unchanged."""
+    import torch
+
+    reference = model.reference
+    linear = {id(t) for m in reference.modules() if isinstance(m, torch.nn.Linear) for t in m.parameters(recurse=False)}
+    tensors = itertools.chain(reference.parameters(), reference.buffers())
+    shared = {id(t): t for t in tensors if t.dtype == torch.float32 and (share_linear_weights or id(t) not in linear)}
+    return conv1d_as_linear(copy.deepcopy(reference, memo=shared).float().eval())
 
 
 @register
@@ -261,7 +277,7 @@ class IncFp8Reference(Pathway):
     def _quantize(self, model: ModelSpec, stats_dir: Path):
         from neural_compressor.torch.quantization import convert
 
-        quantized = convert(_linear_copy(model), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
+        quantized = convert(_linear_copy(model, share_linear_weights=False), _fp8_config(self.fp8_format, stats_dir, "QUANTIZE"))
         _forget_patched_modules()
         return quantized
 
@@ -274,7 +290,7 @@ class IncFp8Reference(Pathway):
         # INC appends every measured model's layer list to one process-wide list (save_measure.gmod_list)
         # and dumps all of it: a second build in the process would carry the first model's layers.
         save_measure.gmod_list.clear()
-        measured = prepare(_linear_copy(model), _fp8_config(self.fp8_format, out_dir, "MEASURE"))
+        measured = prepare(_linear_copy(model, share_linear_weights=True), _fp8_config(self.fp8_format, out_dir, "MEASURE"))
         with torch.inference_mode():
             for batch in calib:
                 measured(*(torch.from_numpy(batch[name]) for name in model.input_names))

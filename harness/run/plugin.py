@@ -231,12 +231,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def grouped_by_case(items: list[pytest.Item]) -> list[pytest.Item]:
     """Each case's items together, where its first item was, in their own order: a case's runner and
     outputs are released after its last item (Harness.release), so one case at a time is resident
-    beside the reference instead of every case of the run until the last suite."""
-    keys = [(item_uses(item) or [position])[0] for position, item in enumerate(items)]  # an item without a case stays where it is
-    first: dict[Any, int] = {}
-    for position, key in enumerate(keys):
-        first.setdefault(key, position)
-    return [items[position] for position in sorted(range(len(items)), key=lambda position: (first[keys[position]], position))]
+    beside the reference instead of every case of the run until the last suite. A case whose outputs
+    another case's tests read (`cases(also_uses=...)`: E5M2 for E4M3, the INC FP8 reference for a GPU
+    FP8 pathway, the CPU EP for the CUDA EP) runs its items just before that case's: its runner goes
+    when its own items end and its outputs stay, so the two runners are never resident together."""
+    uses = [item_uses(item) or [position] for position, item in enumerate(items)]  # an item without a case stays where it is
+    first: dict[Any, float] = {}
+    for position, keys in enumerate(uses):
+        first.setdefault(keys[0], position)
+    rank = dict(first)  # where each group goes; `first` breaks ties, so two groups never interleave
+    for _ in range(len(rank)):  # partners of partners: as many passes as there are groups at most
+        moved = False
+        for keys in uses:
+            for partner in keys[1:]:
+                if partner in rank and rank[partner] >= rank[keys[0]]:
+                    rank[partner], moved = rank[keys[0]] - 0.5, True
+        if not moved:
+            break
+    return [items[position] for position in sorted(range(len(items)), key=lambda position: (rank[uses[position][0]], first[uses[position][0]], position))]
 
 
 def item_labels(item: pytest.Item) -> dict[str, str]:

@@ -78,7 +78,7 @@ class Case:
     pathway: Pathway
     device: Device
     artifact: Artifact
-    runner: Runner
+    runner: Runner | None  # None once only other cases' tests, which read its outputs, are left (Harness.release)
     # What each phase of this case cost (seconds, forward passes, host and GPU memory), by phase:
     # its records carry it (`costs`) and the report's cost table shows it.
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -203,6 +203,7 @@ class Harness:
         self._profiles: dict[str, Profile] = {}
         self._cases: dict[CaseKey, Case] = {}
         self._uses: Counter[CaseKey] = Counter()  # items left to run per case: its runner is released at 0
+        self._own_uses: Counter[CaseKey] = Counter()  # of those, its own (not another case's test reading its outputs)
         self._probes: dict[tuple[str, Device], Any] = {}
         self._findings: dict[CaseKey, ArtifactFinding] = {}  # found on load: artifact_identity, graph_valid
         self._load_failures: dict[CaseKey, tuple[bool, str]] = {}  # (a finding of the artifact?, why): never loaded twice
@@ -484,19 +485,30 @@ class Harness:
         return self._findings.get((model.id, pathway.name, kind))
 
     def count_uses(self, items: list[pytest.Item]) -> None:
-        """How many of the items that will run (after deselection) use each case."""
-        self._uses = Counter(key for item in items for key in item_uses(item))
+        """How many of the items that will run (after deselection) use each case, and how many of
+        those are its own."""
+        uses = [item_uses(item) for item in items]
+        self._uses = Counter(key for keys in uses for key in keys)
+        self._own_uses = Counter(keys[0] for keys in uses if keys)
 
     def release(self, item: pytest.Item) -> bool:
         """After an item's teardown: drop every case no item left to run uses (its runner, its
-        outputs), including one another case's test loaded again after its own items ended.
-        Whether one was dropped (its memory is given back once pytest drops the item's fixtures)."""
-        for key in item_uses(item):
+        outputs), including one another case's test loaded again after its own items ended; and
+        the runner of a case whose own items have run and whose outputs are computed, when only other
+        cases' tests (`cases(also_uses=...)`, which read its outputs) are left: its outputs stay.
+        Whether memory was let go (it is given back once pytest drops the item's fixtures)."""
+        keys = item_uses(item)
+        for key in keys:
             self._uses[key] -= 1
+        if keys:
+            self._own_uses[keys[0]] -= 1
         done = [key for key in self._cases if self._uses[key] <= 0]
         for key in done:
             del self._cases[key]
-        return bool(done)
+        outputs_only = [case for key, case in self._cases.items() if self._own_uses[key] <= 0 and case.runner is not None and "outputs" in case.__dict__]
+        for case in outputs_only:
+            case.runner = None  # a 1B FP8 emulation runner is ~10 GiB; the next case is built and loaded without it
+        return bool(done or outputs_only)
 
     # -- parameters for the declared case axes ---------------------------------------------
 
