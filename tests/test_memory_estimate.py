@@ -174,7 +174,7 @@ LLAMA_1B = ModelSize(1235814400, 2471628800, 262668288, 0, 525336576, 2471645608
 LLAMA_8B = ModelSize(8030261248, 16060522496, 525336576, 525336576, 1050673152, 4976698672, 128256, 4096, 32)  # Llama-3.1-8B shapes
 GEMMA_270M = ModelSize(268098176, 1072392704, 167772160, 0, 671088640, 1072419248, 262144, 640, 18)  # Gemma-3-270m
 MEASURED_GIB = [
-    (LLAMA_1B, "inc-int8-qdq", 18.3),  # default recipe, 507 s
+    (LLAMA_1B, "inc-int8-qdq", 16.35),  # default recipe, 480 s (2026-12-08; 18.3 GiB before the calibration ran beside a weightless graph)
     (LLAMA_1B, "inc-fp8-ref", 16.15),  # with its E5M2 twin, 639 s (2026-12-08; killed at 23.2 GiB before)
     (GEMMA_270M, "inc-int8-qdq", 7.63),  # SmoothQuant recipe, 188 s, PASS
 ]
@@ -195,7 +195,7 @@ def test_the_host_estimate_is_above_each_measured_peak_and_within_25_percent(siz
 
 
 def test_the_1b_inc_cases_fit_the_24gb_runner_and_what_does_not_fit_is_refused():
-    assert host_gib(LLAMA_1B, "inc-int8-qdq") < RUNNER_HOST_GIB  # measured 18.3 GiB: it ran there
+    assert host_gib(LLAMA_1B, "inc-int8-qdq") < RUNNER_HOST_GIB  # measured 16.35 GiB: it ran there
     assert host_gib(LLAMA_1B, "inc-fp8-ref") < RUNNER_HOST_GIB  # measured 16.2 GiB: it ran there
     assert host_gib(LLAMA_8B, "inc-fp8-ref") > RUNNER_HOST_GIB
     assert host_gib(LLAMA_8B, "inc-int8-qdq") > RUNNER_HOST_GIB
