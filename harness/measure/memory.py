@@ -156,8 +156,9 @@ def gpu_quantize_estimate(size: ModelSize, model: Any, compute_dtype: str) -> Es
 # on the 2-core 24 GB CPU runner, 2026-12-07; W = fp32 weights (4 B x parameters), 512 eval tokens:
 #   Llama-3.2-1B shapes, random bf16 (1.24B params, W 4.60 GiB, vocab 128256: outputs term 1.47 GiB)
 #     inc-int8-qdq, default recipe: 18.3 / 17.3 GiB in 507 s (the build 17.8 GiB: INC holds the graph
-#       three times while it calibrates; localization 18.3 GiB); 2026-12-08, the calibration session beside INC's
-#       saved graph without weights: 16.35 / 14.5 GiB in 480 s (the build 15.1, localization 16.35)
+#       three times while it calibrates; localization 18.3 GiB); 2026-12-08, the calibration session
+#       beside INC's saved graph without weights: 16.35 / 14.5 GiB in 480 s (the build 15.1,
+#       localization 16.35)
 #     inc-fp8-ref with its E5M2 twin (the E4M3-vs-E5M2 check; 2026-12-08): 16.2 / 15.7 GiB in 639 s
 #       (localization: the fp32 reference beside the FP8 model and its dequantized weights). Before
 #       INC's measured layers were let go after the build, the copies shared the reference's tensors
@@ -166,8 +167,8 @@ def gpu_quantize_estimate(size: ModelSize, model: Any, compute_dtype: str) -> Es
 #     SmoothQuant recipe: 7.6 / 7.0 GiB in 188 s (its build: export and SmoothQuant), PASS
 #   tests/hf_checkpoints.build_llama (0.13M params, vocab 384), inc-int8-qdq: 1.0 GiB (the runtime)
 # The factors put the estimate above every point and within 25% of it where the weights dominate:
-# INT8 QDQ 1B 19.5 GiB (+7% over 18.3, +20% over 16.35), Gemma 8.1 GiB (+6%); INC FP8 1B 17.7 GiB (+10%). An 8B (Llama-3.1-8B,
-# W 29.9 GiB) is estimated at 3.7 x W for INT8 QDQ, 3.3 x W for INC FP8.
+# INT8 QDQ 1B 19.5 GiB (+7% over 18.3, +20% over 16.35), Gemma 8.1 GiB (+6%); INC FP8 1B 17.7 GiB
+# (+10%). An 8B (Llama-3.1-8B, W 29.9 GiB) is estimated at 3.7 x W for INT8 QDQ, 3.3 x W for INC FP8.
 # tests/test_memory_estimate.py holds these points. torchao int8 dynamic on the CPU (SmolLM2-135M:
 # 2.6 GiB) and the host side of a GPU ONNX pathway take the INT8 QDQ factor (they export the same).
 HOST_RUNTIME_CPU = 1.5 * GiB  # torch, onnxruntime, Neural Compressor and the suites, imported

@@ -229,11 +229,12 @@ def _copied_into(fp32: Path, tmp: Path, one_file: bool) -> Path:
 
 def _augmented_graph_without_weights(augment: Any) -> None:
     """For a graph over 2 GB, INC's calibration saves its augmented copy of the graph with the weights
-    as external data and makes its session from that file, but keeps the copy, weights included,
-    while the session runs (calibrate.py augment_graph; onnx's save leaves the caller's graph as it
-    was): the copy is replaced by the saved graph without its weights, which nothing reads from it.
-    Llama-3.2-1B's shapes: the build's peak 17.7 -> 14.8 GiB, the same artifact (the copy held 5.5
-    GiB; trimming the heap alone changed nothing)."""
+    as external data and makes its session from that file, but keeps the copy while the session runs
+    (calibrate.py augment_graph). onnx's save clears the weights from the copy, yet protobuf keeps
+    their memory in the copy's arena until the copy goes: the copy is replaced by the saved graph
+    loaded without its weights, which nothing reads from it. Llama-3.2-1B's shapes: the build's peak
+    17.7 -> 14.8 GiB, the same artifact (the copy held 5.5 GiB; trimming the heap alone changed
+    nothing)."""
     augment_graph = augment.augment_graph
 
     def augment_then_drop_weights() -> None:

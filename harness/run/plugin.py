@@ -236,10 +236,10 @@ def grouped_by_case(items: list[pytest.Item]) -> list[pytest.Item]:
     FP8 pathway, the CPU EP for the CUDA EP) runs its items just before that case's: its runner goes
     when its own items end and its outputs stay, so the two runners are never resident together."""
     uses = [item_uses(item) or [position] for position, item in enumerate(items)]  # an item without a case stays where it is
-    first: dict[Any, float] = {}
+    first: dict[Any, int] = {}
     for position, keys in enumerate(uses):
         first.setdefault(keys[0], position)
-    rank = dict(first)  # where each group goes; `first` breaks ties, so two groups never interleave
+    rank: dict[Any, float] = dict(first)  # where each group goes; `first` breaks ties, so two groups never interleave
     for _ in range(len(rank)):  # partners of partners: as many passes as there are groups at most
         moved = False
         for keys in uses:
